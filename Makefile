@@ -1,0 +1,39 @@
+# sitemesh — the two commands: `make demo` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint schemas bench clean
+
+install: $(STAMP)
+
+# Re-installs only when the pins or the project metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sitemesh needs Python >= 3.11 (set PYTHON=python3.11)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/sitemesh demo
+
+test: install
+	$(BIN)/python -m ruff check sitemesh tests bench
+	$(BIN)/python -m mypy sitemesh
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/python -m ruff check sitemesh tests bench
+	$(BIN)/python -m mypy sitemesh
+
+schemas: install
+	$(BIN)/sitemesh schemas
+
+bench: install
+	$(BIN)/python bench/hop.py
+
+clean:
+	rm -rf $(VENV) .sitemesh .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,451 @@
+"""The planner: a typed plan of allowed actions, each grounded in retrieved context.
+
+The default backend (:class:`RunbookPlanner`) needs no model: it follows the best
+retrieved runbook, turning the instructions of its Diagnosis / Mitigation-like
+sections into steps, and adds a ``check_status`` step for each telemetry finding.
+A model-backed planner plugs in later through :class:`PlanningBackend`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Final, Literal, Protocol
+
+from ..schemas import (
+    Diagnosis,
+    Finding,
+    Passage,
+    Plan,
+    PlanStep,
+    RetrievalResult,
+    SupportTicket,
+    WorkItem,
+)
+from ._actions import classify_action
+from ._base import AgentContext, AgentOutput
+from ._kb import KnowledgeBase, default_kb
+from ._retriever import ACTION_SECTIONS
+
+MAX_STEPS: Final = 8
+"""Default cap on runbook-derived steps per plan (findings come on top, see
+:data:`MAX_FINDING_STEPS`)."""
+
+MAX_FINDING_STEPS: Final = 4
+"""At most this many telemetry findings become steps (most severe first)."""
+
+MAX_STEP_CHARS: Final = 280
+"""A step description is cut to this many characters."""
+
+TICKET_MESSAGE: Final = (
+    "Thank you for contacting us. We have opened a case for your request and are "
+    "working through the troubleshooting steps now. We will update you as soon as "
+    "we know more."
+)
+"""Customer reply for a ticket with a runbook plan: a fixed template, so no ticket
+text, name or handle can leak into it."""
+
+FALLBACK_MESSAGE: Final = (
+    "Thank you for contacting us. We have passed your request to a specialist, who "
+    "will get back to you as soon as possible."
+)
+"""Customer reply when no runbook applies.
+
+Alerts have no customer, so their plans carry an empty ``customer_message``
+(runbook names such as "NodeNetworkInterfaceDown" are even flagged as LOCATION by
+Presidio, so they are kept out of customer-facing text)."""
+
+_SEVERITY_RANK: Final = {"critical": 0, "major": 1, "minor": 2, "info": 3}
+
+
+def diagnosis_ref(n: int) -> str:
+    """Grounding id of the ``n``-th (1-based) finding of the work item's diagnosis."""
+    return f"diagnosis#{n}"
+
+
+class PlanningBackend(Protocol):
+    """Something that turns a work item into a plan.
+
+    Implementations must be deterministic for the same item (the runtime may
+    redeliver it) and must only use actions from
+    :data:`sitemesh.agents._actions.ALLOWED_ACTIONS`; the validator checks both the
+    actions and that every step is grounded.
+    """
+
+    async def plan(self, item: WorkItem) -> Plan:
+        """Plan for ``item`` (task, retrieval and diagnosis so far)."""
+        ...
+
+
+# --- runbook text -> instructions ---------------------------------------------------
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$")
+_LINK = re.compile(r"!?\[([^\]]*)\](?:\([^)]*\)|\[[^\]]*\])")
+_LINK_DEF = re.compile(r"^\s*\[[^\]]+\]:\s*\S+")
+_EMPHASIS = re.compile(r"(\*\*|__|(?<!\w)[*_](?=\S)|(?<=\S)[*_](?!\w))")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`])")
+
+
+def _clean(text: str) -> str:
+    text = _LINK.sub(r"\1", text)
+    text = _EMPHASIS.sub("", text)
+    return " ".join(text.split())
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"
+
+
+@dataclass(slots=True)
+class _Instruction:
+    text: str
+    command: str | None = None
+
+
+def instructions(markdown: str) -> list[_Instruction]:
+    """Pull the instructions out of one runbook section.
+
+    List items (``-``, ``*``, ``1.``), with their indented continuation lines, are
+    instructions. A section without list items yields one instruction per prose
+    paragraph (its first two sentences). The first line of a code block that
+    follows an instruction is attached to it as its command.
+
+    Args:
+        markdown: the section body.
+
+    Returns:
+        Instructions in document order, Markdown links and emphasis removed.
+    """
+    items: list[_Instruction] = []
+    paragraphs: list[_Instruction] = []
+    current_item: list[str] | None = None
+    current_par: list[str] = []
+    in_fence = False
+    fence_first: str | None = None
+    last: _Instruction | None = None
+
+    def close_item() -> None:
+        nonlocal current_item, last
+        if current_item:
+            last = _Instruction(_clean(" ".join(current_item)))
+            items.append(last)
+        current_item = None
+
+    def close_par() -> None:
+        nonlocal current_par, last
+        if current_par:
+            text = _clean(" ".join(current_par))
+            sentences = _SENTENCE_END.split(text)
+            last = _Instruction(" ".join(sentences[:2]))
+            paragraphs.append(last)
+        current_par = []
+
+    for line in markdown.splitlines():
+        if _FENCE.match(line):
+            if in_fence:
+                if last is not None and last.command is None and fence_first:
+                    last.command = fence_first
+                fence_first = None
+            else:
+                close_item()
+                close_par()
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            stripped = line.strip().removeprefix("$ ").strip()
+            if fence_first is None and stripped and not stripped.startswith("#"):
+                fence_first = stripped
+            continue
+        if _LINK_DEF.match(line):
+            continue
+        match = _LIST_ITEM.match(line)
+        if match:
+            close_item()
+            close_par()
+            current_item = [match.group(1)]
+        elif not line.strip():
+            close_item()
+            close_par()
+        elif current_item is not None:
+            current_item.append(line.strip())
+        elif line.lstrip().startswith(("|", ">", "<")):
+            continue  # tables, quotes and HTML are not instructions
+        else:
+            close_item()
+            current_par.append(line.strip())
+    close_item()
+    close_par()
+    chosen = items or paragraphs
+    return [
+        i
+        for i in chosen
+        if len(i.text) >= 12
+        and any(c.isalpha() for c in i.text)
+        and not (i.text.endswith(":") and i.command is None)  # a lead-in to a sub-list
+    ]
+
+
+def _describe(ins: _Instruction, limit: int) -> str:
+    text = ins.text.rstrip(":")
+    if ins.command:
+        command = _cut(ins.command, 100)
+        text = f"{_cut(text, limit - len(command) - 5)}: `{command}`"
+    return _cut(text, limit)
+
+
+def _finding_step(n: int, ref: int, finding: Finding) -> PlanStep:
+    where = finding.device + (f" {finding.interface}" if finding.interface else "")
+    kind = finding.kind.replace("_", " ")
+    return PlanStep(
+        n=n,
+        action="check_status",
+        description=_cut(
+            f"Confirm {kind} on {where} ({finding.severity}): {_clean(finding.evidence)}",
+            MAX_STEP_CHARS,
+        ),
+        grounding=[diagnosis_ref(ref)],
+    )
+
+
+Phase = Literal["diagnosis", "mitigation"]
+
+_DIAGNOSIS_HEADINGS: Final = ("diagnos", "troubleshoot")
+
+
+def _is_action_path(path: Sequence[str]) -> bool:
+    return any(h.lower().startswith(ACTION_SECTIONS) for h in path[1:])
+
+
+def _phase(path: Sequence[str]) -> Phase:
+    """``diagnosis`` under a Diagnosis/Troubleshooting heading, else ``mitigation``."""
+    for heading in reversed(path[1:]):
+        lowered = heading.lower()
+        if lowered.startswith(_DIAGNOSIS_HEADINGS):
+            return "diagnosis"
+        if lowered.startswith(ACTION_SECTIONS):
+            return "mitigation"
+    return "mitigation"
+
+
+# --- the default backend -----------------------------------------------------------
+
+
+class RunbookPlanner:
+    """Deterministic planning from the best retrieved runbook (no model).
+
+    Steps, in order:
+
+    1. one ``check_status`` step per telemetry finding in ``item.diagnosis``, most
+       severe first (at most :data:`MAX_FINDING_STEPS`), grounded ``diagnosis#<n>``
+       with ``n`` the 1-based position of the finding in the diagnosis;
+    2. the instructions of the best runbook's action sections (headings starting
+       with one of :data:`~sitemesh.agents._retriever.ACTION_SECTIONS`) among the
+       retrieved passages, in document order, each classified into an allowed
+       action by :func:`~sitemesh.agents._actions.classify_action` and grounded in
+       its passage. The best runbook is the one of the top-ranked passage.
+
+    Without usable runbook sections the plan is ``source="fallback"``: the finding
+    steps (if any) and ``gather_details`` + ``escalate`` steps, grounded in the
+    diagnosis when there is one and nowhere otherwise (the validator flags that).
+
+    Args:
+        kb: knowledge base to read full section texts from (passages on the wire
+            are trimmed); ``None`` uses the packaged one. Passages the KB does not
+            know are planned from their wire text.
+        max_steps: cap on runbook-derived steps.
+    """
+
+    def __init__(self, kb: KnowledgeBase | None = None, *, max_steps: int = MAX_STEPS) -> None:
+        self._kb = kb
+        self.max_steps = max_steps
+
+    @property
+    def kb(self) -> KnowledgeBase:
+        """The knowledge base in use (loads the packaged one on first access)."""
+        if self._kb is None:
+            self._kb = default_kb()
+        return self._kb
+
+    async def plan(self, item: WorkItem) -> Plan:
+        """Build the plan for ``item`` (see the class docstring)."""
+        return self.build(item)
+
+    def build(self, item: WorkItem) -> Plan:
+        """Synchronous core of :meth:`plan`.
+
+        Args:
+            item: the work item; reads ``task``, ``retrieval`` and ``diagnosis``.
+
+        Returns:
+            The plan.
+        """
+        task_id = item.envelope.task_id
+        finding_steps = list(self._finding_steps(item.diagnosis))
+        doc_id, runbook_steps = self._runbook_steps(item.retrieval, len(finding_steps))
+        ticket = isinstance(item.task, SupportTicket)
+        if runbook_steps:
+            steps = finding_steps + runbook_steps
+            sections = sorted({s.grounding[0].split("#", 1)[1] for s in runbook_steps})
+            conf = item.retrieval.confidence if item.retrieval else 0.0
+            return Plan(
+                task_id=task_id,
+                steps=steps,
+                source="runbook",
+                runbook=doc_id,
+                customer_message=TICKET_MESSAGE if ticket else "",
+                rationale=(
+                    f"{len(finding_steps)} telemetry finding(s); {len(runbook_steps)} step(s) "
+                    f"from runbook {doc_id} sections {', '.join(sections)}; "
+                    f"retrieval confidence {conf:.2f}."
+                ),
+            )
+        return self._fallback(task_id, finding_steps, item.diagnosis, ticket)
+
+    def _finding_steps(self, diagnosis: Diagnosis | None) -> Iterator[PlanStep]:
+        if diagnosis is None:
+            return
+        ranked = sorted(
+            enumerate(diagnosis.findings, start=1),
+            key=lambda pair: (_SEVERITY_RANK.get(pair[1].severity, 9), pair[0]),
+        )
+        for n, (ref, finding) in enumerate(ranked[:MAX_FINDING_STEPS], start=1):
+            yield _finding_step(n, ref, finding)
+
+    def _runbook_steps(
+        self, retrieval: RetrievalResult | None, offset: int
+    ) -> tuple[str | None, list[PlanStep]]:
+        if retrieval is None or not retrieval.passages:
+            return None, []
+        best = retrieval.passages[0]
+        kb = self.kb
+        candidates: list[tuple[int, Passage, str, Phase]] = []
+        for rank, passage in enumerate(retrieval.passages):
+            if passage.doc_id != best.doc_id:
+                continue
+            section = kb.get(passage.passage_id)
+            if section is not None:
+                if _is_action_path(section.path):
+                    phase = _phase(section.path)
+                    candidates.append((section.order, passage, section.text, phase))
+            elif passage.section.lower().startswith(ACTION_SECTIONS):
+                phase = _phase(("", passage.section))
+                candidates.append((1000 + rank, passage, passage.text, phase))
+        candidates.sort(key=lambda c: c[0])
+        per_section = [instructions(text) for _, _, text, _ in candidates]
+        steps: list[PlanStep] = []
+        seen: set[str] = set()
+        budget = self.max_steps
+        for i, ((_, passage, _, phase), found) in enumerate(
+            zip(candidates, per_section, strict=True)
+        ):
+            share = math.ceil(budget / (len(candidates) - i)) if budget > 0 else 0
+            taken = 0
+            for ins in found:
+                if taken >= share:
+                    break
+                description = _describe(ins, MAX_STEP_CHARS)
+                if description in seen:
+                    continue
+                seen.add(description)
+                steps.append(
+                    PlanStep(
+                        n=offset + len(steps) + 1,
+                        action=classify_action(ins.text, phase=phase),
+                        description=description,
+                        grounding=[passage.passage_id],
+                    )
+                )
+                taken += 1
+            budget -= taken
+        return best.doc_id, steps
+
+    @staticmethod
+    def _fallback(
+        task_id: str, finding_steps: list[PlanStep], diagnosis: Diagnosis | None, ticket: bool
+    ) -> Plan:
+        refs = (
+            [diagnosis_ref(i) for i in range(1, len(diagnosis.findings) + 1)] if diagnosis else []
+        )
+        n = len(finding_steps)
+        generic = [
+            PlanStep(
+                n=n + 1,
+                action="gather_details",
+                description="Collect the affected service or device, the time window and "
+                "the exact error messages.",
+                grounding=refs[:1],
+            ),
+            PlanStep(
+                n=n + 2,
+                action="escalate",
+                description="Hand the case to the on-call engineer: no runbook matched.",
+                grounding=refs[:1],
+            ),
+        ]
+        return Plan(
+            task_id=task_id,
+            steps=finding_steps + generic,
+            source="fallback",
+            runbook=None,
+            customer_message=FALLBACK_MESSAGE if ticket else "",
+            rationale="No runbook section was retrieved for this task.",
+        )
+
+
+class PlannerAgent:
+    """Role ``planner``: delegates to a :class:`PlanningBackend`.
+
+    Args:
+        backend: the planning backend; ``None`` uses :class:`RunbookPlanner` over
+            ``kb``.
+        kb: knowledge base for the default backend (``None``: the packaged one).
+    """
+
+    role: ClassVar[str] = "planner"
+
+    def __init__(
+        self, backend: PlanningBackend | None = None, *, kb: KnowledgeBase | None = None
+    ) -> None:
+        self.backend: PlanningBackend = backend if backend is not None else RunbookPlanner(kb)
+
+    async def handle(self, item: WorkItem, ctx: AgentContext) -> Plan:
+        """Plan for ``item``.
+
+        Args:
+            item: the work item with the retrieval and (for alerts) the diagnosis.
+            ctx: the agent context (unused).
+
+        Returns:
+            The plan from the backend.
+        """
+        return await self.backend.plan(item)
+
+    def summarize(self, output: AgentOutput) -> str:
+        """One PII-free line: step count, source, runbook and action counts.
+
+        Args:
+            output: a :class:`Plan`.
+
+        Returns:
+            E.g. ``"4 steps from runbook etcdMembersDown: check_status 3, restart_component 1"``.
+        """
+        if not isinstance(output, Plan):
+            return type(output).__name__
+        counts = Counter(step.action for step in output.steps)
+        actions = ", ".join(
+            f"{a} {c}" for a, c in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+        )
+        origin = (
+            f"runbook {output.runbook.rsplit('/', 1)[-1]}"
+            if output.source == "runbook" and output.runbook
+            else output.source
+        )
+        return f"{len(output.steps)} steps from {origin}: {actions or 'none'}"

@@ -1,0 +1,149 @@
+"""The one subject and stream map (DESIGN section 3). Nothing else spells subjects.
+
+| subject                          | meaning                                   | stream          |
+|----------------------------------|-------------------------------------------|-----------------|
+| ``sm.v1.task.<site>.<kind>``     | a task submitted by a user (ingress)      | ``TASKS_<site>``  |
+| ``sm.v1.work.<site>.<role>``     | work for an agent role at a site          | ``WORK_<site>``   |
+| ``sm.v1.event.<site>.<task>``    | progress events and the final answer      | ``EVENTS_<site>`` |
+| ``sm.v1.dlq.<site>.<role>``      | messages rejected for good, with reason   | ``DLQ_<site>``    |
+| ``sm.v1.out.<site>.<role>``      | anonymised events leaving the site        | ``OUTBOX_<site>`` |
+| ``sm.v1.in.<site>.<task>``       | cloud answers coming back to the site     | ``INBOX_<site>``  |
+
+Max-deliveries advisories of the site's consumers are captured in
+``ADVISORIES_<site>`` so that a message nobody could process is dead-lettered even
+when no process was listening at the time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+PREFIX: Final = "sm.v1"
+"""Version prefix of every sitemesh subject."""
+
+ROLES: Final[tuple[str, ...]] = (
+    "router",
+    "retriever",
+    "diagnostics",
+    "planner",
+    "validator",
+    "escalation",
+)
+"""Site roles in pipeline order; ``router`` consumes tasks, the others work items."""
+
+PIPELINE: Final[tuple[str, ...]] = ROLES[1:]
+"""Agent roles a task passes through after the router, in order."""
+
+HDR_MSG_ID: Final = "Nats-Msg-Id"
+HDR_SCHEMA: Final = "sm-schema"
+HDR_TASK_ID: Final = "sm-task-id"
+HDR_CAUSATION: Final = "sm-causation-id"
+HDR_DATA_CLASS: Final = "sm-data-class"
+HDR_TRACEPARENT: Final = "traceparent"
+HDR_TRACESTATE: Final = "tracestate"
+
+_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def token(value: str) -> str:
+    """Make ``value`` a single subject token: ``.``, ``:``, spaces, wildcards -> ``_``."""
+    return _TOKEN.sub("_", value)
+
+
+def next_role(role: str) -> str | None:
+    """The role after ``role`` in the pipeline, or ``None`` after the last one."""
+    if role == "router":
+        return PIPELINE[0]
+    i = PIPELINE.index(role)
+    return PIPELINE[i + 1] if i + 1 < len(PIPELINE) else None
+
+
+def msg_id(task_id: str, step: str, role: str) -> str:
+    """The ``Nats-Msg-Id`` for what ``role`` publishes at ``step`` of ``task_id``.
+
+    Derived, never random, so a retried step cannot be published twice within the
+    stream's duplicate window (JetStream message deduplication).
+    """
+    return f"{task_id}:{step}:{role}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subjects and stream names of one site. Build with ``Subjects(site)``."""
+
+    site: str
+
+    # -- subjects -----------------------------------------------------------------
+    def task(self, kind: str) -> str:
+        return f"{PREFIX}.task.{self.site}.{kind}"
+
+    def work(self, role: str) -> str:
+        return f"{PREFIX}.work.{self.site}.{role}"
+
+    def event(self, task_id: str) -> str:
+        return f"{PREFIX}.event.{self.site}.{token(task_id)}"
+
+    def dlq(self, role: str) -> str:
+        return f"{PREFIX}.dlq.{self.site}.{role}"
+
+    def out(self, role: str) -> str:
+        return f"{PREFIX}.out.{self.site}.{role}"
+
+    def inbox(self, task_id: str) -> str:
+        return f"{PREFIX}.in.{self.site}.{token(task_id)}"
+
+    @property
+    def all_tasks(self) -> str:
+        return f"{PREFIX}.task.{self.site}.>"
+
+    @property
+    def all_work(self) -> str:
+        return f"{PREFIX}.work.{self.site}.>"
+
+    @property
+    def all_events(self) -> str:
+        return f"{PREFIX}.event.{self.site}.>"
+
+    @property
+    def all_dlq(self) -> str:
+        return f"{PREFIX}.dlq.{self.site}.>"
+
+    # -- streams ------------------------------------------------------------------
+    @property
+    def tasks_stream(self) -> str:
+        return f"TASKS_{self.site}"
+
+    @property
+    def work_stream(self) -> str:
+        return f"WORK_{self.site}"
+
+    @property
+    def events_stream(self) -> str:
+        return f"EVENTS_{self.site}"
+
+    @property
+    def dlq_stream(self) -> str:
+        return f"DLQ_{self.site}"
+
+    @property
+    def advisories_stream(self) -> str:
+        return f"ADVISORIES_{self.site}"
+
+    def max_deliveries_advisories(self) -> list[str]:
+        """Advisory subjects the server publishes when a consumer exhausts ``max_deliver``."""
+        base = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+        return [f"{base}.{self.tasks_stream}.*", f"{base}.{self.work_stream}.*"]
+
+    # -- consumers ----------------------------------------------------------------
+    def consumer_for(self, role: str) -> tuple[str, str, str]:
+        """``(stream, durable name, filter subject)`` of the pull consumer of ``role``."""
+        if role == "router":
+            return self.tasks_stream, "router", self.all_tasks
+        return self.work_stream, role, self.work(role)
+
+    def role_of_stream_subject(self, stream: str, durable: str) -> str:
+        """The role that owns consumer ``durable`` on ``stream`` (for advisories)."""
+        del stream
+        return durable

@@ -1,0 +1,391 @@
+"""The worker runtime: pull, decode, handle, publish outputs, ack."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Final, Generic, Self, TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DEFAULT_PREFIX
+
+from ..config import BusSettings
+from ..errors import MessageTooLarge, SchemaError
+from ._acking import Action, Decision, decide
+from ._deadletter import dead_letter_outbounds
+from ._publish import Publisher
+from ._subjects import HDR_MSG_ID, HDR_TASK_ID, Subjects
+from ._types import Handler, MsgContext, TaskIdOf
+
+T = TypeVar("T")
+
+log = logging.getLogger("sitemesh.bus")
+
+PULL_EXPIRES_S: Final = 2.0
+"""Lifetime of one pull request in seconds; an idle worker renews its request this often."""
+
+_PULL_ENCODER: Final = msgspec.json.Encoder()
+_STATUS: Final = "Status"
+_PENDING_MSGS: Final = "Nats-Pending-Messages"
+
+_NO_HEADERS: Final[Mapping[str, str]] = {}
+
+
+def _schema_error(exc: msgspec.MsgspecError) -> SchemaError:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        field = text.rsplit("- at `", 1)[1].rstrip("`") if "- at `" in text else "$"
+        return SchemaError(text, field=field)
+    return SchemaError(f"invalid JSON: {text}", field="$")
+
+
+def _ack_metadata(reply: str) -> tuple[str, int, int]:
+    """``(stream, num_delivered, stream_seq)`` from a JetStream ack subject.
+
+    ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1) or
+    ``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>...`` (v2), parsed
+    without building nats-py's ``Metadata`` (no datetime per message).
+    """
+    t = reply.split(".")
+    if len(t) == 9:
+        return t[2], int(t[4]), int(t[5])
+    return t[4], int(t[6]), int(t[7])
+
+
+class Worker(Generic[T]):
+    """Runs a handler over a durable pull consumer, owning acks, retries and dead letters.
+
+    Per message: decode (a decoder error is a :class:`~sitemesh.errors.SchemaError`,
+    dead-lettered at once) → ``handler(msg, ctx)`` → publish what it returns
+    (pipelined, awaiting the PubAcks) → ack. Failures are mapped to ``nak(delay)`` or
+    ``term`` + dead letter by :func:`sitemesh.bus._acking.decide`. Pull requests of
+    up to ``settings.batch`` messages are kept outstanding so that at most
+    ``max_inflight`` messages are handled at once; each message is handled as soon
+    as it arrives and a new pull is issued as soon as half a batch of room frees up,
+    so neither a partial batch nor one slow message holds up the rest.
+
+    Acks and naks are fire-and-forget publishes that the client coalesces into one
+    socket write per event-loop turn. An output is always PubAck'ed before its input
+    is acked; a crash in between causes a redelivery whose re-publishes the server
+    drops as duplicates (derived ``Nats-Msg-Id``).
+
+    Lifecycle: ``await run()`` until ``await shutdown()`` (idempotent: stops
+    pulling, gives back messages delivered after the stop, finishes in-flight
+    messages within ``settings.graceful_timeout_s``, then cancels the rest, which
+    are redelivered after ``ack_wait``); or
+    ``async with Worker(...)`` to run it in the background.
+
+    Args:
+        js: a JetStream context.
+        site: the worker's site.
+        role: its role (in :class:`MsgContext` and the dead-letter subject).
+        stream: the stream of the durable consumer.
+        durable: the durable consumer created by :func:`sitemesh.bus.provision`.
+        decoder: bytes -> message; raise ``SchemaError`` (or a msgspec error) on bad input.
+        handler: ``async (msg, ctx) -> [Outbound, ...]``.
+        settings: batch size, retries, backoff, graceful timeout.
+        task_id_of: best-effort task id of a raw message for error events;
+            default: the ``sm-task-id`` header.
+        max_inflight: messages handled at once; default ``settings.batch``.
+        dead_letter_role: role in the dead-letter subject; default ``role``.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        site: str,
+        role: str,
+        stream: str,
+        durable: str,
+        decoder: Callable[[bytes], T],
+        handler: Handler[T],
+        settings: BusSettings,
+        task_id_of: TaskIdOf | None = None,
+        max_inflight: int | None = None,
+        dead_letter_role: str | None = None,
+    ) -> None:
+        self._js = js
+        self.site = site
+        self.role = role
+        self.stream = stream
+        self.durable = durable
+        self._decoder = decoder
+        self._handler = handler
+        self.settings = settings
+        self._task_id_of = task_id_of
+        self.max_inflight = max_inflight or settings.batch
+        self._dead_letter_role = dead_letter_role or role
+        self._subjects = Subjects(site)
+        self._publisher = Publisher(js)
+        self._check_size = stream == self._subjects.tasks_stream
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._min_fetch = max(1, min(settings.batch, self.max_inflight) // 2)
+        self._nc = js._nc  # the connection; nats-py exposes no public accessor
+        prefix = getattr(js, "_prefix", DEFAULT_PREFIX)
+        self._next_subject = f"{prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._pull_pending = 0
+        self._pull_deadline = 0.0
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._started = asyncio.Event()
+        self._done = asyncio.Event()
+        self._running = False
+        self._run_task: asyncio.Task[None] | None = None
+        self.handled = 0
+        """Messages settled (acked, nak'ed or dead-lettered) so far."""
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Pull and handle messages until :meth:`shutdown`.
+
+        Raises:
+            RuntimeError: ``run`` is already running.
+            nats.js.errors.NotFoundError: the durable consumer does not exist (run
+                :func:`sitemesh.bus.provision` first).
+        """
+        if self._running:
+            raise RuntimeError("Worker.run() is already running")
+        self._running = True
+        try:
+            await self._js.consumer_info(self.stream, self.durable)
+            nc = self._nc
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(
+                inbox, cb=self._on_delivery, pending_msgs_limit=0, pending_bytes_limit=0
+            )
+            self._started.set()
+            try:
+                await self._pull_loop(inbox)
+            finally:
+                # UNSUB, then a PING round trip: the server drops our waiting pull
+                # requests (no interest left) and whatever it sent before is naked
+                # by _on_delivery, so nothing stays delivered-but-unseen.
+                with contextlib.suppress(Exception):
+                    await sub.drain()  # type: ignore[no-untyped-call]
+                await self._finish_inflight()
+                with contextlib.suppress(Exception):  # the last acks reach the server
+                    await nc.flush(timeout=2)
+        finally:
+            self._started.set()
+            self._done.set()
+
+    async def _pull_loop(self, inbox: str) -> None:
+        """Keep enough pull requests outstanding to fill ``max_inflight``.
+
+        Messages are handled as they arrive (not per fetched batch), so a partial
+        batch is never held back and a slow message does not block the others:
+        nats.go's ``Consume`` model. The server answers an expired request with a
+        408 status carrying how many of its messages were not delivered.
+        """
+        loop = asyncio.get_running_loop()
+        nc, next_subject = self._nc, self._next_subject
+        batch, min_fetch = self.settings.batch, self._min_fetch
+        expires_ns = int(PULL_EXPIRES_S * 1e9)
+        while not self._stopping:
+            now = loop.time()
+            if self._pull_pending and now > self._pull_deadline + 1.0:
+                self._pull_pending = 0  # the 408s were lost (reconnect): start afresh
+            want = self.max_inflight - len(self._inflight) - self._pull_pending
+            if want >= min_fetch and nc.is_connected:
+                n = min(batch, want)
+                request = _PULL_ENCODER.encode({"batch": n, "expires": expires_ns})
+                await nc.publish(next_subject, request, reply=inbox)
+                self._pull_pending += n
+                self._pull_deadline = now + PULL_EXPIRES_S
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PULL_EXPIRES_S / 2):
+                    await self._wake.wait()
+
+    async def _on_delivery(self, msg: Msg) -> None:
+        headers = msg.headers
+        if headers and (status := headers.get(_STATUS)):
+            if status == "100":  # idle heartbeat
+                return
+            # 404/408: a request ended with messages undelivered; 409: it was
+            # cancelled (max waiting, consumer deleted, leadership change...).
+            undelivered = headers.get(_PENDING_MSGS)
+            if undelivered is not None:
+                self._pull_pending = max(0, self._pull_pending - int(undelivered))
+            else:
+                self._pull_pending = 0
+            if status == "409":
+                log.warning("%s: pull request ended: %s", self.role, headers.get("Description"))
+            self._wake.set()
+            return
+        self._pull_pending = max(0, self._pull_pending - 1)
+        if self._stopping:  # a request made before the stop: give it back at once
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        task = asyncio.create_task(self._handle(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self.handled += 1
+        if len(self._inflight) <= self.max_inflight - self._min_fetch:
+            self._wake.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: unexpected error settling a message", self.role, exc_info=exc)
+
+    async def _finish_inflight(self) -> None:
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(
+            set(self._inflight), timeout=self.settings.graceful_timeout_s
+        )
+        if pending:
+            log.warning(
+                "%s: %d message(s) still in flight after %.1fs; cancelling (redelivered)",
+                self.role,
+                len(pending),
+                self.settings.graceful_timeout_s,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)
+
+    async def shutdown(self) -> None:
+        """Stop fetching, finish in-flight messages, return when :meth:`run` has. Idempotent."""
+        self._stopping = True
+        self._wake.set()
+        if self._running:
+            await self._done.wait()
+        if self._run_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run_task
+
+    async def __aenter__(self) -> Self:
+        self._run_task = asyncio.create_task(self.run(), name=f"worker:{self.role}")
+        await self._started.wait()
+        if self._run_task.done():
+            await self._run_task  # re-raises why it could not start
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    # -- one message ----------------------------------------------------------------
+    async def _handle(self, msg: Msg) -> None:
+        stream, num_delivered, stream_seq = _ack_metadata(msg.reply)
+        headers = msg.headers or _NO_HEADERS
+        data = msg.data
+        error: Exception | None = None
+        try:
+            if self._check_size and len(data) > self.settings.max_task_bytes:
+                raise MessageTooLarge(len(data), self.settings.max_task_bytes)
+            try:
+                value = self._decoder(data)
+            except msgspec.MsgspecError as exc:
+                raise _schema_error(exc) from exc
+            ctx = MsgContext(
+                subject=msg.subject,
+                headers=headers,
+                stream=stream,
+                stream_seq=stream_seq,
+                num_delivered=num_delivered,
+                site=self.site,
+                role=self.role,
+                worker=self.worker_id,
+                data=data,
+            )
+            outs = await self._handler(value, ctx)
+            if outs:
+                await self._publisher.publish_many(outs, causation_id=headers.get(HDR_MSG_ID))
+        except Exception as exc:
+            error = exc
+        decision = decide(error, num_delivered, self.settings)
+        if decision.action is Action.ACK:
+            await msg.ack()
+        elif decision.action is Action.NAK:
+            log.info(
+                "%s: nak %s#%d (delivery %d) in %.2fs: %r",
+                self.role, stream, stream_seq, num_delivered, decision.delay_s, error,
+            )  # fmt: skip
+            await msg.nak(decision.delay_s)
+        else:
+            await self._dead_letter(msg, stream, stream_seq, num_delivered, headers, decision)
+
+    async def _dead_letter(
+        self,
+        msg: Msg,
+        stream: str,
+        stream_seq: int,
+        num_delivered: int,
+        headers: Mapping[str, str],
+        decision: Decision,
+    ) -> None:
+        task_id = self._task_id_of(msg.data, headers) if self._task_id_of else None
+        task_id = task_id or headers.get(HDR_TASK_ID)
+        outs = dead_letter_outbounds(
+            self._subjects,
+            role=self._dead_letter_role,
+            subject=msg.subject,
+            stream=stream,
+            stream_seq=stream_seq,
+            data=msg.data,
+            headers=headers,
+            reason=decision.reason,
+            error_class=decision.error_class,
+            field=decision.field,
+            deliveries=num_delivered,
+            task_id=task_id,
+        )
+        log.warning("%s: dead-lettering %s#%d: %s", self.role, stream, stream_seq, decision.reason)
+        try:
+            await self._publisher.publish_many(outs)
+        except Exception as exc:  # the DLQ is unreachable: keep the message, retry later
+            retry = decide(exc, 1, self.settings)
+            log.error("%s: dead letter of %s#%d failed: %s", self.role, stream, stream_seq, exc)
+            await msg.nak(retry.delay_s)
+            return
+        await msg.term()
+
+
+async def run_worker_until_signalled(worker: Worker[T], nc: Client) -> None:
+    """Run ``worker`` until SIGTERM or SIGINT, then shut it down and drain ``nc``.
+
+    On the signal the worker stops fetching and finishes in-flight messages
+    (bounded by ``graceful_timeout_s``); then the connection is drained (pending
+    acks and publishes are flushed) and closed.
+
+    Args:
+        worker: the worker to run.
+        nc: its connection, drained at the end.
+    """
+    loop = asyncio.get_running_loop()
+    stops: set[asyncio.Task[None]] = set()
+
+    def on_signal() -> None:
+        stops.add(loop.create_task(worker.shutdown()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await worker.run()
+        if stops:
+            await asyncio.wait(stops)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if not nc.is_closed:
+            await nc.drain()

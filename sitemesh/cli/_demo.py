@@ -1,0 +1,329 @@
+"""``sitemesh demo``: the main job end to end on the embedded default.
+
+1. start (or reuse) the embedded ``nats-server`` and migrate the SQLite database;
+2. start the site's processes (recorder, router, five agents) with the supervisor
+   and wait until each has a pull request waiting on its consumer;
+3. publish the real tickets, the telemetry alerts and the malformed tasks with
+   ``sitemesh publish`` (a subprocess: the public path);
+4. follow the task events until every task has a final answer or a dead letter;
+5. wait until the recorder has stored them, print the summary from the database,
+   stop everything cleanly.
+
+Exit code 0 only if every valid task was answered exactly once and every malformed
+task was dead-lettered with a reason naming the expected field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..bus import Subjects, connect, provision
+from ..config import Settings
+from ..edge_node import Supervisor, child_env, process_environ
+from ..schemas import (
+    EVENT_DECODER,
+    FinalAnswer,
+    TaskFailed,
+    TelemetryAlert,
+    decode,
+    utcnow,
+)
+from ._nats import nats_url
+from ._run import site_roles
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
+
+
+@dataclass
+class _Run:
+    """What the demo knows about the tasks it published."""
+
+    valid: set[str] = field(default_factory=set)
+    malformed: dict[str, dict[str, str]] = field(default_factory=dict)
+    alerts: dict[str, TelemetryAlert] = field(default_factory=dict)
+    answers: dict[str, FinalAnswer] = field(default_factory=dict)
+    answer_count: Counter[str] = field(default_factory=Counter)
+    failed: dict[str, TaskFailed] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.valid) + len(self.malformed)
+
+    def ended(self) -> int:
+        return len(self.answers.keys() | self.failed.keys())
+
+
+async def _sh_publish(
+    settings: Settings, url: str, files: list[Path], prefix: str, raw: str | None = None
+) -> list[str]:
+    """Run ``sitemesh publish`` as a subprocess; returns the task ids it printed."""
+    env = child_env(
+        process_environ(),
+        settings.model_copy(
+            update={"nats": settings.nats.model_copy(update={"url": url})}
+        ).to_env(),
+    )
+    env["COLUMNS"] = "400"
+    args = [
+        sys.executable,
+        "-m",
+        "sitemesh",
+        "publish",
+        *map(str, files),
+        "--site",
+        settings.site,
+        "--task-id-prefix",
+        prefix,
+    ]
+    if raw:
+        args += ["--raw", raw]
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"sitemesh publish failed ({proc.returncode}): {err.decode()[-2000:]}")
+    return [ln.strip() for ln in out.decode().splitlines() if ln.strip().startswith(prefix)]
+
+
+async def _wait_ready(js: Any, subjects: Subjects, roles: list[str], timeout_s: float) -> float:
+    """Wait until every role's consumer has a pull request waiting; returns seconds."""
+    t0 = time.monotonic()
+    wanted = [subjects.consumer_for(r)[:2] for r in dict.fromkeys(roles) if r != "recorder"]
+    wanted.append((subjects.events_stream, "recorder"))
+    while True:
+        waiting = []
+        for stream, durable in wanted:
+            info = await js.consumer_info(stream, durable)
+            waiting.append((info.num_waiting or 0) > 0)
+        if all(waiting):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout_s:
+            missing = [d for (_, d), ok in zip(wanted, waiting, strict=True) if not ok]
+            raise TimeoutError(f"workers not ready after {timeout_s:.0f} s: {missing}")
+        await asyncio.sleep(0.2)
+
+
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+async def run_demo(
+    settings: Settings, console: Console, *, data_dir: Path | None = None, timeout_s: float = 600.0
+) -> int:
+    """Run the demo; returns the exit code (0: every task ended as expected)."""
+    from ..agents import fault_score
+    from ..state import Store, migrate
+
+    data = data_dir or DEFAULT_DATA
+    run_id = utcnow().strftime("%Y%m%dT%H%M%S")
+    prefix = f"demo-{run_id}-"
+    subjects = Subjects(settings.site)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((data / "malformed" / "MANIFEST.json").read_text("utf-8"))
+    manifest.pop("_doc", None)
+    run = _Run()
+
+    async with nats_url(settings, console) as url:
+        await migrate(settings.db_url)
+        nc = await connect(url, name="sitemesh-demo", timeout_s=settings.nats.connect_timeout_s)
+        js = nc.jetstream()
+        await provision(js, subjects, settings.bus)
+        env = child_env(
+            process_environ(),
+            settings.model_copy(
+                update={
+                    "nats": settings.nats.model_copy(update={"url": url}),
+                    "state_dir": settings.state_dir.resolve(),
+                }
+            ).to_env(),
+        )
+        roles = site_roles(1)
+        sup = Supervisor(
+            settings.site,
+            roles,
+            env=env,
+            log_dir=settings.state_dir / "logs",
+            graceful_timeout_s=settings.bus.graceful_timeout_s,
+        )
+        store = Store(settings.db_url)
+        try:
+            await sup.start()
+            with console.status("starting workers (loading Presidio, BM25 index, telemetry)..."):
+                ready_s = await _wait_ready(js, subjects, roles, timeout_s=120)
+            console.print(
+                f"{len(roles)} worker processes ready in {ready_s:.1f} s: "
+                + ", ".join(f"{r}={p}" for r, p in sup.pids.items())
+            )
+
+            def on_event(data: bytes) -> None:
+                ev = decode(data, EVENT_DECODER)
+                if not ev.task_id.startswith(prefix):
+                    return
+                if isinstance(ev, FinalAnswer):
+                    run.answers[ev.task_id] = ev
+                    run.answer_count[ev.task_id] += 1
+                elif isinstance(ev, TaskFailed):
+                    run.failed[ev.task_id] = ev
+
+            async def cb(msg: Any) -> None:
+                on_event(msg.data)
+
+            sub = await js.subscribe(
+                subjects.all_events,
+                cb=cb,
+                ordered_consumer=True,
+                config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
+            )
+
+            tickets = data / "tickets.jsonl"
+            alerts = data / "telemetry_alerts.jsonl"
+            for line in alerts.read_bytes().splitlines():
+                if line.strip():
+                    a = msgspec.json.decode(line, type=TelemetryAlert)
+                    if a.task_id:
+                        run.alerts[prefix + a.task_id] = a
+            t_pub = time.monotonic()
+            ids = await _sh_publish(settings, url, [tickets, alerts], prefix)
+            # alerts carry their own ids; make them unique per run as well
+            run.valid.update(ids)
+            by_kind: dict[str, list[Path]] = {}
+            for name, spec in manifest.items():
+                by_kind.setdefault(spec["kind"], []).append(data / "malformed" / name)
+            for kind, files in by_kind.items():
+                for tid in await _sh_publish(settings, url, files, prefix, raw=kind):
+                    run.malformed[tid] = manifest[tid.removeprefix(prefix) + ".json"]
+            console.print(
+                f"published {len(run.valid)} tasks and {len(run.malformed)} "
+                f"malformed ones in {time.monotonic() - t_pub:.1f} s (run {run_id})"
+            )
+
+            with Progress(
+                TextColumn("[bold]tasks"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
+                job = bar.add_task("tasks", total=run.total)
+                deadline = time.monotonic() + timeout_s
+                while run.ended() < run.total and time.monotonic() < deadline:
+                    bar.update(job, completed=run.ended())
+                    await asyncio.sleep(0.2)
+                bar.update(job, completed=run.ended())
+            await sub.unsubscribe()
+
+            # the recorder writes asynchronously: wait until the database has them
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                counts = await store.ended_ids(prefix)
+                if len(counts) >= run.ended():
+                    break
+                await asyncio.sleep(0.2)
+            return await _summary(console, store, run, prefix, fault_score)
+        finally:
+            codes = await sup.stop()
+            bad = {k: v for k, v in codes.items() if v not in (0, None)}
+            if bad:
+                console.print(f"[yellow]workers exited with {bad}[/yellow]")
+            await store.close()
+            await nc.drain()
+
+
+async def _summary(console: Console, store: Any, run: _Run, prefix: str, fault_score: Any) -> int:
+    """Print the summary from the database; returns the exit code."""
+    ok = True
+    tasks = await store.list_tasks(limit=100_000, prefix=prefix)
+    outcome = Counter(t.outcome or t.status for t in tasks)
+    dclass = Counter(t.data_class for t in tasks if t.status == "answered")
+    t = Table(title="outcomes (from the database)")
+    t.add_column("outcome")
+    t.add_column("tasks", justify="right")
+    for k, v in outcome.most_common():
+        t.add_row(str(k), str(v))
+    console.print(t)
+    t = Table(title="data classes of answered tasks (policy decisions)")
+    t.add_column("data class")
+    t.add_column("tasks", justify="right")
+    for k, v in dclass.most_common():
+        t.add_row(str(k), str(v))
+    console.print(t)
+
+    dls = await store.dead_letters(limit=1000, task_id_prefix=prefix)
+    t = Table(title="dead letters")
+    for col in ("task", "error", "field", "expected field", "reason"):
+        t.add_column(col, overflow="fold")
+    for dl in dls:
+        spec = run.malformed.get(dl.task_id or "", {})
+        t.add_row(
+            (dl.task_id or "").removeprefix(prefix),
+            dl.error_class,
+            dl.field or "",
+            spec.get("field", "-"),
+            dl.reason[:120],
+        )
+        if spec and dl.field != spec["field"]:
+            ok = False
+    console.print(t)
+
+    lat = await store.latencies(prefix)
+    if lat:
+        console.print(
+            f"end-to-end latency over {len(lat)} answered tasks: "
+            f"p50 {_pct(lat, 50):.0f} ms, p95 {_pct(lat, 95):.0f} ms, "
+            f"max {max(lat):.0f} ms, mean {statistics.fmean(lat):.0f} ms"
+        )
+
+    diags = [
+        a.diagnosis
+        for tid, a in run.answers.items()
+        if tid in run.alerts and a.diagnosis is not None
+    ]
+    alerts = [
+        msgspec.structs.replace(a, task_id=tid)
+        for tid, a in run.alerts.items()
+        if tid in run.answers
+    ]
+    if alerts:
+        console.print("diagnostics against the injected-fault log (Cisco leaf7 capture):")
+        console.print(fault_score(diags, alerts).render())
+
+    missing = sorted(run.valid - run.answers.keys())
+    dup = {k: v for k, v in run.answer_count.items() if v > 1}
+    not_dead = sorted(set(run.malformed) - {d.task_id for d in dls})
+    answered_db = sum(1 for x in tasks if x.status == "answered")
+    console.print(
+        f"valid tasks: {len(run.valid)}, answered: {len(run.answers)} "
+        f"(in database: {answered_db}); malformed: {len(run.malformed)}, "
+        f"dead-lettered: {len(run.malformed) - len(not_dead)}"
+    )
+    for what, items in (
+        ("unanswered", missing),
+        ("answered more than once", sorted(dup)),
+        ("malformed but not dead-lettered", not_dead),
+    ):
+        if items:
+            ok = False
+            console.print(f"[red]{what}: {items[:10]}{' ...' if len(items) > 10 else ''}[/red]")
+    if answered_db != len(run.valid):
+        ok = False
+    console.print("[bold green]demo OK[/bold green]" if ok else "[bold red]demo FAILED[/bold red]")
+    return 0 if ok else 1

@@ -1,0 +1,284 @@
+"""``sitemesh status`` and ``sitemesh show TASK_ID``: render the state database.
+
+Both are plain async functions returning the process exit code, so the typer app
+only wires them up (``raise typer.Exit(asyncio.run(show_task(...)))``).
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime
+from typing import Final
+
+from rich.columns import Columns
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy.engine import make_url
+
+from ..config import Settings
+from ..state import Store, TaskSummary, TaskView
+from ..state._db import is_sqlite, sqlite_path
+
+EXIT_OK: Final = 0
+EXIT_UNKNOWN_TASK: Final = 1
+"""Exit code of :func:`show_task` when the task id is not in the database."""
+
+_STATUS_STYLE: Final = {"accepted": "yellow", "answered": "green", "failed": "red"}
+_OUTCOME_STYLE: Final = {"resolved": "green", "escalate": "yellow", "needs_human": "magenta"}
+
+
+def _db_label(url: str) -> str:
+    """The database URL without its password, for display."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _missing_sqlite(url: str) -> bool:
+    path = sqlite_path(url) if is_sqlite(url) else None
+    return path is not None and not path.exists()
+
+
+def _t(value: object, style: str = "") -> Text:
+    """Plain text (never parsed as rich markup: summaries and reasons are data)."""
+    return Text("-" if value is None or value == "" else str(value), style=style)
+
+
+def _ts(at: datetime | None) -> str:
+    return "-" if at is None else at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _since_ms(at: datetime | None, start: datetime | None) -> float | None:
+    if at is None or start is None:
+        return None
+    return (at - start).total_seconds() * 1000.0
+
+
+def _ts_since(at: datetime | None, start: datetime | None) -> str:
+    since = _since_ms(at, start)
+    return _ts(at) if since is None else f"{_ts(at)}  (+{_ms(since)} ms)"
+
+
+def _pct(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank) of non-empty ``values``."""
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def _counts_table(
+    title: str, header: str, counts: dict[str, int], styles: dict[str, str], *, ordered: bool
+) -> Table:
+    """A two-column count table; ``ordered`` keeps ``counts``' order, else most first."""
+    table = Table(title=title, title_justify="left")
+    table.add_column(header)
+    table.add_column("tasks", justify="right")
+    items = list(counts.items())
+    if not ordered:
+        items.sort(key=lambda kv: (-kv[1], kv[0]))
+    for key, n in items:
+        table.add_row(_t(key, styles.get(key, "")), str(n))
+    if not counts:
+        table.add_row(_t(None), "0")
+    return table
+
+
+def _tasks_table(tasks: list[TaskSummary]) -> Table:
+    table = Table(title=f"latest {len(tasks)} tasks", title_justify="left")
+    for col in ("task", "kind", "status", "outcome", "data class", "latency ms", "submitted"):
+        table.add_column(col, justify="right" if col == "latency ms" else "left")
+    for t in tasks:
+        table.add_row(
+            _t(t.task_id),
+            _t(t.kind),
+            _t(t.status, _STATUS_STYLE.get(t.status, "")),
+            _t(t.outcome, _OUTCOME_STYLE.get(t.outcome or "", "")),
+            _t(t.data_class),
+            _ms(t.latency_ms),
+            _ts(t.submitted_at),
+        )
+    return table
+
+
+async def show_status(settings: Settings, console: Console, *, limit: int = 15) -> int:
+    """Print task counts by status, outcome and data class, latencies, and the latest tasks.
+
+    Args:
+        settings: the database is ``settings.db_url``.
+        console: where to render.
+        limit: how many of the latest tasks to list.
+
+    Returns:
+        The exit code, :data:`EXIT_OK`.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
+    """
+    url = settings.db_url
+    console.print(f"site [bold]{settings.site}[/bold], state in {_db_label(url)}", highlight=False)
+    if _missing_sqlite(url):
+        console.print("no tasks recorded yet (the database does not exist)")
+        return EXIT_OK
+    async with Store(url) as store:
+        counts = await store.counts()
+        latest = await store.list_tasks(limit=limit)
+        latencies = await store.latencies()
+    console.print(
+        Columns(
+            [
+                _counts_table(
+                    "by status", "status", dict(counts.by_status), _STATUS_STYLE, ordered=True
+                ),
+                _counts_table(
+                    "by outcome", "outcome", dict(counts.by_outcome), _OUTCOME_STYLE, ordered=False
+                ),
+                _counts_table(
+                    "by data class", "data class", dict(counts.by_data_class), {}, ordered=False
+                ),
+            ]
+        )
+    )
+    console.print(f"{counts.total} task(s), {counts.dead_letters} dead letter(s)", highlight=False)
+    if latencies:
+        console.print(
+            f"end-to-end latency over {len(latencies)} answered tasks: "
+            f"p50 {_pct(latencies, 50):,.0f} ms, p95 {_pct(latencies, 95):,.0f} ms, "
+            f"max {max(latencies):,.0f} ms, mean {statistics.fmean(latencies):,.0f} ms",
+            highlight=False,
+        )
+    if latest:
+        console.print(_tasks_table(latest))
+    return EXIT_OK
+
+
+def _header(view: TaskView) -> Table:
+    t = view.task
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, Text]] = [
+        ("task", _t(t.task_id)),
+        ("site / kind", _t(f"{t.site or '-'} / {t.kind or '-'}")),
+        ("tenant", _t(t.tenant)),
+        ("title", _t(t.title)),
+        ("status", _t(t.status, _STATUS_STYLE.get(t.status, ""))),
+        ("data class", _t(t.data_class)),
+        ("submitted", _t(_ts(t.submitted_at))),
+        ("accepted", _t(_ts_since(t.accepted_at, t.submitted_at))),
+        ("finished", _t(_ts_since(t.finished_at, t.submitted_at))),
+        ("latency", _t(f"{_ms(t.latency_ms)} ms" if t.latency_ms is not None else None)),
+    ]
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def _steps(view: TaskView) -> Table:
+    table = Table(title="steps", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("+ms", justify="right")
+    table.add_column("took ms", justify="right")
+    table.add_column("role")
+    table.add_column("event")
+    table.add_column("summary", overflow="fold")
+    for i, ev in enumerate(view.events, 1):
+        table.add_row(
+            str(i),
+            _ms(_since_ms(ev.at, view.task.submitted_at)),
+            _ms(ev.duration_ms),
+            _t(ev.role),
+            _t(ev.type),
+            _t(ev.summary),
+        )
+    return table
+
+
+def _decision(view: TaskView) -> Table | Text:
+    d = view.decision
+    if d is None:
+        return Text("policy decision: none recorded", style="dim")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    entities = ", ".join(f"{e.entity_type}×{e.count}" for e in d.entities) or "none"
+    grid.add_row("policy", _t(f"{d.action} by rule {d.rule_id} (policy {d.policy_version})"))
+    grid.add_row("data class", _t(d.data_class))
+    grid.add_row("entities", _t(entities))
+    grid.add_row("reasons", _t("; ".join(d.reasons)))
+    grid.add_row("analyzer", _t(f"{d.analyzer_ms:,.1f} ms"))
+    return grid
+
+
+def _outcome(view: TaskView) -> Table:
+    t = view.task
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("outcome", _t(t.outcome, _OUTCOME_STYLE.get(t.outcome or "", "")))
+    grid.add_row("reasons", _t("\n".join(f"- {r}" for r in t.reasons)))
+    grid.add_row("customer message", _t(t.customer_message))
+    return grid
+
+
+def _dead_letters(view: TaskView) -> Table:
+    table = Table(title="dead letters", title_justify="left")
+    for col in ("role", "error", "field", "deliveries", "original", "reason"):
+        table.add_column(col, overflow="fold", justify="right" if col == "deliveries" else "left")
+    for dl in view.dead_letters:
+        table.add_row(
+            _t(dl.role),
+            _t(dl.error_class, "red"),
+            _t(dl.field),
+            str(dl.deliveries),
+            _t(f"{dl.stream}#{dl.stream_seq}"),
+            _t(dl.reason),
+        )
+    return table
+
+
+async def show_task(settings: Settings, task_id: str, console: Console) -> int:
+    """Print one task: its steps with timings, policy decision, outcome, dead letters.
+
+    Step timings are milliseconds since the task was submitted (``+ms``) and the
+    step's own duration (``took ms``, ``finished_at - started_at``).
+
+    Args:
+        settings: the database is ``settings.db_url``.
+        task_id: the task to show.
+        console: where to render.
+
+    Returns:
+        :data:`EXIT_OK`, or :data:`EXIT_UNKNOWN_TASK` (after printing a message and
+        any tasks whose id starts with ``task_id``) when the task is not recorded.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
+    """
+    url = settings.db_url
+    if _missing_sqlite(url):
+        console.print(Text(f"unknown task {task_id!r}: no state database at {_db_label(url)}"))
+        return EXIT_UNKNOWN_TASK
+    async with Store(url) as store:
+        view = await store.get_task(task_id)
+        similar = [] if view is not None else await store.list_tasks(limit=5, prefix=task_id)
+    if view is None:
+        console.print(
+            Text(f"unknown task {task_id!r} at site {settings.site} ({_db_label(url)})", "red")
+        )
+        if similar:
+            console.print(Text("tasks starting with it: " + ", ".join(t.task_id for t in similar)))
+        return EXIT_UNKNOWN_TASK
+    console.print(_header(view))
+    if view.events:
+        console.print(_steps(view))
+    console.print(_decision(view))
+    if view.task.status == "answered":
+        console.print(_outcome(view))
+    elif view.task.status == "failed":
+        console.print(Text("failed: " + "; ".join(view.task.reasons), style="red"))
+    if view.dead_letters:
+        console.print(_dead_letters(view))
+    return EXIT_OK

@@ -1,0 +1,158 @@
+"""Entry point of one site worker process: ``sitemesh worker ROLE --site SITE``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Mapping
+from typing import Protocol
+
+from nats.js.client import JetStreamContext
+
+from ..bus import (
+    HDR_TASK_ID,
+    MaxDeliveriesSweeper,
+    Subjects,
+    Worker,
+    connect,
+    provision,
+)
+from ..config import Settings
+from ..errors import ConfigError
+from ..schemas import WORK_DECODER, WorkItem, decode
+from ._batching import BatchingDecider
+from ._ingress import Ingress, task_decoder, task_id_of
+from ._pipeline import agent_handler
+
+log = logging.getLogger("sitemesh.worker")
+
+WORKER_ROLES: tuple[str, ...] = (
+    "router",
+    "retriever",
+    "diagnostics",
+    "planner",
+    "validator",
+    "escalation",
+    "recorder",
+)
+"""Roles ``sitemesh worker`` can run."""
+
+
+class Service(Protocol):
+    async def run(self) -> None: ...
+    async def shutdown(self) -> None: ...
+
+
+def worker_name() -> str:
+    """``<host>:<pid>`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _work_task_id(data: bytes, headers: Mapping[str, str]) -> str | None:
+    return headers.get(HDR_TASK_ID)
+
+
+def _decode_work(data: bytes) -> WorkItem:
+    return decode(data, WORK_DECODER)
+
+
+async def _build_services(settings: Settings, role: str, js: JetStreamContext) -> list[Service]:
+    """Build the long-running services of ``role`` (loads models/indexes first)."""
+    subjects = Subjects(settings.site)
+    if role == "recorder":
+        from ..state import Recorder, Store, migrate
+
+        await migrate(settings.db_url)
+        store = Store(settings.db_url)
+        return [Recorder(js, store, settings.site, settings.bus)]
+    if role == "router":
+        from ..policy import PolicyRouter
+
+        router = PolicyRouter.from_settings(settings.policy)
+        router.scanner.load()
+        stream, durable, _ = subjects.consumer_for("router")
+        worker: Service = Worker(
+            js,
+            site=settings.site,
+            role="router",
+            stream=stream,
+            durable=durable,
+            decoder=task_decoder(settings.bus.max_task_bytes),
+            handler=Ingress(subjects, BatchingDecider(router, max_batch=settings.bus.batch)),
+            settings=settings.bus,
+            task_id_of=task_id_of,
+        )
+        return [
+            worker,
+            MaxDeliveriesSweeper(
+                js, site=settings.site, settings=settings.bus, task_id_of=_work_task_id
+            ),
+        ]
+    from ..agents import build_agent
+
+    agent = build_agent(role, settings)
+    stream, durable, _ = subjects.consumer_for(role)
+    return [
+        Worker(
+            js,
+            site=settings.site,
+            role=role,
+            stream=stream,
+            durable=durable,
+            decoder=_decode_work,
+            handler=agent_handler(agent, subjects),
+            settings=settings.bus,
+            task_id_of=_work_task_id,
+        )
+    ]
+
+
+async def run_role(settings: Settings, role: str) -> int:
+    """Run ``role`` for ``settings.site`` until SIGTERM/SIGINT; returns the exit code.
+
+    Raises:
+        ConfigError: unknown role, or no NATS URL (``SITEMESH_NATS_URL``).
+    """
+    if role not in WORKER_ROLES:
+        raise ConfigError("role", f"unknown role {role!r}; expected one of {WORKER_ROLES}")
+    if not settings.nats.url:
+        raise ConfigError(
+            "nats.url",
+            "no NATS server to join: set SITEMESH_NATS_URL (or run `sitemesh edge`, "
+            "which starts the embedded server and its workers together)",
+        )
+    nc = await connect(
+        settings.nats.url,
+        name=f"sitemesh-{settings.site}-{role}-{os.getpid()}",
+        timeout_s=settings.nats.connect_timeout_s,
+    )
+    js = nc.jetstream()
+    await provision(js, Subjects(settings.site), settings.bus)
+    services = await _build_services(settings, role, js)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def _on_signal() -> None:
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal)
+    log.info("%s ready at site %s (pid %d)", role, settings.site, os.getpid())
+    runs = [asyncio.create_task(s.run()) for s in services]
+    stop_wait = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([*runs, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for t in runs:
+        if t in done and t.exception() is not None:
+            log.error("%s failed: %r", role, t.exception())
+            code = 1
+    log.info("%s stopping: finishing in-flight work", role)
+    await asyncio.gather(*(s.shutdown() for s in services), return_exceptions=True)
+    await asyncio.gather(*runs, return_exceptions=True)
+    stop_wait.cancel()
+    await nc.drain()
+    log.info("%s stopped", role)
+    return code

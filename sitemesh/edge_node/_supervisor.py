@@ -1,0 +1,185 @@
+"""Runs a site's roles as separate OS processes and keeps them running.
+
+One child process per role (``sitemesh worker ROLE --site SITE``), each with its
+own log file under ``<state_dir>/logs``. A child that exits on its own is
+restarted with exponential backoff (1 s doubling to 30 s); :meth:`Supervisor.stop`
+sends SIGTERM to every child (they stop fetching, finish in-flight work and drain)
+and SIGKILLs those still alive after the graceful timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("sitemesh.supervisor")
+
+SITE_ROLES: tuple[str, ...] = (
+    "recorder",
+    "router",
+    "retriever",
+    "diagnostics",
+    "planner",
+    "validator",
+    "escalation",
+)
+"""Processes a site runs: the state recorder, the ingress router and the five agents."""
+
+
+@dataclass
+class _Child:
+    role: str
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    log_path: Path = field(default_factory=Path)
+
+
+class Supervisor:
+    """Start, watch and stop the worker processes of one site.
+
+    Args:
+        site: the site name.
+        roles: roles to run; a role may appear several times to run several
+            processes that share its work (one durable consumer).
+        env: the complete environment of the children (``SITEMESH_*`` included).
+        log_dir: where ``<site>-<role>-<n>.log`` files go.
+        graceful_timeout_s: seconds to wait after SIGTERM before SIGKILL.
+        restart: restart children that exit on their own.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        roles: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_dir: Path,
+        graceful_timeout_s: float = 20.0,
+        restart: bool = True,
+    ) -> None:
+        self.site = site
+        self._env = dict(env)
+        self._log_dir = log_dir
+        self._graceful_timeout_s = graceful_timeout_s
+        self._restart = restart
+        seen: dict[str, int] = {}
+        self._children: list[_Child] = []
+        for role in roles:
+            seen[role] = seen.get(role, 0) + 1
+            self._children.append(_Child(role=role, index=seen[role]))
+        self._stopping = False
+        self._watchers: list[asyncio.Task[None]] = []
+
+    @property
+    def pids(self) -> dict[str, list[int]]:
+        """``{role: [pid, ...]}`` of the running children."""
+        out: dict[str, list[int]] = {}
+        for c in self._children:
+            if c.proc is not None and c.proc.returncode is None:
+                out.setdefault(c.role, []).append(c.proc.pid)
+        return out
+
+    async def _spawn(self, child: _Child) -> None:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        child.log_path = self._log_dir / f"{self.site}-{child.role}-{child.index}.log"
+        with child.log_path.open("ab") as logfile:
+            child.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sitemesh",
+                "worker",
+                child.role,
+                "--site",
+                self.site,
+                env=self._env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                start_new_session=True,
+            )
+        log.info("started %s-%s #%d pid %d", self.site, child.role, child.index, child.proc.pid)
+
+    async def _watch(self, child: _Child) -> None:
+        delay = 1.0
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self._stopping or not self._restart:
+                return
+            child.restarts += 1
+            log.warning(
+                "%s-%s #%d exited with %s; restarting in %.0f s (log: %s)",
+                self.site,
+                child.role,
+                child.index,
+                code,
+                delay,
+                child.log_path,
+            )
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            delay = min(delay * 2, 30.0)
+            await self._spawn(child)
+
+    async def start(self) -> None:
+        """Start every child process (returns once they are spawned, not ready)."""
+        for child in self._children:
+            await self._spawn(child)
+        self._watchers = [asyncio.create_task(self._watch(c)) for c in self._children]
+
+    async def stop(self) -> dict[str, int | None]:
+        """SIGTERM every child, wait up to the graceful timeout, SIGKILL the rest.
+
+        Safe to call twice. Returns ``{"<role>-<n>": exit code}``.
+        """
+        self._stopping = True
+        procs = [(c, c.proc) for c in self._children if c.proc is not None]
+        for _, p in procs:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        waits = [p.wait() for _, p in procs]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), self._graceful_timeout_s)
+        except TimeoutError:
+            for c, p in procs:
+                if p.returncode is None:
+                    log.warning("%s-%s did not stop in time; killing", self.site, c.role)
+                    with contextlib.suppress(ProcessLookupError):
+                        p.kill()
+            await asyncio.gather(*(p.wait() for _, p in procs))
+        for w in self._watchers:
+            w.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
+        self._watchers = []
+        return {f"{c.role}-{c.index}": p.returncode for c, p in procs}
+
+    async def __aenter__(self) -> Supervisor:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def child_env(base: Mapping[str, str], sitemesh_env: Mapping[str, str]) -> dict[str, str]:
+    """The children's environment: ``base`` (PATH...) with every inherited
+    ``SITEMESH_*`` replaced by ``sitemesh_env``."""
+    env = {k: v for k, v in base.items() if not k.startswith("SITEMESH_")}
+    env.update(sitemesh_env)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def process_environ() -> dict[str, str]:
+    """This process's environment, for building children's (not for settings)."""
+    return dict(os.environ)

@@ -1,0 +1,195 @@
+"""The policy router: scan a task for PII, classify it, apply the rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from ..schemas import TASK_KINDS, EntityCount, PolicyDecision, SupportTicket, Task
+from ._classify import classify
+from ._complexity import estimate_complexity, task_text
+from ._pii import DetectedEntity, PiiScanner
+from ._rules import DecisionFacts, Policy
+
+if TYPE_CHECKING:
+    from ..config import PolicySettings
+
+__all__ = ["PolicyRouter", "count_entities", "structured_identifiers", "task_kind"]
+
+_KIND_OF: Mapping[type, str] = MappingProxyType({cls: kind for kind, cls in TASK_KINDS.items()})
+
+
+def task_kind(task: Task) -> str:
+    """The subject kind token of a task (``support_ticket``, ``telemetry_alert``)."""
+    return _KIND_OF[type(task)]
+
+
+def count_entities(entities: Sequence[DetectedEntity]) -> list[EntityCount]:
+    """Entity counts per type with the highest score, sorted by type (no values).
+
+    Args:
+        entities: detections in one task.
+
+    Returns:
+        One :class:`~sitemesh.schemas.EntityCount` per entity type.
+    """
+    counts: dict[str, tuple[int, float]] = {}
+    for e in entities:
+        n, best = counts.get(e.entity_type, (0, 0.0))
+        counts[e.entity_type] = (n + 1, max(best, e.score))
+    return [
+        EntityCount(entity_type=t, count=n, max_score=round(s, 4))
+        for t, (n, s) in sorted(counts.items())
+    ]
+
+
+def structured_identifiers(task: Task) -> list[DetectedEntity]:
+    """Identifiers a task carries in structured fields, whatever the NER model says.
+
+    A ticket's ``customer`` (a handle or name given by the channel) identifies a
+    natural person by definition (GDPR Art. 4(1): "an online identifier"), so it is
+    reported as ``CUSTOMER_ID`` with score 1.0 at its position in :func:`task_text`
+    (which starts with the customer field).
+
+    Args:
+        task: the task.
+
+    Returns:
+        Zero or one ``CUSTOMER_ID`` entity.
+    """
+    if isinstance(task, SupportTicket) and task.customer and task.customer.strip():
+        return [DetectedEntity("CUSTOMER_ID", 0, len(task.customer), 1.0)]
+    return []
+
+
+def _always_healthy() -> bool:
+    return True
+
+
+class PolicyRouter:
+    """Decides where each task may run: PII scan -> data class -> first matching rule.
+
+    Fails closed: any analyzer error propagates as
+    :class:`~sitemesh.errors.PiiAnalyzerError` (a ``PermanentError``), so the worker
+    dead-letters the task instead of forwarding it. Decisions carry entity types,
+    counts and scores, never the detected values.
+
+    Not thread-safe (the spaCy pipeline is not); run it in one worker thread.
+
+    Args:
+        policy: the rules.
+        scanner: the PII scanner.
+        tenant_tiers: tenant -> tier (``standard`` when absent).
+        backend_healthy: called once per decision (or batch) for the
+            ``backend_healthy`` fact; ``None``: always healthy.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        scanner: PiiScanner,
+        *,
+        tenant_tiers: Mapping[str, str] | None = None,
+        backend_healthy: Callable[[], bool] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.scanner = scanner
+        self._tiers = dict(tenant_tiers or {})
+        self._healthy = backend_healthy or _always_healthy
+
+    @classmethod
+    def from_settings(cls, settings: PolicySettings) -> PolicyRouter:
+        """A router with ``settings.rules_file`` (bundled rules when ``None``) and
+        ``settings.min_score``.
+
+        Raises:
+            PolicyError: the rules file is invalid.
+        """
+        return cls(Policy.load(settings.rules_file), PiiScanner.from_settings(settings))
+
+    def decide(
+        self, task: Task, task_id: str, *, latency_budget_ms: float | None = None
+    ) -> PolicyDecision:
+        """Decide one task.
+
+        Args:
+            task: the task.
+            task_id: its id (recorded on the decision).
+            latency_budget_ms: the task's latency budget in milliseconds, if any.
+
+        Returns:
+            The decision with rule, action, data class, entity counts, policy
+            version, reasons and analyzer time in milliseconds.
+
+        Raises:
+            PiiAnalyzerError: the analyzer failed (dead-letter the task).
+        """
+        self.scanner.load()
+        start = time.perf_counter()
+        entities = self.scanner.scan(task_text(task)) + structured_identifiers(task)
+        analyzer_ms = (time.perf_counter() - start) * 1000
+        return self._decide(
+            task, task_id, entities, analyzer_ms, latency_budget_ms, self._healthy()
+        )
+
+    def decide_many(self, items: Sequence[tuple[Task, str]]) -> list[PolicyDecision]:
+        """Decide many tasks with one batched PII scan.
+
+        Args:
+            items: ``(task, task_id)`` pairs.
+
+        Returns:
+            One decision per pair, in order; ``analyzer_ms`` is the batch's scan
+            time divided evenly among its tasks.
+
+        Raises:
+            PiiAnalyzerError: the analyzer failed on any task (dead-letter the batch,
+                or retry its tasks one by one to isolate the failing one).
+        """
+        if not items:
+            return []
+        self.scanner.load()
+        start = time.perf_counter()
+        found = self.scanner.scan_many([task_text(task) for task, _ in items])
+        analyzer_ms = (time.perf_counter() - start) * 1000 / len(items)
+        healthy = self._healthy()
+        return [
+            self._decide(
+                task, task_id, entities + structured_identifiers(task), analyzer_ms, None, healthy
+            )
+            for (task, task_id), entities in zip(items, found, strict=True)
+        ]
+
+    def _decide(
+        self,
+        task: Task,
+        task_id: str,
+        entities: list[DetectedEntity],
+        analyzer_ms: float,
+        latency_budget_ms: float | None,
+        healthy: bool,
+    ) -> PolicyDecision:
+        kind = task_kind(task)
+        data_class = classify(entities, public=kind in self.policy.public_kinds)
+        facts = DecisionFacts(
+            kind=kind,
+            data_class=data_class,
+            entity_types=frozenset(e.entity_type for e in entities),
+            tenant_tier=self._tiers.get(task.tenant, "standard"),
+            latency_budget_ms=latency_budget_ms,
+            complexity=estimate_complexity(task),
+            backend_healthy=healthy,
+        )
+        match = self.policy.decide(facts)
+        return PolicyDecision(
+            task_id=task_id,
+            action=match.action,
+            rule_id=match.rule_id,
+            policy_version=self.policy.version,
+            data_class=data_class,
+            entities=count_entities(entities),
+            reasons=list(match.reasons),
+            analyzer_ms=round(analyzer_ms, 3),
+        )

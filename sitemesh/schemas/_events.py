@@ -1,0 +1,78 @@
+"""Task events on ``sm.v1.event.<site>.<task_id>`` and dead letters on ``sm.v1.dlq``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from ._base import Message, Site, utcnow
+from ._outputs import FinalAnswer
+from ._policy import PolicyDecision
+
+
+class TaskAccepted(Message, frozen=True, kw_only=True, tag="task_accepted.v1"):
+    """The router accepted a task (it decoded and passed policy classification)."""
+
+    task_id: str
+    site: Site
+    kind: str
+    tenant: str = "default"
+    title: str = ""
+    """A short, PII-free label (the kind and source record), never the ticket text."""
+    submitted_at: datetime
+    accepted_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class StepCompleted(Message, frozen=True, kw_only=True, tag="step_completed.v1"):
+    """An agent finished its step for a task."""
+
+    task_id: str
+    site: Site
+    role: str
+    summary: str = ""
+    """One line on what the step produced (PII-free)."""
+    started_at: datetime
+    finished_at: datetime = msgspec.field(default_factory=utcnow)
+    deliveries: int = 1
+    """How many times the step's input was delivered (1 = no redelivery)."""
+    worker: str = ""
+    """``<host>:<pid>`` of the process that ran it."""
+
+
+class TaskFailed(Message, frozen=True, kw_only=True, tag="task_failed.v1"):
+    """A task's message was dead-lettered; the task ends here."""
+
+    task_id: str
+    site: Site
+    role: str
+    reason: str
+    """The error text, naming the field and what was expected."""
+    error_class: str
+    field: str | None = None
+    failed_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter.v1"):
+    """A message rejected for good, on ``sm.v1.dlq.<site>.<role>``."""
+
+    site: Site
+    role: str
+    subject: str
+    """Subject the original was published on."""
+    stream: str
+    stream_seq: int
+    task_id: str | None = None
+    reason: str
+    error_class: str
+    """``SchemaError``, ``MessageTooLarge``, ``PolicyDenied``, ``MaxDeliveriesExceeded``..."""
+    field: str | None = None
+    deliveries: int = 1
+    original: bytes = b""
+    """The original payload, byte for byte (base64 in JSON)."""
+    original_headers: dict[str, str] = {}
+    dead_at: datetime = msgspec.field(default_factory=utcnow)
+
+
+Event = TaskAccepted | PolicyDecision | StepCompleted | FinalAnswer | TaskFailed
+"""Everything published on a task's event subject."""

@@ -1,0 +1,1 @@
+"""Alembic revisions of the state database, one module per revision."""

@@ -1,0 +1,42 @@
+"""Pin the public API of ``sitemesh.policy``."""
+
+from __future__ import annotations
+
+import sitemesh.policy
+
+EXPECTED = {
+    "DEFAULT_ENTITIES",
+    "DEFAULT_MIN_SCORES",
+    "DEFAULT_RULE",
+    "ENTITY_DATA_CLASS",
+    "LANGUAGE",
+    "SPACY_MODEL",
+    "UNKNOWN_ENTITY_DATA_CLASS",
+    "DecisionFacts",
+    "DetectedEntity",
+    "Match",
+    "PiiScanner",
+    "Policy",
+    "PolicyRouter",
+    "Rule",
+    "RuleMatch",
+    "build_analyzer",
+    "classify",
+    "count_entities",
+    "estimate_complexity",
+    "find_pii",
+    "task_kind",
+    "task_text",
+    "use_bundled_suffix_list",
+}
+
+
+def test_exports() -> None:
+    assert set(sitemesh.policy.__all__) == EXPECTED
+    for name in EXPECTED:
+        assert getattr(sitemesh.policy, name) is not None
+
+
+def test_private_modules_stay_private() -> None:
+    public = {n for n in dir(sitemesh.policy) if not n.startswith("_")}
+    assert public - EXPECTED <= {"annotations"}

@@ -1,0 +1,155 @@
+"""Rendering of ``sitemesh status`` and ``sitemesh show TASK_ID``, and the state API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+
+import sitemesh.state
+from sitemesh.cli._state_cmds import EXIT_OK, EXIT_UNKNOWN_TASK, show_status, show_task
+from sitemesh.config import Settings, load_settings
+from sitemesh.schemas import (
+    DeadLetter,
+    EntityCount,
+    FinalAnswer,
+    PolicyDecision,
+    StepCompleted,
+    TaskAccepted,
+)
+from sitemesh.state import Store
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+EVENTS = "EVENTS_eu1"
+
+
+def console() -> Console:
+    return Console(record=True, width=200, color_system=None, force_terminal=False)
+
+
+async def seed(url: str) -> None:
+    async with Store(url) as store:
+        for seq, ev in enumerate(
+            [
+                TaskAccepted(
+                    task_id="tk-1",
+                    site="eu1",
+                    kind="support_ticket",
+                    title="[b]x[/b]",
+                    submitted_at=T0,
+                    accepted_at=T0 + timedelta(milliseconds=12),
+                ),
+                PolicyDecision(
+                    task_id="tk-1",
+                    action="pin_edge",
+                    rule_id="pii-pin-edge",
+                    policy_version="0123456789abcdef",
+                    data_class="confidential",
+                    entities=[EntityCount(entity_type="PERSON", count=2, max_score=0.9)],
+                    reasons=["PERSON detected"],
+                    decided_at=T0 + timedelta(milliseconds=20),
+                ),
+                StepCompleted(
+                    task_id="tk-1",
+                    site="eu1",
+                    role="retriever",
+                    summary="3 passages",
+                    started_at=T0 + timedelta(milliseconds=30),
+                    finished_at=T0 + timedelta(milliseconds=75),
+                ),
+                FinalAnswer(
+                    task_id="tk-1",
+                    site="eu1",
+                    outcome="resolved",
+                    reasons=["runbook matched"],
+                    customer_message="Restart the modem.",
+                    submitted_at=T0,
+                    answered_at=T0 + timedelta(milliseconds=1234),
+                ),
+            ],
+            start=1,
+        ):
+            await store.record_event(EVENTS, seq, ev)
+        await store.record_dead_letter(
+            DeadLetter(
+                site="eu1", role="router", subject="sm.v1.task.eu1.support_ticket",
+                stream="TASKS_eu1", stream_seq=9, task_id="tk-2",
+                reason="Expected `str`, got `int` - at `$.body`", error_class="SchemaError",
+                field="$.body",
+            )
+        )  # fmt: skip
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    return load_settings(state_dir=tmp_path / ".sitemesh")
+
+
+async def test_status(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    await seed(settings.db_url)
+    out = console()
+    assert await show_status(settings, out) == EXIT_OK
+    text = out.export_text()
+    assert "2 task(s), 1 dead letter(s)" in text
+    for word in ("answered", "failed", "resolved", "confidential", "tk-1", "tk-2", "1,234"):
+        assert word in text, word
+
+
+async def test_status_without_database(tmp_path: Path) -> None:
+    out = console()
+    assert await show_status(settings_for(tmp_path), out) == EXIT_OK
+    assert "no tasks recorded yet" in out.export_text()
+    assert not (tmp_path / ".sitemesh").exists()
+
+
+async def test_show_task(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    await seed(settings.db_url)
+    out = console()
+    assert await show_task(settings, "tk-1", out) == EXIT_OK
+    text = out.export_text()
+    for word in (
+        "[b]x[/b]",  # data is never parsed as markup
+        "retriever",
+        "3 passages",
+        "75",  # + ms since submit
+        "45",  # step duration ms
+        "pin_edge by rule pii-pin-edge (policy 0123456789abcdef)",
+        "PERSON×2",
+        "resolved",
+        "runbook matched",
+        "Restart the modem.",
+    ):
+        assert word in text, word
+
+    out = console()
+    assert await show_task(settings, "tk-2", out) == EXIT_OK
+    text = out.export_text()
+    for word in ("SchemaError", "$.body", "TASKS_eu1#9"):
+        assert word in text, word
+
+
+async def test_show_unknown_task(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    await seed(settings.db_url)
+    out = console()
+    assert await show_task(settings, "tk", out) == EXIT_UNKNOWN_TASK
+    text = out.export_text()
+    assert "unknown task 'tk'" in text
+    assert "tasks starting with it: tk-1, tk-2" in text
+    out = console()
+    assert await show_task(settings_for(tmp_path / "none"), "tk", out) == EXIT_UNKNOWN_TASK
+
+
+def test_public_api() -> None:
+    assert sorted(sitemesh.state.__all__) == sorted(
+        [
+            "RECORDER_DURABLE", "STATUSES", "Base", "DeadLetterRow", "DeadLetterView",
+            "DecisionView", "EntityCountView", "PolicyDecisionRow", "Recorder",
+            "StatusCounts", "Store", "TaskEventRow", "TaskEventView", "TaskRow",
+            "TaskSummary", "TaskView", "alembic_config", "create_engine", "migrate",
+        ]
+    )  # fmt: skip
+    for name in sitemesh.state.__all__:
+        assert hasattr(sitemesh.state, name), name
