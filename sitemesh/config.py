@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +73,15 @@ class PolicySettings(_Group):
     """Lowest Presidio score that counts as a detected entity."""
 
 
+class PrivacySettings(_Group):
+    """Pseudonymisation vault and egress guard."""
+
+    vault_key: SecretStr | None = None
+    """Key of the pseudonym vault: 32 random bytes, URL-safe base64 (env
+    ``SITEMESH_PRIVACY_VAULT_KEY``). ``None``: a key file ``<state_dir>/vault.key`` is
+    created on first use (development only; production passes the key)."""
+
+
 class Settings(BaseSettings):
     """All sitemesh settings. Build with :func:`load_settings`."""
 
@@ -92,6 +101,7 @@ class Settings(BaseSettings):
     db: DbSettings = DbSettings()
     bus: BusSettings = BusSettings()
     policy: PolicySettings = PolicySettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @property
     def db_url(self) -> str:
@@ -106,6 +116,8 @@ class Settings(BaseSettings):
         for name, value in self.model_dump(exclude_none=True).items():
             if isinstance(value, dict):
                 for sub, subval in value.items():
+                    if isinstance(subval, SecretStr):
+                        subval = subval.get_secret_value()
                     if subval is not None:
                         env[f"SITEMESH_{name.upper()}_{sub.upper()}"] = str(subval)
             else:

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Final, Generic, Self, TypeVar
 
@@ -48,8 +49,9 @@ def _schema_error(exc: msgspec.MsgspecError) -> SchemaError:
     return SchemaError(f"invalid JSON: {text}", field="$")
 
 
-def _ack_metadata(reply: str) -> tuple[str, int, int]:
-    """``(stream, num_delivered, stream_seq)`` from a JetStream ack subject.
+def _ack_metadata(reply: str) -> tuple[str, int, int, int]:
+    """``(stream, num_delivered, stream_seq, stored_ns)`` from a JetStream ack subject
+    (``stored_ns``: when the server stored the message, Unix epoch nanoseconds).
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`` (v1) or
     ``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>...`` (v2), parsed
@@ -57,8 +59,8 @@ def _ack_metadata(reply: str) -> tuple[str, int, int]:
     """
     t = reply.split(".")
     if len(t) == 9:
-        return t[2], int(t[4]), int(t[5])
-    return t[4], int(t[6]), int(t[7])
+        return t[2], int(t[4]), int(t[5]), int(t[7])
+    return t[4], int(t[6]), int(t[7]), int(t[9])
 
 
 class Worker(Generic[T]):
@@ -286,7 +288,7 @@ class Worker(Generic[T]):
 
     # -- one message ----------------------------------------------------------------
     async def _handle(self, msg: Msg) -> None:
-        stream, num_delivered, stream_seq = _ack_metadata(msg.reply)
+        stream, num_delivered, stream_seq, stored_ns = _ack_metadata(msg.reply)
         headers = msg.headers or _NO_HEADERS
         data = msg.data
         error: Exception | None = None
@@ -307,6 +309,7 @@ class Worker(Generic[T]):
                 role=self.role,
                 worker=self.worker_id,
                 data=data,
+                published_at=datetime.fromtimestamp(stored_ns / 1e9, UTC),
             )
             outs = await self._handler(value, ctx)
             if outs:

@@ -115,7 +115,9 @@ class Ingress:
                 field=HDR_TASK_ID,
             )
         now = utcnow()
-        submitted_at = task.submitted_at or ctx.published_at or now
+        # latency is measured from when the bus stored the task, not from a time the
+        # caller wrote into it (an alert may describe a window hours in the past)
+        submitted_at = ctx.published_at or now
         decision = await self._decider.decide(task, task_id)
         if decision.action == "deny":
             raise PolicyDenied(

@@ -25,7 +25,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: str | None = None
     """``Nats-Msg-Id`` of the message that caused this one."""
     submitted_at: datetime
-    """When the user submitted the task (UTC); end-to-end latency starts here."""
+    """When the bus stored the task (the ``TASKS_<site>`` stream timestamp, UTC);
+    end-to-end latency starts here. The caller's own time stays in the task."""
     accepted_at: datetime
     """When the router accepted it (UTC)."""
 
