@@ -268,21 +268,18 @@ async def _summary(console: Console, store: Any, run: _Run, prefix: str, fault_s
     console.print(t)
 
     dls = await store.dead_letters(limit=1000, task_id_prefix=prefix)
-    t = Table(title="dead letters")
-    for col in ("task", "error", "field", "expected field", "reason"):
-        t.add_column(col, overflow="fold")
-    for dl in dls:
+    console.print(f"[bold]dead letters[/bold] ({len(dls)}): task, field named (expected), reason")
+    for dl in sorted(dls, key=lambda d: d.task_id or ""):
         spec = run.malformed.get(dl.task_id or "", {})
-        t.add_row(
-            (dl.task_id or "").removeprefix(prefix),
-            dl.error_class,
-            dl.field or "",
-            spec.get("field", "-"),
-            dl.reason[:120],
-        )
-        if spec and dl.field != spec["field"]:
+        expected = spec.get("field")
+        mark = "[green]ok[/green]" if dl.field == expected else f"[red]expected {expected}[/red]"
+        if expected is not None and dl.field != expected:
             ok = False
-    console.print(t)
+        console.print(
+            f"  {(dl.task_id or '?').removeprefix(prefix):<22} {dl.field or '-':<15} {mark}  "
+            f"{dl.error_class}: {dl.reason[:150]}",
+            highlight=False,
+        )
 
     lat = await store.latencies(prefix)
     if lat:
