@@ -10,7 +10,8 @@ import pytest
 
 PUBLIC = {
     "sitemesh.schemas": [
-        "ALL_MESSAGES", "Action", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
+        "ALL_MESSAGES", "ANSWER_DECODER", "INCIDENT_DECODER", "CloudAnswer", "CloudIncident",
+        "Action", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
         "DeadLetter", "Diagnosis", "ENCODER", "EVENT_DECODER", "EntityCount", "Envelope",
         "Escalation", "Event", "FinalAnswer", "Finding", "Message", "Outcome", "Passage",
         "Plan", "PlanStep", "PolicyDecision", "RetrievalResult", "Role", "Site",
@@ -31,6 +32,9 @@ PUBLIC = {
         "task_id_of", "worker_name",
     ],
     "sitemesh.cli": ["app", "main"],
+    "sitemesh.cloud_node": [
+        "COMPOSED_LABEL", "ComposingSynthesiser", "SynthesisBackend", "Synthesiser",
+    ],
 }  # fmt: skip
 
 

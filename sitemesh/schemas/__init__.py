@@ -15,10 +15,13 @@ from ._base import (
     Zone,
     utcnow,
 )
+from ._cloud import CloudAnswer, CloudIncident
 from ._codec import (
+    ANSWER_DECODER,
     DLQ_DECODER,
     ENCODER,
     EVENT_DECODER,
+    INCIDENT_DECODER,
     TASK_DECODER,
     WORK_DECODER,
     decode,
@@ -47,14 +50,18 @@ from ._tasks import TASK_KINDS, SupportTicket, Task, TelemetryAlert
 
 __all__ = [
     "ALL_MESSAGES",
+    "ANSWER_DECODER",
     "DATA_CLASS_ORDER",
     "DLQ_DECODER",
     "ENCODER",
     "EVENT_DECODER",
+    "INCIDENT_DECODER",
     "TASK_DECODER",
     "TASK_KINDS",
     "WORK_DECODER",
     "Action",
+    "CloudAnswer",
+    "CloudIncident",
     "DataClass",
     "DeadLetter",
     "Diagnosis",

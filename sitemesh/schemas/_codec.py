@@ -8,6 +8,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from ..errors import SchemaError
+from ._cloud import CloudAnswer, CloudIncident
 from ._events import DeadLetter, Event
 from ._outputs import WorkItem
 from ._tasks import Task
@@ -21,6 +22,8 @@ TASK_DECODER: Final = msgspec.json.Decoder(Task)
 WORK_DECODER: Final = msgspec.json.Decoder(WorkItem)
 EVENT_DECODER: Final = msgspec.json.Decoder(Event)
 DLQ_DECODER: Final = msgspec.json.Decoder(DeadLetter)
+INCIDENT_DECODER: Final = msgspec.json.Decoder(CloudIncident)
+ANSWER_DECODER: Final = msgspec.json.Decoder(CloudAnswer)
 
 
 def encode(msg: msgspec.Struct) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from ._cloud import CloudAnswer, CloudIncident
 from ._events import DeadLetter, StepCompleted, TaskAccepted, TaskFailed
 from ._outputs import (
     Diagnosis,
@@ -36,6 +37,8 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     StepCompleted,
     TaskFailed,
     DeadLetter,
+    CloudIncident,
+    CloudAnswer,
 )
 """Every top-level wire message, in a stable order."""
 

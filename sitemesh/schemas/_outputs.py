@@ -174,3 +174,8 @@ class FinalAnswer(Message, frozen=True, kw_only=True, tag="final_answer.v1"):
     data_class: DataClass = "internal"
     submitted_at: datetime
     answered_at: datetime = msgspec.field(default_factory=utcnow)
+    route: Literal["edge", "cloud"] = "edge"
+    """``cloud``: the answer was synthesised in the cloud from the anonymised
+    incident and re-identified on the site."""
+    proposal: str = ""
+    """The cloud's upgrade / mitigation proposal (re-identified), when routed there."""

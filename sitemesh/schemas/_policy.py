@@ -36,3 +36,8 @@ class PolicyDecision(Message, frozen=True, kw_only=True, tag="policy_decision.v1
     reasons: list[str] = []
     analyzer_ms: float = 0.0
     decided_at: datetime = msgspec.field(default_factory=utcnow)
+    approved_by: str | None = None
+    """Who approved a ``require_approval`` decision (``sitemesh approve --by``);
+    ``None`` until a person approved it."""
+    approved_at: datetime | None = None
+    """When it was approved (UTC); ``None`` until then."""
