@@ -82,6 +82,15 @@ class PrivacySettings(_Group):
     created on first use (development only; production passes the key)."""
 
 
+class HubSettings(_Group):
+    """The site's link to a cloud hub."""
+
+    enabled: bool = False
+    """This site forwards allowed, anonymised incidents to a cloud hub (``sitemesh up``
+    sets it). ``False``: the policy fact ``backend_healthy`` is false, so no rule can
+    send work to the cloud — sensitive work never fails over to it."""
+
+
 class Settings(BaseSettings):
     """All sitemesh settings. Build with :func:`load_settings`."""
 
@@ -102,6 +111,7 @@ class Settings(BaseSettings):
     bus: BusSettings = BusSettings()
     policy: PolicySettings = PolicySettings()
     privacy: PrivacySettings = PrivacySettings()
+    hub: HubSettings = HubSettings()
 
     @property
     def db_url(self) -> str:

@@ -118,3 +118,37 @@ class PiiAnalyzerError(PermanentError):
     unscanned. The message names the failing step and the exception class but never
     the analysed text; the original exception is chained as ``__cause__``.
     """
+
+
+class VaultKeyError(SitemeshError, ValueError):
+    """The pseudonym vault key is malformed or is not the key the rows were sealed with.
+
+    Raised instead of returning garbage or partial mappings: a task whose mapping
+    cannot be decrypted is not re-identified (its answer keeps the placeholders).
+
+    Attributes:
+        task_id: the task whose rows failed to decrypt, or ``None`` for a malformed key.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class EgressBlocked(PermanentError):
+    """The egress guard found PII left in an outgoing payload; nothing is sent.
+
+    The message names the JSON path and the entity type, never the value.
+
+    Attributes:
+        field: JSON path of the first offending string, e.g. ``"$.context.notes[2]"``.
+        entity_type: Presidio entity type found there, e.g. ``"EMAIL_ADDRESS"``.
+        findings: every ``(json_path, entity_type)`` pair found, in walk order.
+    """
+
+    def __init__(self, findings: list[tuple[str, str]]) -> None:
+        path, entity_type = findings[0]
+        more = f" (and {len(findings) - 1} more)" if len(findings) > 1 else ""
+        super().__init__(f"egress blocked: {entity_type} detected at {path}{more}", field=path)
+        self.entity_type = entity_type
+        self.findings = list(findings)

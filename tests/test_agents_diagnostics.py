@@ -10,13 +10,8 @@ import msgspec
 import pytest
 
 from sitemesh.agents._base import AgentContext
-from sitemesh.agents._diagnostics import (
-    CHECKS,
-    STATE_KINDS,
-    DiagnosticsAgent,
-    diagnose,
-    diagnose_ticket,
-)
+from sitemesh.agents._checks import CHECKS, STATE_KINDS
+from sitemesh.agents._diagnostics import DiagnosticsAgent, diagnose, diagnose_ticket
 from sitemesh.agents._faultlog import SPINE4_SESSION, FaultScore, load_fault_log, score
 from sitemesh.agents._telemetry import load_telemetry, parse_time
 from sitemesh.schemas import (

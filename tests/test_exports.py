@@ -11,7 +11,7 @@ import pytest
 PUBLIC = {
     "sitemesh.schemas": [
         "ALL_MESSAGES", "ANSWER_DECODER", "INCIDENT_DECODER", "CloudAnswer", "CloudIncident",
-        "Action", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
+        "Action", "ApprovalRequested", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
         "DeadLetter", "Diagnosis", "ENCODER", "EVENT_DECODER", "EntityCount", "Envelope",
         "Escalation", "Event", "FinalAnswer", "Finding", "Message", "Outcome", "Passage",
         "Plan", "PlanStep", "PolicyDecision", "RetrievalResult", "Role", "Site",

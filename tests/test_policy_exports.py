@@ -28,6 +28,23 @@ EXPECTED = {
     "task_kind",
     "task_text",
     "use_bundled_suffix_list",
+    "POLICY_BUCKET",
+    "POLICY_HISTORY",
+    "POLICY_KEY",
+    "LivePolicy",
+    "PolicyRevision",
+    "PolicyStore",
+    "policy_key",
+    "PLACEHOLDER_RE",
+    "EgressGuard",
+    "FastScanner",
+    "Pseudonymized",
+    "Pseudonymizer",
+    "Vault",
+    "generate_vault_key",
+    "load_vault_key",
+    "pick_spans",
+    "restore",
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from presidio_analyzer import AnalyzerEngine
+from presidio_analyzer import AnalyzerEngine, PatternRecognizer
 
 from sitemesh.errors import PermanentError, PiiAnalyzerError
 from sitemesh.policy import (
@@ -228,6 +228,8 @@ def broken_analyzer(analyzer: AnalyzerEngine, monkeypatch: pytest.MonkeyPatch) -
         raise RuntimeError("recognizer exploded on 'secret@example.com'")
 
     monkeypatch.setattr(analyzer, "analyze", boom)
+    # the fast path (PiiScanner's default) calls the recognizers directly
+    monkeypatch.setattr(PatternRecognizer, "analyze", boom)
 
 
 @pytest.mark.usefixtures("broken_analyzer")
@@ -245,8 +247,10 @@ def test_nlp_error_fails_closed(scanner: PiiScanner, monkeypatch: pytest.MonkeyP
         raise MemoryError
 
     monkeypatch.setattr(scanner.analyzer.nlp_engine, "process_batch", boom)
+    # the fast path (PiiScanner's default) runs spaCy's pipe itself
+    monkeypatch.setattr(scanner.analyzer.nlp_engine.nlp["en"], "pipe", boom)  # type: ignore[attr-defined]
     with pytest.raises(PiiAnalyzerError, match="MemoryError"):
-        scanner.scan("hello John")
+        scanner.scan("hello John, not scanned before")
 
 
 _OFFLINE_PROBE = textwrap.dedent(

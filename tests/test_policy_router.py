@@ -12,7 +12,7 @@ from presidio_analyzer import AnalyzerEngine
 
 from sitemesh.config import PolicySettings
 from sitemesh.errors import PiiAnalyzerError
-from sitemesh.policy import PiiScanner, Policy, PolicyRouter, build_analyzer
+from sitemesh.policy import FastScanner, PiiScanner, Policy, PolicyRouter, build_analyzer
 from sitemesh.schemas import PolicyDecision, SupportTicket, TelemetryAlert, encode
 
 CORPUS = Path(__file__).parent / "data" / "pii-presidio" / "synth_dataset_v2.json"
@@ -168,6 +168,7 @@ def test_analyzer_failure_propagates(router: PolicyRouter, monkeypatch: pytest.M
         raise RuntimeError("spaCy died")
 
     monkeypatch.setattr(router.scanner.analyzer, "analyze", boom)
+    monkeypatch.setattr(FastScanner, "analyze_many", boom)  # PiiScanner's default path
     with pytest.raises(PiiAnalyzerError):
         router.decide(SupportTicket(body="call John on 555-0100"), "t-3")
     with pytest.raises(PiiAnalyzerError):

@@ -5,6 +5,7 @@ None of these tests loads Presidio.
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,31 +72,178 @@ def rules_with(rule: str, *, before: str = "") -> str:
 # --- loading ---------------------------------------------------------------------------
 
 
-def test_bundled_rules_load_and_keep_everything_on_site() -> None:
+def test_bundled_rules_load() -> None:
     policy = Policy.load()
     assert policy.label
     assert re.fullmatch(r"[0-9a-f]{16}", policy.version)
     ids = [rule.id for rule in policy.rules]
-    assert "restricted-stays-on-site" in ids
-    assert "confidential-stays-on-site" in ids
-    assert "telemetry-on-site" in ids
     assert len(set(ids)) == len(ids)
-    assert {rule.action for rule in policy.rules} == {"pin_edge"}
-    for kind in ("support_ticket", "telemetry_alert"):
-        for data_class in ("public", "internal", "confidential", "restricted"):
-            decision = policy.decide(facts(kind=kind, data_class=data_class))
-            assert decision.action == "pin_edge", (kind, data_class)
+    assert ids[0] == "restricted-stays-on-site"
+    assert {rule.action for rule in policy.rules} == {
+        "pin_edge",
+        "allow_cloud",
+        "deny",
+        "require_approval",
+    }
+    assert all(rule.description for rule in policy.rules)
 
 
-def test_bundled_rules_decide_per_data_class() -> None:
+# The hybrid default (rules/default.toml): (facts, expected rule, expected action).
+SIMPLE, COMPLEX, HARDEST = 0.2, 0.65, 0.9
+BUNDLED_CASES = [
+    pytest.param(
+        {"data_class": "restricted", "complexity": HARDEST, "tenant_tier": "regulated"},
+        "restricted-stays-on-site",
+        "pin_edge",
+        id="restricted-always-on-site",
+    ),
+    pytest.param(
+        {"kind": "telemetry_alert", "data_class": "restricted"},
+        "restricted-stays-on-site",
+        "pin_edge",
+        id="restricted-alert",
+    ),
+    pytest.param(
+        {"data_class": "restricted", "tenant_tier": "suspended"},
+        "restricted-stays-on-site",
+        "pin_edge",
+        id="restricted-beats-deny",
+    ),
+    pytest.param(
+        {"tenant_tier": "suspended", "complexity": COMPLEX},
+        "suspended-tenant-denied",
+        "deny",
+        id="suspended-tenant",
+    ),
+    pytest.param(
+        {"kind": "telemetry_alert", "complexity": HARDEST},
+        "telemetry-on-site",
+        "pin_edge",
+        id="telemetry",
+    ),
+    pytest.param(
+        {"complexity": HARDEST, "data_class": "confidential", "latency_budget_ms": 1500.0},
+        "tight-latency-on-site",
+        "pin_edge",
+        id="tight-latency",
+    ),
+    pytest.param(
+        {"tenant_tier": "regulated", "complexity": COMPLEX},
+        "regulated-tenant-needs-approval",
+        "require_approval",
+        id="regulated-complex",
+    ),
+    pytest.param(
+        {"tenant_tier": "regulated", "complexity": SIMPLE, "data_class": "confidential"},
+        "confidential-stays-on-site",
+        "pin_edge",
+        id="regulated-simple-stays",
+    ),
+    pytest.param(
+        {"data_class": "confidential", "complexity": HARDEST},
+        "confidential-complex-needs-approval",
+        "require_approval",
+        id="confidential-hardest",
+    ),
+    pytest.param(
+        {"data_class": "confidential", "complexity": COMPLEX},
+        "complex-ticket-to-cloud",
+        "allow_cloud",
+        id="confidential-complex",
+    ),
+    pytest.param(
+        {"data_class": "internal", "complexity": HARDEST, "latency_budget_ms": 30_000.0},
+        "complex-ticket-to-cloud",
+        "allow_cloud",
+        id="internal-hardest",
+    ),
+    pytest.param(
+        {"data_class": "confidential", "complexity": COMPLEX, "backend_healthy": False},
+        "confidential-stays-on-site",
+        "pin_edge",
+        id="backend-down-confidential",
+    ),
+    pytest.param(
+        {"data_class": "internal", "complexity": COMPLEX, "backend_healthy": False},
+        "internal-on-site",
+        "pin_edge",
+        id="backend-down-internal",
+    ),
+    pytest.param(
+        {"data_class": "confidential", "complexity": SIMPLE},
+        "confidential-stays-on-site",
+        "pin_edge",
+        id="confidential-simple",
+    ),
+    pytest.param(
+        {"data_class": "internal", "complexity": SIMPLE},
+        "internal-on-site",
+        "pin_edge",
+        id="internal-simple",
+    ),
+    pytest.param(
+        {"data_class": "public", "complexity": SIMPLE},
+        "internal-on-site",
+        "pin_edge",
+        id="public-simple",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "rule_id", "action"), BUNDLED_CASES)
+def test_bundled_rules_decide(overrides: dict[str, object], rule_id: str, action: str) -> None:
+    decision = Policy.load().decide(facts(**overrides))
+    assert (decision.rule_id, decision.action) == (rule_id, action), decision.reasons
+
+
+def test_bundled_rules_never_send_restricted_or_telemetry_to_the_cloud() -> None:
     policy = Policy.load()
-    assert policy.decide(facts(data_class="restricted")).rule_id == "restricted-stays-on-site"
-    assert policy.decide(facts(data_class="confidential")).rule_id == "confidential-stays-on-site"
-    assert policy.decide(facts(kind="telemetry_alert")).rule_id == "telemetry-on-site"
-    assert (
-        policy.decide(facts(kind="telemetry_alert", data_class="restricted")).rule_id
-        == "restricted-stays-on-site"
+    grid = itertools.product(
+        ("support_ticket", "telemetry_alert"),
+        ("public", "internal", "confidential", "restricted"),
+        ("standard", "premium", "regulated", "suspended"),
+        (0.0, 0.59, 0.6, 0.79, 0.8, 1.0),
+        (True, False),
     )
+    for kind, data_class, tier, complexity, healthy in grid:
+        f = facts(
+            kind=kind,
+            data_class=data_class,
+            tenant_tier=tier,
+            complexity=complexity,
+            backend_healthy=healthy,
+        )
+        action = policy.decide(f).action
+        if data_class == "restricted" or kind == "telemetry_alert":
+            assert action in ("pin_edge", "deny"), f
+        if tier == "regulated":
+            assert action != "allow_cloud", f
+        if action == "allow_cloud":
+            assert healthy, f
+            assert complexity >= 0.6, f
+
+
+def test_deny_list_of_named_tenants() -> None:
+    policy = Policy.from_toml(
+        'version = "t"\n[[rule]]\nid = "blocked"\ndescription = "contract ended"\n'
+        'action = "deny"\nmatch = { tenants = ["acme", "globex"] }\n'
+    )
+    hit = policy.decide(facts(tenant="globex"))
+    assert (hit.rule_id, hit.action) == ("blocked", "deny")
+    assert hit.reasons == ("contract ended", "tenant globex in the rule's tenant list")
+    assert policy.decide(facts(tenant="initech")).rule_id == DEFAULT_RULE.id
+    assert policy.decide(facts()).rule_id == DEFAULT_RULE.id
+
+
+def test_editing_the_bundled_file_changes_the_version() -> None:
+    text = (Path(__file__).parents[1] / "sitemesh/policy/rules/default.toml").read_text()
+    base = Policy.from_toml(text)
+    assert base.version == Policy.load().version
+    raised = text.replace("min_complexity = 0.8", "min_complexity = 0.85", 1)
+    assert raised != text
+    assert Policy.from_toml(raised).version != base.version
+    commented = "# a comment\n" + text
+    assert Policy.from_toml(commented).version == base.version
 
 
 def test_load_from_path_equals_from_toml(tmp_path: Path) -> None:
@@ -280,6 +428,7 @@ def test_empty_match_matches_everything() -> None:
         ("max_latency_budget_ms = 500", {"latency_budget_ms": 20.0}, {"latency_budget_ms": None}),
         ("min_complexity = 0.6", {"complexity": 0.6}, {"complexity": 0.59}),
         ("max_complexity = 0.3", {"complexity": 0.3}, {"complexity": 0.31}),
+        ('tenants = ["acme"]', {"tenant": "acme"}, {"tenant": "other"}),
         ("backend_healthy = false", {"backend_healthy": False}, {"backend_healthy": True}),
     ],
 )

@@ -45,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from ..schemas import Diagnosis, Finding, TelemetryAlert
-from ._diagnostics import INFERRED_PEERS, STATE_KINDS
+from ._checks import INFERRED_PEERS, STATE_KINDS
 from ._telemetry import DATA_DIR, Series, load_telemetry
 
 FaultAction = Literal["break_bfd", "enable_bfd", "shutdown_interface", "enable_interface"]

@@ -9,6 +9,10 @@
 | ``sm.v1.out.<site>.<role>``      | anonymised events leaving the site        | ``OUTBOX_<site>`` |
 | ``sm.v1.in.<site>.<task>``       | cloud answers coming back to the site     | ``INBOX_<site>``  |
 
+Across the site boundary (``sitemesh.topology``): the site's ``EGRESS`` account holds
+``OUTBOX_<site>`` and ``INBOX_LANDING_<site>``; the hub holds ``CLOUD_IN`` (sources every
+outbox) and ``CLOUD_OUT`` (``sm.v1.in.>``, cloud answers for every site).
+
 Max-deliveries advisories of the site's consumers are captured in
 ``ADVISORIES_<site>`` so that a message nobody could process is dead-lettered even
 when no process was listening at the time.
@@ -43,6 +47,18 @@ HDR_CAUSATION: Final = "sm-causation-id"
 HDR_DATA_CLASS: Final = "sm-data-class"
 HDR_TRACEPARENT: Final = "traceparent"
 HDR_TRACESTATE: Final = "tracestate"
+
+CLOUD_IN: Final = "CLOUD_IN"
+"""Hub stream sourcing every site's ``OUTBOX_<site>`` (no subjects of its own)."""
+
+CLOUD_OUT: Final = "CLOUD_OUT"
+"""Hub stream of cloud answers, subjects :data:`ALL_IN`; each site sources its part."""
+
+ALL_OUT: Final = f"{PREFIX}.out.>"
+"""Every site's outbox subjects."""
+
+ALL_IN: Final = f"{PREFIX}.in.>"
+"""Every site's inbox subjects."""
 
 _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -110,6 +126,14 @@ class Subjects:
     def all_dlq(self) -> str:
         return f"{PREFIX}.dlq.{self.site}.>"
 
+    @property
+    def all_out(self) -> str:
+        return f"{PREFIX}.out.{self.site}.>"
+
+    @property
+    def all_in(self) -> str:
+        return f"{PREFIX}.in.{self.site}.>"
+
     # -- streams ------------------------------------------------------------------
     @property
     def tasks_stream(self) -> str:
@@ -126,6 +150,21 @@ class Subjects:
     @property
     def dlq_stream(self) -> str:
         return f"DLQ_{self.site}"
+
+    @property
+    def outbox_stream(self) -> str:
+        """Outbox, in the site's ``EGRESS`` account; sourced by the hub's ``CLOUD_IN``."""
+        return f"OUTBOX_{self.site}"
+
+    @property
+    def inbox_stream(self) -> str:
+        """Cloud answers for the site's workers, in the ``SITE`` account."""
+        return f"INBOX_{self.site}"
+
+    @property
+    def inbox_landing_stream(self) -> str:
+        """Cloud answers as sourced from the hub, in ``EGRESS``; relayed to ``INBOX``."""
+        return f"INBOX_LANDING_{self.site}"
 
     @property
     def advisories_stream(self) -> str:

@@ -119,6 +119,71 @@ def show(task_id: str, site: SiteOpt = None) -> None:
 
 
 @app.command()
+def approvals(
+    site: SiteOpt = None,
+    status_: Annotated[
+        str, typer.Option("--status", help="pending, approved, rejected or all.")
+    ] = "pending",
+) -> None:
+    """Tasks parked by a require_approval rule, and past decisions."""
+    from ..state._approvals import ApprovalStatus
+    from ._approvals_cmds import approvals_list
+
+    choices: dict[str, ApprovalStatus | None] = {
+        "pending": "pending", "approved": "approved", "rejected": "rejected", "all": None,
+    }  # fmt: skip
+    if status_ not in choices:
+        err_console.print(f"--status must be one of {sorted(choices)}, not {status_!r}")
+        raise typer.Exit(2)
+    raise typer.Exit(_run(approvals_list(_settings(site), console, status=choices[status_])))
+
+
+def _decide(approval_id: str, site: str | None, by: str | None, reason: str, yes: bool) -> int:
+    from ._approvals_cmds import approve as approve_cmd
+    from ._approvals_cmds import default_who
+    from ._approvals_cmds import reject as reject_cmd
+
+    fn = approve_cmd if yes else reject_cmd
+    return _run(fn(_settings(site), approval_id, by or default_who(), reason, console))
+
+
+ByOpt = Annotated[str | None, typer.Option("--by", help="Who decides (default: your OS user).")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded).")]
+
+
+@app.command()
+def approve(
+    approval_id: str, site: SiteOpt = None, by: ByOpt = None, reason: ReasonOpt = ""
+) -> None:
+    """Approve a parked task (by approval id or task id); it continues at once."""
+    raise typer.Exit(_decide(approval_id, site, by, reason, yes=True))
+
+
+@app.command()
+def reject(
+    approval_id: str, site: SiteOpt = None, by: ByOpt = None, reason: ReasonOpt = ""
+) -> None:
+    """Reject a parked task; it ends with a task_failed event naming who and why."""
+    raise typer.Exit(_decide(approval_id, site, by, reason, yes=False))
+
+
+@app.command()
+def policy(
+    rules: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="Rules file to publish.")
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Publish as this site's override only.")
+    ] = None,
+) -> None:
+    """Show the policy in force (NATS KV), or validate and publish RULES live to every router."""
+    from ._run import run_policy
+
+    text = rules.read_text("utf-8") if rules is not None else None
+    raise typer.Exit(_run(run_policy(_settings(), console, text, site)))
+
+
+@app.command()
 def schemas(
     check: Annotated[bool, typer.Option(help="Fail if the checked-in schemas are stale.")] = False,
 ) -> None:
@@ -150,13 +215,35 @@ def demo(
     timeout_s: Annotated[
         float, typer.Option(help="Seconds to wait for every task to end.")
     ] = 600.0,
+    sites: Annotated[
+        str | None,
+        typer.Option(help="Run across a hub and these sites (eu1,us1) instead of one site."),
+    ] = None,
 ) -> None:
     """The main job on the embedded default: NATS, every worker as a process, real
     tickets and telemetry alerts in, answers and dead letters out, a summary."""
+    _logging(logging.WARNING)
+    if sites:
+        from ._demo_hybrid import run_hybrid_demo
+
+        names = [s.strip() for s in sites.split(",") if s.strip()]
+        raise typer.Exit(_run(run_hybrid_demo(_settings(), console, names, timeout_s=timeout_s)))
     from ._demo import run_demo
 
-    _logging(logging.WARNING)
     raise typer.Exit(_run(run_demo(_settings(site), console, data_dir=data, timeout_s=timeout_s)))
+
+
+@app.command()
+def up(
+    sites: Annotated[str, typer.Option(help="Comma-separated site names.")] = "eu1,us1",
+) -> None:
+    """A cloud hub and one leaf nats-server per site on this machine, with every
+    site's workers and the cloud agents; prints the URLs and runs until stopped."""
+    from ._hybrid import run_up
+
+    _logging(logging.WARNING)
+    names = [s.strip() for s in sites.split(",") if s.strip()]
+    raise typer.Exit(_run(run_up(_settings(), console, names)))
 
 
 def main() -> None:

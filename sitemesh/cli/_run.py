@@ -80,3 +80,30 @@ async def run_publish(
     )
     await asyncio.sleep(0)
     return 0
+
+
+async def run_policy(
+    settings: Settings, console: Console, rules_text: str | None, site: str | None
+) -> int:
+    """Show the policy in force, or validate and publish ``rules_text`` to the KV bucket."""
+    from ..policy import PolicyStore
+
+    async with nats_url(settings, console) as url:
+        nc = await connect(url, name="sitemesh-policy", timeout_s=settings.nats.connect_timeout_s)
+        try:
+            store = PolicyStore(nc.jetstream())
+            if rules_text is not None:
+                version = await store.publish(rules_text, site=site)
+                console.print(
+                    f"published policy {version} ({'site ' + site if site else 'all sites'})"
+                )
+                return 0
+            current = await store.current(site or settings.site)
+            console.print(
+                f"policy {current.version} ({current.label}), {len(current.rules)} rules:"
+            )
+            for rule in current.rules:
+                console.print(f"  {rule.id:<40} {rule.action}", highlight=False)
+            return 0
+        finally:
+            await nc.drain()

@@ -20,6 +20,7 @@ from ..errors import MessageTooLarge, PolicyDenied, SchemaError
 from ..schemas import (
     TASK_DECODER,
     TASK_KINDS,
+    ApprovalRequested,
     Envelope,
     PolicyDecision,
     SupportTicket,
@@ -147,26 +148,25 @@ class Ingress:
             accepted_at=now,
         )
         tid, dclass = task_id, decision.data_class
-        return [
-            Outbound(
-                event,
-                accepted,
-                msg_id(task_id, "accepted", "router"),
-                task_id=tid,
-                data_class=dclass,
-            ),
-            Outbound(
-                event,
-                decision,
-                msg_id(task_id, "decision", "router"),
-                task_id=tid,
-                data_class=dclass,
-            ),
-            Outbound(
-                self._subjects.work(first),
-                WorkItem(envelope=envelope, task=task, decision=decision),
-                msg_id(task_id, "work", first),
-                task_id=tid,
-                data_class=dclass,
-            ),
+        item = WorkItem(envelope=envelope, task=task, decision=decision)
+        outs = [
+            Outbound(event, accepted, msg_id(tid, "accepted", "router"), tid, dclass),
+            Outbound(event, decision, msg_id(tid, "decision", "router"), tid, dclass),
         ]
+        if decision.action == "require_approval" and decision.approved_by is None:
+            # parked: the recorder stores the item; `sitemesh approve` publishes it
+            # with msg id <task>:work:retriever, which is why it is not used here
+            parked = ApprovalRequested(
+                task_id=tid,
+                site=self._subjects.site,
+                rule_id=decision.rule_id,
+                policy_version=decision.policy_version,
+                data_class=dclass,
+                item=item,
+            )
+            outs.append(Outbound(event, parked, msg_id(tid, "approval", "router"), tid, dclass))
+            return outs
+        outs.append(
+            Outbound(self._subjects.work(first), item, msg_id(tid, "work", first), tid, dclass)
+        )
+        return outs

@@ -8,7 +8,7 @@ step republishes nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 
@@ -35,8 +35,20 @@ _FIELD_OF: dict[type, str] = {
 """Which ``WorkItem`` field each step output fills."""
 
 
-def agent_handler(agent: Agent, subjects: Subjects) -> Handler[WorkItem]:
+Finaliser = Callable[[WorkItem, FinalAnswer, MsgContext], Awaitable[Sequence[Outbound] | None]]
+"""Decides where a final answer goes: returns the messages to publish instead of
+answering on the site (e.g. :class:`~sitemesh.edge_node.CloudForwarder`), or ``None``."""
+
+
+def agent_handler(
+    agent: Agent, subjects: Subjects, *, finaliser: Finaliser | None = None
+) -> Handler[WorkItem]:
     """Wrap ``agent`` into a ``Handler[WorkItem]`` for :class:`sitemesh.bus.Worker`.
+
+    Args:
+        agent: the role's agent.
+        subjects: the site's subjects.
+        finaliser: for the last role: may take over the final answer (forward it).
 
     Returns:
         A handler publishing a ``StepCompleted`` event plus either the enriched
@@ -74,6 +86,10 @@ def agent_handler(agent: Agent, subjects: Subjects) -> Handler[WorkItem]:
         if isinstance(output, FinalAnswer):
             if nxt is not None:
                 raise TypeError(f"{role} returned a FinalAnswer but is not the last role")
+            if finaliser is not None:
+                taken = await finaliser(item, output, ctx)
+                if taken is not None:
+                    return [*outs, *taken]
             outs.append(
                 Outbound(
                     subjects.event(tid),

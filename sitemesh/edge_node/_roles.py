@@ -22,8 +22,9 @@ from ..bus import (
 )
 from ..config import Settings
 from ..errors import ConfigError
-from ..schemas import WORK_DECODER, WorkItem, decode
+from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
 from ._batching import BatchingDecider
+from ._forward import CloudForwarder, InboxFinaliser, pending_kv
 from ._ingress import Ingress, task_decoder, task_id_of
 from ._pipeline import agent_handler
 
@@ -37,8 +38,9 @@ WORKER_ROLES: tuple[str, ...] = (
     "validator",
     "escalation",
     "recorder",
+    "synthesiser",
 )
-"""Roles ``sitemesh worker`` can run."""
+"""Roles ``sitemesh worker`` can run (``synthesiser`` is the cloud agent, on the hub)."""
 
 
 class Service(Protocol):
@@ -69,9 +71,23 @@ async def _build_services(settings: Settings, role: str, js: JetStreamContext) -
         store = Store(settings.db_url)
         return [Recorder(js, store, settings.site, settings.bus)]
     if role == "router":
-        from ..policy import PolicyRouter
+        from ..policy import PiiScanner, PolicyRouter, PolicyStore
 
-        router = PolicyRouter.from_settings(settings.policy)
+        policies = PolicyStore(js)
+        if settings.policy.rules_file is not None:
+            # an explicitly configured rules file is this site's override (rules.<site>)
+            version = await policies.publish(
+                settings.policy.rules_file.read_text("utf-8"), site=settings.site
+            )
+            log.info("published %s as policy %s", settings.policy.rules_file, version)
+        live = await policies.live(settings.site).start()
+        hub_enabled = settings.hub.enabled
+        router = PolicyRouter(
+            live.policy,
+            PiiScanner.from_settings(settings.policy),
+            policy_source=live,
+            backend_healthy=lambda: hub_enabled,
+        )
         router.scanner.load()
         stream, durable, _ = subjects.consumer_for("router")
         worker: Service = Worker(
@@ -95,6 +111,11 @@ async def _build_services(settings: Settings, role: str, js: JetStreamContext) -
 
     agent = build_agent(role, settings)
     stream, durable, _ = subjects.consumer_for(role)
+    extra: list[Service] = []
+    finaliser = None
+    if role == "escalation" and settings.hub.enabled:
+        finaliser, inbox = await _boundary(settings, js, subjects)
+        extra.append(inbox)
     return [
         Worker(
             js,
@@ -103,11 +124,57 @@ async def _build_services(settings: Settings, role: str, js: JetStreamContext) -
             stream=stream,
             durable=durable,
             decoder=_decode_work,
-            handler=agent_handler(agent, subjects),
+            handler=agent_handler(agent, subjects, finaliser=finaliser),
             settings=settings.bus,
             task_id_of=_work_task_id,
-        )
+        ),
+        *extra,
     ]
+
+
+INBOX_DURABLE = "inbox"
+"""Durable consumer of ``INBOX_<site>`` (cloud answers), bound by the escalation role."""
+
+
+async def _boundary(
+    settings: Settings, js: JetStreamContext, subjects: Subjects
+) -> tuple[CloudForwarder, Service]:
+    """The forwarder (outbox side) and the inbox worker of a site linked to a hub."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from ..policy import PiiScanner
+    from ..policy._egress import EgressGuard
+    from ..policy._pseudonym import Pseudonymizer
+    from ..policy._vault import Vault, load_vault_key
+
+    scanner = PiiScanner.from_settings(settings.policy)
+    scanner.load()
+    vault = Vault(settings.db_url, load_vault_key(settings.privacy, settings.state_dir))
+    pseudo = Pseudonymizer(scanner, vault)
+    pending = await pending_kv(js, settings.site)
+    await js.add_consumer(
+        subjects.inbox_stream,
+        ConsumerConfig(
+            durable_name=INBOX_DURABLE,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=settings.bus.ack_wait_s,
+            max_deliver=settings.bus.max_deliver,
+            filter_subject=subjects.all_in,
+        ),
+    )
+    forwarder = CloudForwarder(subjects, pseudo, EgressGuard(scanner), pending)
+    inbox = Worker(
+        js,
+        site=settings.site,
+        role="escalation",
+        stream=subjects.inbox_stream,
+        durable=INBOX_DURABLE,
+        decoder=ANSWER_DECODER.decode,
+        handler=InboxFinaliser(subjects, pseudo, pending),
+        settings=settings.bus,
+        task_id_of=_work_task_id,
+    )
+    return forwarder, inbox
 
 
 async def run_role(settings: Settings, role: str) -> int:
@@ -118,6 +185,10 @@ async def run_role(settings: Settings, role: str) -> int:
     """
     if role not in WORKER_ROLES:
         raise ConfigError("role", f"unknown role {role!r}; expected one of {WORKER_ROLES}")
+    if role == "synthesiser":
+        from ..cloud_node._run import run_cloud
+
+        return await run_cloud(settings)
     if not settings.nats.url:
         raise ConfigError(
             "nats.url",

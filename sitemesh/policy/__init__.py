@@ -6,8 +6,16 @@
 * policy as code: :class:`Policy` loads a validated, versioned TOML rules file
   (bundled: ``rules/default.toml``) and returns the first matching rule for
   :class:`DecisionFacts`, falling back to ``default-deny-cloud`` (``pin_edge``);
+* policy in NATS KV: :class:`PolicyStore` publishes validated rules files to the
+  ``sitemesh_policy`` bucket; :class:`LivePolicy` follows it, so every router
+  applies the same version and an update applies without a restart;
 * :class:`PolicyRouter` puts the three together into a
   :class:`~sitemesh.schemas.PolicyDecision` per task.
+
+Privacy boundary: :class:`Pseudonymizer` swaps entities for typed placeholders
+(``<PERSON_1>``) kept in the encrypted :class:`Vault` and restores them in cloud
+answers; :class:`EgressGuard` re-scans what leaves; :class:`FastScanner` is the
+prefiltered, batched analysis behind :class:`PiiScanner`.
 
 The privacy path fails closed: analyzer failures raise
 :class:`~sitemesh.errors.PiiAnalyzerError`, a permanent error, so the task is
@@ -17,9 +25,22 @@ dead-lettered, never forwarded.
 from ._analyzer import LANGUAGE, SPACY_MODEL, build_analyzer, use_bundled_suffix_list
 from ._classify import ENTITY_DATA_CLASS, UNKNOWN_ENTITY_DATA_CLASS, classify
 from ._complexity import estimate_complexity, task_text
+from ._egress import EgressGuard
+from ._fastscan import FastScanner
+from ._kv import (
+    POLICY_BUCKET,
+    POLICY_HISTORY,
+    POLICY_KEY,
+    LivePolicy,
+    PolicyRevision,
+    PolicyStore,
+    policy_key,
+)
 from ._pii import DEFAULT_ENTITIES, DEFAULT_MIN_SCORES, DetectedEntity, PiiScanner, find_pii
+from ._pseudonym import PLACEHOLDER_RE, Pseudonymized, Pseudonymizer, pick_spans, restore
 from ._router import PolicyRouter, count_entities, task_kind
 from ._rules import DEFAULT_RULE, DecisionFacts, Match, Policy, Rule, RuleMatch
+from ._vault import Vault, generate_vault_key, load_vault_key
 
 __all__ = [
     "DEFAULT_ENTITIES",
@@ -27,21 +48,38 @@ __all__ = [
     "DEFAULT_RULE",
     "ENTITY_DATA_CLASS",
     "LANGUAGE",
+    "PLACEHOLDER_RE",
+    "POLICY_BUCKET",
+    "POLICY_HISTORY",
+    "POLICY_KEY",
     "SPACY_MODEL",
     "UNKNOWN_ENTITY_DATA_CLASS",
     "DecisionFacts",
     "DetectedEntity",
+    "EgressGuard",
+    "FastScanner",
+    "LivePolicy",
     "Match",
     "PiiScanner",
     "Policy",
+    "PolicyRevision",
     "PolicyRouter",
+    "PolicyStore",
+    "Pseudonymized",
+    "Pseudonymizer",
     "Rule",
     "RuleMatch",
+    "Vault",
     "build_analyzer",
     "classify",
     "count_entities",
     "estimate_complexity",
     "find_pii",
+    "generate_vault_key",
+    "load_vault_key",
+    "pick_spans",
+    "policy_key",
+    "restore",
     "task_kind",
     "task_text",
     "use_bundled_suffix_list",

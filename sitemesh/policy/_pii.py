@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import PiiAnalyzerError
 from ._analyzer import LANGUAGE, build_analyzer
+from ._fastscan import FastScanner
 
 if TYPE_CHECKING:
     from presidio_analyzer import AnalyzerEngine, RecognizerResult
@@ -109,7 +110,13 @@ class PiiScanner:
             default 0.5 unless context words raise them.
         min_scores: per-type floors used instead of ``min_score`` when lower;
             ``None``: :data:`DEFAULT_MIN_SCORES`.
-        batch_size: texts per spaCy ``pipe`` batch in :meth:`scan_many`.
+        batch_size: texts per spaCy ``pipe`` batch in :meth:`scan_many` (128 was
+            the fastest of 16-1000 for ~85-character texts with the ``sm`` model).
+        fast: analyse with :class:`~sitemesh.policy.FastScanner` (prefiltered
+            recognizers, NER-only spaCy, lemmas only where context can decide,
+            a result cache; same types and spans, about 2-3x faster);
+            ``False``: one ``AnalyzerEngine.analyze`` call per text.
+        cache_size: texts whose results the fast path keeps (LRU); 0: none.
 
     Raises:
         ValueError: ``min_score`` is outside 0..1 or ``entities`` is empty.
@@ -122,7 +129,9 @@ class PiiScanner:
         entities: Iterable[str] | None = None,
         min_score: float = 0.5,
         min_scores: Mapping[str, float] | None = None,
-        batch_size: int = 32,
+        batch_size: int = 128,
+        fast: bool = True,
+        cache_size: int = 4096,
     ) -> None:
         floors = DEFAULT_MIN_SCORES if min_scores is None else min_scores
         for name, value in {"min_score": min_score, **floors}.items():
@@ -136,6 +145,9 @@ class PiiScanner:
         self._floors = {e: min(min_score, floors.get(e, min_score)) for e in self._entities}
         self._threshold = min(self._floors.values())
         self._batch_size = max(1, batch_size)
+        self._fast = fast
+        self._cache_size = cache_size
+        self._fastscan: FastScanner | None = None
 
     @classmethod
     def from_settings(cls, settings: PolicySettings) -> PiiScanner:
@@ -208,6 +220,8 @@ class PiiScanner:
         if not todo:
             return out
         analyzer = self.analyzer
+        if self._fast:
+            return self._scan_fast(texts, todo, out)
         try:
             artifacts = analyzer.nlp_engine.process_batch(
                 [texts[i] for i in todo], language=LANGUAGE, batch_size=self._batch_size
@@ -221,6 +235,30 @@ class PiiScanner:
                     nlp_artifacts=nlp_artifacts,
                 )
                 out[i] = self._convert(text, results)
+        except PiiAnalyzerError:
+            raise
+        except Exception as exc:
+            # The exception text may quote the input: keep it only as __cause__.
+            raise PiiAnalyzerError(
+                f"PII analysis failed ({type(exc).__name__}); the task stays on site"
+            ) from exc
+        return out
+
+    def _scan_fast(
+        self, texts: Sequence[str], todo: list[int], out: list[list[DetectedEntity]]
+    ) -> list[list[DetectedEntity]]:
+        try:
+            if self._fastscan is None:
+                self._fastscan = FastScanner(
+                    self.analyzer,
+                    self._entities,
+                    self._floors,
+                    batch_size=self._batch_size,
+                    cache_size=self._cache_size,
+                )
+            results = self._fastscan.analyze_many([texts[i] for i in todo])
+            for i, found in zip(todo, results, strict=True):
+                out[i] = self._convert(texts[i], found)
         except PiiAnalyzerError:
             raise
         except Exception as exc:

@@ -79,11 +79,16 @@ class PolicyRouter:
     Not thread-safe (the spaCy pipeline is not); run it in one worker thread.
 
     Args:
-        policy: the rules.
+        policy: the rules (used when ``policy_source`` is ``None``).
         scanner: the PII scanner.
         tenant_tiers: tenant -> tier (``standard`` when absent).
         backend_healthy: called once per decision (or batch) for the
             ``backend_healthy`` fact; ``None``: always healthy.
+        policy_source: called once per decision (or batch) for the policy to
+            apply, e.g. a :class:`~sitemesh.policy.LivePolicy` that follows the
+            ``sitemesh_policy`` KV bucket; ``None``: always ``policy``. One
+            snapshot is used per decision/batch, so a decision's
+            ``policy_version`` is always the version of the rules that made it.
     """
 
     def __init__(
@@ -93,11 +98,23 @@ class PolicyRouter:
         *,
         tenant_tiers: Mapping[str, str] | None = None,
         backend_healthy: Callable[[], bool] | None = None,
+        policy_source: Callable[[], Policy] | None = None,
     ) -> None:
-        self.policy = policy
+        self._policy = policy
+        self._source = policy_source
         self.scanner = scanner
         self._tiers = dict(tenant_tiers or {})
         self._healthy = backend_healthy or _always_healthy
+
+    @property
+    def policy(self) -> Policy:
+        """The policy the next decision applies (from ``policy_source`` if given)."""
+        return self._policy if self._source is None else self._source()
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy = policy
+        self._source = None
 
     @classmethod
     def from_settings(cls, settings: PolicySettings) -> PolicyRouter:
@@ -131,7 +148,7 @@ class PolicyRouter:
         entities = self.scanner.scan(task_text(task)) + structured_identifiers(task)
         analyzer_ms = (time.perf_counter() - start) * 1000
         return self._decide(
-            task, task_id, entities, analyzer_ms, latency_budget_ms, self._healthy()
+            self.policy, task, task_id, entities, analyzer_ms, latency_budget_ms, self._healthy()
         )
 
     def decide_many(self, items: Sequence[tuple[Task, str]]) -> list[PolicyDecision]:
@@ -155,15 +172,23 @@ class PolicyRouter:
         found = self.scanner.scan_many([task_text(task) for task, _ in items])
         analyzer_ms = (time.perf_counter() - start) * 1000 / len(items)
         healthy = self._healthy()
+        policy = self.policy
         return [
             self._decide(
-                task, task_id, entities + structured_identifiers(task), analyzer_ms, None, healthy
+                policy,
+                task,
+                task_id,
+                entities + structured_identifiers(task),
+                analyzer_ms,
+                None,
+                healthy,
             )
             for (task, task_id), entities in zip(items, found, strict=True)
         ]
 
     def _decide(
         self,
+        policy: Policy,
         task: Task,
         task_id: str,
         entities: list[DetectedEntity],
@@ -172,22 +197,23 @@ class PolicyRouter:
         healthy: bool,
     ) -> PolicyDecision:
         kind = task_kind(task)
-        data_class = classify(entities, public=kind in self.policy.public_kinds)
+        data_class = classify(entities, public=kind in policy.public_kinds)
         facts = DecisionFacts(
             kind=kind,
             data_class=data_class,
             entity_types=frozenset(e.entity_type for e in entities),
             tenant_tier=self._tiers.get(task.tenant, "standard"),
+            tenant=task.tenant,
             latency_budget_ms=latency_budget_ms,
             complexity=estimate_complexity(task),
             backend_healthy=healthy,
         )
-        match = self.policy.decide(facts)
+        match = policy.decide(facts)
         return PolicyDecision(
             task_id=task_id,
             action=match.action,
             rule_id=match.rule_id,
-            policy_version=self.policy.version,
+            policy_version=policy.version,
             data_class=data_class,
             entities=count_entities(entities),
             reasons=list(match.reasons),

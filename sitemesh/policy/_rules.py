@@ -45,7 +45,9 @@ class Match(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     entity_types_any: frozenset[str] | UnsetType = UNSET
     """At least one of these PII entity types was detected."""
     tenant_tiers: frozenset[str] | UnsetType = UNSET
-    """Tenant tiers (``standard``, ``premium``...)."""
+    """Tenant tiers (``standard``, ``premium``, ``regulated``, ``suspended``...)."""
+    tenants: frozenset[str] | UnsetType = UNSET
+    """Tenant ids (an allow or deny list of named tenants)."""
     max_latency_budget_ms: Annotated[float, msgspec.Meta(gt=0)] | UnsetType = UNSET
     """The task has a latency budget of at most this many milliseconds (tasks
     without a budget do not match)."""
@@ -97,6 +99,7 @@ class DecisionFacts:
         data_class: the content's data class (see :func:`sitemesh.policy.classify`).
         entity_types: PII entity types detected in the content.
         tenant_tier: the tenant's service tier.
+        tenant: the tenant id (``""`` when unknown).
         latency_budget_ms: the task's latency budget in milliseconds, or ``None``.
         complexity: estimated complexity, 0..1 (see
             :func:`sitemesh.policy.estimate_complexity`).
@@ -107,6 +110,7 @@ class DecisionFacts:
     data_class: DataClass
     entity_types: frozenset[str] = frozenset()
     tenant_tier: str = "standard"
+    tenant: str = ""
     latency_budget_ms: float | None = None
     complexity: float = 0.0
     backend_healthy: bool = True
@@ -152,6 +156,10 @@ def _check(m: Match, f: DecisionFacts) -> list[str] | None:
         if f.tenant_tier not in m.tenant_tiers:
             return None
         why.append(f"tenant_tier {f.tenant_tier} in {_set(m.tenant_tiers)}")
+    if m.tenants is not UNSET:
+        if f.tenant not in m.tenants:
+            return None
+        why.append(f"tenant {f.tenant} in the rule's tenant list")
     if m.max_latency_budget_ms is not UNSET:
         budget = f.latency_budget_ms
         if budget is None or budget > m.max_latency_budget_ms:

@@ -28,7 +28,7 @@ from ._codec import (
     encode,
     schema_tag,
 )
-from ._events import DeadLetter, Event, StepCompleted, TaskAccepted, TaskFailed
+from ._events import ApprovalRequested, DeadLetter, Event, StepCompleted, TaskAccepted, TaskFailed
 from ._jsonschema import ALL_MESSAGES, json_schemas, write_json_schemas
 from ._outputs import (
     Diagnosis,
@@ -60,6 +60,7 @@ __all__ = [
     "TASK_KINDS",
     "WORK_DECODER",
     "Action",
+    "ApprovalRequested",
     "CloudAnswer",
     "CloudIncident",
     "DataClass",

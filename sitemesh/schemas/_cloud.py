@@ -29,7 +29,8 @@ class CloudIncident(Message, frozen=True, kw_only=True, tag="cloud_incident.v1")
     rule_id: str
     """The rule that allowed the task to go to the cloud."""
     text: str
-    """The task text with personal data replaced by placeholders."""
+    """What the site says about the task: its kind and placeholders of the identifiers
+    found. The customer's free text never leaves the site (data minimisation)."""
     placeholders: list[str] = []
     """Placeholders present in the incident (``["<PERSON_1>", "<EMAIL_ADDRESS_1>"]``)."""
     findings: list[Finding] = []

@@ -7,7 +7,7 @@ from datetime import datetime
 import msgspec
 
 from ._base import Message, Site, utcnow
-from ._outputs import FinalAnswer
+from ._outputs import FinalAnswer, WorkItem
 from ._policy import PolicyDecision
 
 
@@ -53,6 +53,20 @@ class TaskFailed(Message, frozen=True, kw_only=True, tag="task_failed.v1"):
     failed_at: datetime = msgspec.field(default_factory=utcnow)
 
 
+class ApprovalRequested(Message, frozen=True, kw_only=True, tag="approval_requested.v1"):
+    """The policy requires a person's approval: the task is parked until
+    ``sitemesh approve|reject`` decides. Site-local: carries the parked work item."""
+
+    task_id: str
+    site: Site
+    rule_id: str
+    policy_version: str
+    data_class: str
+    item: WorkItem
+    """The work item the router would have sent to the first agent."""
+    requested_at: datetime = msgspec.field(default_factory=utcnow)
+
+
 class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter.v1"):
     """A message rejected for good, on ``sm.v1.dlq.<site>.<role>``."""
 
@@ -74,5 +88,7 @@ class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter.v1"):
     dead_at: datetime = msgspec.field(default_factory=utcnow)
 
 
-Event = TaskAccepted | PolicyDecision | StepCompleted | FinalAnswer | TaskFailed
+Event = (
+    TaskAccepted | PolicyDecision | StepCompleted | FinalAnswer | TaskFailed | ApprovalRequested
+)
 """Everything published on a task's event subject."""

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from ._cloud import CloudAnswer, CloudIncident
-from ._events import DeadLetter, StepCompleted, TaskAccepted, TaskFailed
+from ._events import ApprovalRequested, DeadLetter, StepCompleted, TaskAccepted, TaskFailed
 from ._outputs import (
     Diagnosis,
     Escalation,
@@ -39,6 +39,7 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     DeadLetter,
     CloudIncident,
     CloudAnswer,
+    ApprovalRequested,
 )
 """Every top-level wire message, in a stable order."""
 

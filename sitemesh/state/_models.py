@@ -197,3 +197,7 @@ class DeadLetterRow(Base):
         Index(None, "task_id"),
         Index(None, "dead_at"),
     )
+
+
+from sitemesh.state._approvals import ApprovalRow as ApprovalRow  # noqa: E402
+from sitemesh.state._vault_models import PseudonymVaultRow as PseudonymVaultRow  # noqa: E402

@@ -26,7 +26,8 @@ from ..bus import RECORDER, Subjects, Worker
 from ..bus._types import MsgContext, Outbound
 from ..config import BusSettings
 from ..errors import TransientError
-from ..schemas import DLQ_DECODER, EVENT_DECODER, DeadLetter, Event
+from ..schemas import DLQ_DECODER, EVENT_DECODER, ApprovalRequested, DeadLetter, Event
+from ._approvals import request_approval
 from ._store import Store
 
 RECORDER_DURABLE: Final = RECORDER
@@ -101,6 +102,8 @@ class Recorder:
 
     async def _on_event(self, event: Event, ctx: MsgContext) -> Sequence[Outbound]:
         try:
+            if isinstance(event, ApprovalRequested):
+                await request_approval(self.store, event.item)  # idempotent per task
             await self.store.record_event(ctx.stream, ctx.stream_seq, event)
         except SQLAlchemyError as exc:
             raise _transient(exc) from exc

@@ -10,6 +10,7 @@ import msgspec
 from sqlalchemy import RowMapping
 
 from ..schemas import (
+    ApprovalRequested,
     DeadLetter,
     Event,
     FinalAnswer,
@@ -70,6 +71,12 @@ def event_row(stream: str, stream_seq: int, event: Event) -> dict[str, Any]:
         case TaskFailed():
             role, at = event.role, event.failed_at
             summary = f"failed: {event.error_class}: {event.reason}"
+        case ApprovalRequested():
+            role, at = "router", event.requested_at
+            summary = f"awaiting approval: rule {event.rule_id} ({event.data_class})"
+    payload = msgspec.to_builtins(event)
+    if isinstance(event, ApprovalRequested):
+        payload.pop("item", None)  # the parked item lives in the approvals table
     return {
         "task_id": event.task_id,
         "stream": stream,
@@ -79,7 +86,7 @@ def event_row(stream: str, stream_seq: int, event: Event) -> dict[str, Any]:
         "summary": summary,
         "at": at,
         "started_at": started_at,
-        "payload": msgspec.to_builtins(event),
+        "payload": payload,
     }
 
 

@@ -1,0 +1,382 @@
+"""``sitemesh approvals``, ``sitemesh approve ID`` and ``sitemesh reject ID``.
+
+A task whose policy decision is ``require_approval`` waits in the site's
+database (:mod:`sitemesh.state._approvals`) until a person decides:
+
+* approve: the parked work item continues to the first agent
+  (``sm.v1.work.<site>.retriever``, ``Nats-Msg-Id`` ``<task_id>:work:retriever``)
+  with ``decision.approved_by`` / ``approved_at`` set and a reason appended; the
+  updated decision is also published on the task's event subject, so
+  ``sitemesh show`` records who approved;
+* reject: a ``TaskFailed`` event (reason ``rejected by <who>: <reason>``) ends
+  the task.
+
+The decision is recorded first (compare-and-set: a second decision is refused),
+then published; if publishing fails, the decision is undone so it can be retried.
+
+The functions are plain async functions returning the exit code; the typer app
+only wires them up (``raise typer.Exit(asyncio.run(approve(...)))``). The lower
+level :func:`release` and :func:`reject_task` take a JetStream context (tests,
+other services).
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+import msgspec
+from nats.js import JetStreamContext
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..bus import Outbound, Publisher, Subjects, connect, msg_id, next_role
+from ..config import Settings
+from ..schemas import TaskFailed, WorkItem, utcnow
+from ..state import Store
+from ..state._approvals import (
+    ApprovalAlreadyDecided,
+    ApprovalRecord,
+    ApprovalStatus,
+    decide_approval,
+    get_approval,
+    list_approvals,
+    undo_decision,
+)
+from ..state._db import is_sqlite, sqlite_path
+from ._nats import nats_url
+
+EXIT_OK: Final = 0
+EXIT_UNKNOWN_APPROVAL: Final = 1
+"""Exit code when no approval has the given id (or task id)."""
+EXIT_ALREADY_DECIDED: Final = 2
+"""Exit code when the approval was decided before (a decision is final)."""
+
+REJECTED_ERROR_CLASS: Final = "ApprovalRejected"
+"""``error_class`` of the ``TaskFailed`` event published on reject."""
+
+_STATUS_STYLE: Final = {"pending": "yellow", "approved": "green", "rejected": "red"}
+
+
+def default_who() -> str:
+    """The OS user running the command (the default of ``--by``)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry / no login name in containers
+        return "unknown"
+
+
+def _t(value: object, style: str = "") -> Text:
+    """Plain text (never parsed as rich markup: ids and reasons are data)."""
+    return Text("-" if value is None or value == "" else str(value), style=style)
+
+
+def _ts(at: datetime | None) -> str:
+    return "-" if at is None else at.strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def _no_db(settings: Settings) -> bool:
+    path = sqlite_path(settings.db_url) if is_sqlite(settings.db_url) else None
+    return path is not None and not path.exists()
+
+
+# -- publishing the outcome ---------------------------------------------------------------
+def approved_item(record: ApprovalRecord) -> WorkItem:
+    """The parked work item with its decision marked approved by ``record.decided_by``.
+
+    Raises:
+        ValueError: ``record`` is not approved.
+        SchemaError: the stored work item does not decode.
+    """
+    if record.status != "approved" or record.decided_by is None:
+        raise ValueError(f"approval {record.approval_id} is {record.status}, not approved")
+    item = record.item()
+    note = f"approved by {record.decided_by}" + (f": {record.reason}" if record.reason else "")
+    decision = msgspec.structs.replace(
+        item.decision,
+        approved_by=record.decided_by,
+        approved_at=record.decided_at,
+        reasons=[*item.decision.reasons, note],
+    )
+    return msgspec.structs.replace(item, decision=decision)
+
+
+async def release(js: JetStreamContext, record: ApprovalRecord) -> WorkItem:
+    """Publish an approved task's work item to its first agent, and the updated decision.
+
+    Idempotent: the ``Nats-Msg-Id`` values are derived from the task id, so a
+    repeat within the stream's duplicate window is dropped by the server.
+
+    Args:
+        js: JetStream context of the site's NATS.
+        record: an approved approval.
+
+    Returns:
+        The work item as published.
+
+    Raises:
+        ValueError: the approval is not approved.
+        TransientError: no PubAck in time.
+        nats.js.errors.APIError: the server refused the message.
+    """
+    item = approved_item(record)
+    task_id, data_class = item.envelope.task_id, item.decision.data_class
+    subjects = Subjects(item.envelope.site)
+    first = next_role("router")
+    assert first is not None
+    await Publisher(js).publish_many(
+        [
+            Outbound(
+                subjects.event(task_id),
+                item.decision,
+                msg_id(task_id, "decision", "approval"),
+                task_id=task_id,
+                data_class=data_class,
+            ),
+            Outbound(
+                subjects.work(first),
+                item,
+                msg_id(task_id, "work", first),
+                task_id=task_id,
+                data_class=data_class,
+            ),
+        ]
+    )
+    return item
+
+
+async def reject_task(js: JetStreamContext, record: ApprovalRecord) -> TaskFailed:
+    """Publish ``TaskFailed`` (``rejected by <who>: <reason>``) for a rejected approval.
+
+    Args:
+        js: JetStream context of the site's NATS.
+        record: a rejected approval.
+
+    Returns:
+        The event as published.
+
+    Raises:
+        ValueError: the approval is not rejected.
+        TransientError: no PubAck in time.
+        nats.js.errors.APIError: the server refused the message.
+    """
+    if record.status != "rejected":
+        raise ValueError(f"approval {record.approval_id} is {record.status}, not rejected")
+    reason = f"rejected by {record.decided_by}: {record.reason or 'no reason given'}"
+    failed = TaskFailed(
+        task_id=record.task_id,
+        site=record.site,
+        role="router",
+        reason=reason,
+        error_class=REJECTED_ERROR_CLASS,
+        failed_at=record.decided_at or utcnow(),
+    )
+    await Publisher(js).publish(
+        Outbound(
+            Subjects(record.site).event(record.task_id),
+            failed,
+            msg_id(record.task_id, "failed", "approval"),
+            task_id=record.task_id,
+            data_class=record.data_class,
+        )
+    )
+    return failed
+
+
+async def decide_and_publish(
+    store: Store, js: JetStreamContext, approval_id: str, approve: bool, who: str, reason: str
+) -> ApprovalRecord:
+    """Record a decision, then publish its outcome; undo the decision if that fails.
+
+    Args:
+        store: the site's state store.
+        js: JetStream context of the site's NATS.
+        approval_id: approval id or task id.
+        approve: approve (``True``) or reject.
+        who: the person deciding.
+        reason: why.
+
+    Returns:
+        The decided approval.
+
+    Raises:
+        UnknownApproval: no such approval.
+        ApprovalAlreadyDecided: decided before.
+        TransientError, nats.js.errors.APIError: publishing failed; the approval is
+            pending again.
+    """
+    record = await decide_approval(store, approval_id, approve, who, reason)
+    try:
+        if approve:
+            await release(js, record)
+        else:
+            await reject_task(js, record)
+    except BaseException:
+        await undo_decision(store, record)
+        raise
+    return record
+
+
+# -- commands -----------------------------------------------------------------------------
+def _approvals_table(records: Sequence[ApprovalRecord], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("approval", "task", "kind", "tenant", "rule", "data class", "requested"):
+        table.add_column(col, overflow="fold")
+    table.add_column("status")
+    table.add_column("decided by")
+    for r in records:
+        try:
+            env = r.item().envelope
+            kind, tenant = env.kind, env.tenant
+        except ValueError:  # SchemaError: an unreadable parked item is still listed
+            kind, tenant = "?", "?"
+        table.add_row(
+            _t(r.approval_id, "bold"),
+            _t(r.task_id),
+            _t(kind),
+            _t(tenant),
+            _t(r.rule_id),
+            _t(r.data_class),
+            _t(_ts(r.requested_at)),
+            _t(r.status, _STATUS_STYLE.get(r.status, "")),
+            _t(r.decided_by),
+        )
+    return table
+
+
+async def approvals_list(
+    settings: Settings,
+    console: Console,
+    *,
+    status: ApprovalStatus | None = "pending",
+    limit: int = 50,
+) -> int:
+    """Print approvals with ``status`` (default: those waiting), oldest first.
+
+    Args:
+        settings: the database is ``settings.db_url``.
+        console: where to render.
+        status: ``pending``, ``approved``, ``rejected``, or ``None`` for all.
+        limit: at most this many.
+
+    Returns:
+        :data:`EXIT_OK`.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
+    """
+    label = status or "all"
+    if _no_db(settings):
+        console.print(f"no {label} approvals (no state database yet)", highlight=False)
+        return EXIT_OK
+    async with Store(settings.db_url) as store:
+        records = await list_approvals(store, status, limit=limit)
+    if not records:
+        console.print(f"no {label} approvals at site {settings.site}", highlight=False)
+        return EXIT_OK
+    console.print(_approvals_table(records, f"{len(records)} {label} approval(s)"))
+    if status == "pending":
+        console.print(
+            "decide with: sitemesh approve ID --reason TEXT | sitemesh reject ID --reason TEXT",
+            highlight=False,
+        )
+    return EXIT_OK
+
+
+async def _decide(
+    settings: Settings, approval_id: str, approve: bool, who: str, reason: str, console: Console
+) -> int:
+    verb = "approve" if approve else "reject"
+    if _no_db(settings):
+        console.print(Text(f"cannot {verb} {approval_id!r}: no state database yet", "red"))
+        return EXIT_UNKNOWN_APPROVAL
+    async with Store(settings.db_url) as store:
+        record = await get_approval(store, approval_id)
+        if record is None:
+            console.print(Text(f"no approval request {approval_id!r}", "red"))
+            return EXIT_UNKNOWN_APPROVAL
+        if record.status != "pending":
+            console.print(Text(f"cannot {verb}: {_already(record)}", "red"))
+            return EXIT_ALREADY_DECIDED
+        async with nats_url(settings, console) as url:
+            nc = await connect(
+                url, name="sitemesh-approvals", timeout_s=settings.nats.connect_timeout_s
+            )
+            try:
+                record = await decide_and_publish(
+                    store, nc.jetstream(), record.approval_id, approve, who, reason
+                )
+            except ApprovalAlreadyDecided as exc:
+                console.print(Text(f"cannot {verb}: {exc}", "red"))
+                return EXIT_ALREADY_DECIDED
+            finally:
+                await nc.drain()
+    if approve:
+        first = next_role("router")
+        console.print(
+            Text(
+                f"approved {record.approval_id} (task {record.task_id}) as {who}; "
+                f"the task continues with the {first}",
+                "green",
+            )
+        )
+    else:
+        console.print(
+            Text(f"rejected {record.approval_id} (task {record.task_id}) as {who}", "yellow")
+        )
+    return EXIT_OK
+
+
+def _already(record: ApprovalRecord) -> str:
+    return str(
+        ApprovalAlreadyDecided(
+            record.approval_id, record.status, record.decided_by, record.decided_at
+        )
+    )
+
+
+async def approve(
+    settings: Settings, approval_id: str, who: str, reason: str, console: Console
+) -> int:
+    """Approve a parked task: record the decision, then send the work item on.
+
+    Args:
+        settings: database (``db_url``) and NATS (``nats.url`` or the embedded server).
+        approval_id: the approval id from ``sitemesh approvals`` (or the task id).
+        who: the person approving (``--by``, default :func:`default_who`).
+        reason: why (``--reason``), recorded and appended to the decision's reasons.
+        console: where to report.
+
+    Returns:
+        :data:`EXIT_OK`, :data:`EXIT_UNKNOWN_APPROVAL` or :data:`EXIT_ALREADY_DECIDED`.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
+        BusConnectionError, TransientError: NATS failed (the approval stays pending).
+    """
+    return await _decide(settings, approval_id, True, who, reason, console)
+
+
+async def reject(
+    settings: Settings, approval_id: str, who: str, reason: str, console: Console
+) -> int:
+    """Reject a parked task: record the decision, then end the task with ``TaskFailed``.
+
+    Args:
+        settings: database (``db_url``) and NATS (``nats.url`` or the embedded server).
+        approval_id: the approval id from ``sitemesh approvals`` (or the task id).
+        who: the person rejecting (``--by``, default :func:`default_who`).
+        reason: why (``--reason``); the task fails with ``rejected by <who>: <reason>``.
+        console: where to report.
+
+    Returns:
+        :data:`EXIT_OK`, :data:`EXIT_UNKNOWN_APPROVAL` or :data:`EXIT_ALREADY_DECIDED`.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
+        BusConnectionError, TransientError: NATS failed (the approval stays pending).
+    """
+    return await _decide(settings, approval_id, False, who, reason, console)

@@ -1,0 +1,85 @@
+"""``sitemesh cloud``: the cloud agents, as durable workers on the hub's ``CLOUD_IN``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from ..bus import Subjects, Worker, connect
+from ..bus._subjects import CLOUD_IN
+from ..config import BusSettings, Settings
+from ..errors import ConfigError
+from ..schemas import INCIDENT_DECODER
+from ._synthesiser import Synthesiser
+
+log = logging.getLogger("sitemesh.cloud")
+
+HUB = "hub"
+"""Site token of the hub in subjects (``sm.v1.dlq.hub.synthesiser``)."""
+
+
+async def provision_cloud(js: JetStreamContext, bus: BusSettings) -> None:
+    """The hub's own dead-letter and event streams and the ``synthesiser`` consumer
+    on ``CLOUD_IN`` (which ``sitemesh.topology.provision_hub`` creates). Idempotent."""
+    hub = Subjects(HUB)
+    for name, subject in ((hub.dlq_stream, hub.all_dlq), (hub.events_stream, hub.all_events)):
+        config = StreamConfig(
+            name=name, subjects=[subject], max_age=bus.max_age_s, max_bytes=bus.max_bytes
+        )
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            await js.add_stream(config)
+    await js.add_consumer(
+        CLOUD_IN,
+        ConsumerConfig(
+            durable_name=Synthesiser.role,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=bus.ack_wait_s,
+            max_deliver=bus.max_deliver,
+        ),
+    )
+
+
+def synthesiser_worker(js: JetStreamContext, bus: BusSettings) -> Worker[object]:
+    """The synthesiser as a :class:`~sitemesh.bus.Worker` on ``CLOUD_IN``."""
+    return Worker(
+        js,
+        site=HUB,
+        role=Synthesiser.role,
+        stream=CLOUD_IN,
+        durable=Synthesiser.role,
+        decoder=INCIDENT_DECODER.decode,
+        handler=Synthesiser(),  # type: ignore[arg-type]
+        settings=bus,
+    )
+
+
+async def run_cloud(settings: Settings) -> int:
+    """Run the cloud agents against the hub at ``settings.nats.url`` until SIGTERM.
+
+    Raises:
+        ConfigError: no hub URL (``SITEMESH_NATS_URL``).
+    """
+    if not settings.nats.url:
+        raise ConfigError("nats.url", "set SITEMESH_NATS_URL to the hub's client URL")
+    nc = await connect(settings.nats.url, name="sitemesh-cloud", timeout_s=5)
+    js = nc.jetstream()
+    await provision_cloud(js, settings.bus)
+    worker = synthesiser_worker(js, settings.bus)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.create_task(worker.run())
+    log.info("cloud synthesiser ready")
+    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    await worker.shutdown()
+    await asyncio.gather(run, return_exceptions=True)
+    await nc.drain()
+    return 0
