@@ -25,7 +25,7 @@ from sitemesh.cli._run import site_roles
 from sitemesh.config import BusSettings, Settings
 from sitemesh.policy import PolicyStore
 from sitemesh.schemas import EVENT_DECODER, FinalAnswer, SupportTicket, TaskFailed, decode
-from tests.conftest import TEST_STREAM_BYTES, assert_eventually
+from tests.conftest import TEST_STREAM_BYTES, assert_eventually, stream_messages
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -132,3 +132,65 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
         if any(p in answer.customer_message for p in persons):
             restored += 1
     assert restored >= 1, "no re-identified answer carries an original value"
+
+
+async def test_link_cut_local_work_continues_and_escalations_are_answered_once(
+    stack: Any,
+) -> None:
+    """Stop the hub while tasks flow: the site answers what stays local, queues its
+    escalations in OUTBOX, and after the hub returns every escalation is answered
+    exactly once."""
+    from sitemesh.schemas import StepCompleted
+
+    site = "eu1"
+    subjects = Subjects(site)
+    nc = await connect(stack.sites[site].nats.url, name="test-cut", timeout_s=5)
+    js = nc.jetstream()
+    await PolicyStore(js).publish(ALL_TO_CLOUD)
+    ended: dict[str, FinalAnswer | TaskFailed] = {}
+    forwarded: set[str] = set()
+
+    async def on_event(msg: Any) -> None:
+        ev = decode(msg.data, EVENT_DECODER)
+        if not ev.task_id.startswith("cut-"):
+            return
+        if isinstance(ev, FinalAnswer | TaskFailed):
+            ended[ev.task_id] = ev
+        elif isinstance(ev, StepCompleted) and ev.summary.startswith("forwarded to cloud"):
+            forwarded.add(ev.task_id)
+
+    await js.subscribe(subjects.all_events, cb=on_event)
+    data = Path(__file__).resolve().parents[1] / "examples" / "data"
+    tickets = (data / "tickets.jsonl").read_bytes().splitlines()[:30]
+    alerts = (data / "telemetry_alerts.jsonl").read_bytes().splitlines()[:3]
+
+    await stack.topo.stop_hub()
+    try:
+        for i, line in enumerate(tickets):
+            body = json.loads(line) | {"task_id": f"cut-t{i}"}
+            await js.publish(subjects.task("support_ticket"), json.dumps(body).encode())
+        for i, line in enumerate(alerts):  # telemetry stays on site under any policy here
+            body = json.loads(line) | {"task_id": f"cut-a{i}"}
+            await js.publish(subjects.task("telemetry_alert"), json.dumps(body).encode())
+        local = {f"cut-a{i}" for i in range(len(alerts))}
+        await assert_eventually(lambda: local <= ended.keys(), timeout_s=120,
+                                msg="local work must continue while the hub is down")  # fmt: skip
+        await assert_eventually(lambda: len(forwarded) >= 10, timeout_s=120, interval_s=0.2)
+        waiting = set(forwarded)
+        assert not waiting & ended.keys(), "no cloud answer can arrive while the hub is down"
+    finally:
+        await stack.topo.start_hub()
+
+    everything = {f"cut-t{i}" for i in range(len(tickets))} | local
+    await assert_eventually(lambda: everything <= ended.keys(), timeout_s=180, interval_s=0.5)
+    assert all(
+        isinstance(ended[t], FinalAnswer) and ended[t].route == "cloud" for t in waiting
+    ), {t: type(ended[t]).__name__ for t in waiting}
+    finals = Counter()
+    for m in await stream_messages(js, subjects.events_stream, subjects.all_events):
+        ev = decode(m.data or b"", EVENT_DECODER)
+        if isinstance(ev, FinalAnswer) and ev.task_id.startswith("cut-"):
+            finals[ev.task_id] += 1
+    assert set(finals) == {t for t, e in ended.items() if isinstance(e, FinalAnswer)}
+    assert all(n == 1 for n in finals.values()), finals
+    await nc.drain()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -60,6 +61,27 @@ def synthesiser_worker(js: JetStreamContext, bus: BusSettings) -> Worker[object]
     )
 
 
+RESUME_EVERY_S = 5.0
+"""How often the cloud node checks ``CLOUD_IN``'s sources for a stall (seconds)."""
+
+
+async def _resume_sources(js: JetStreamContext, stop: asyncio.Event) -> None:
+    """Restart stalled ``CLOUD_IN`` sources after a hub or site restart; without it
+    nats-server retries them only after its own backoff (up to 2 min, see
+    :func:`sitemesh.topology.restart_stalled_sources`)."""
+    from ..topology import restart_stalled_sources
+
+    while not stop.is_set():
+        try:
+            restarted = await restart_stalled_sources(js, CLOUD_IN)
+            if restarted:
+                log.info("restarted stalled CLOUD_IN sources: %s", restarted)
+        except Exception as exc:  # the hub may be restarting; try again later
+            log.debug("source check failed: %r", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RESUME_EVERY_S)
+
+
 async def run_cloud(settings: Settings) -> int:
     """Run the cloud agents against the hub at ``settings.nats.url`` until SIGTERM.
 
@@ -77,9 +99,11 @@ async def run_cloud(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     run = asyncio.create_task(worker.run())
+    resume = asyncio.create_task(_resume_sources(js, stop))
     log.info("cloud synthesiser ready")
     await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    stop.set()
     await worker.shutdown()
-    await asyncio.gather(run, return_exceptions=True)
+    await asyncio.gather(run, resume, return_exceptions=True)
     await nc.drain()
     return 0

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+import msgspec
+
 from ..bus import HDR_MSG_ID, HDR_TASK_ID, Outbound, Subjects, msg_id, next_role
 from ..bus._types import MsgContext
 from ..errors import MessageTooLarge, PolicyDenied, SchemaError
@@ -59,9 +61,26 @@ def task_decoder(max_task_bytes: int) -> Callable[[bytes], Task]:
     return _decode
 
 
+class _IdOnly(msgspec.Struct):
+    task_id: str | None = None
+
+
+_ID_DECODER = msgspec.json.Decoder(_IdOnly)
+
+
 def task_id_of(data: bytes, headers: Mapping[str, str]) -> str | None:
-    """Best-effort task id of a raw task that may not decode (for dead letters)."""
-    return headers.get(HDR_TASK_ID) or headers.get(HDR_MSG_ID)
+    """Best-effort task id of a raw task that may not decode (for dead letters): the
+    ``sm-task-id`` header, else a string ``task_id`` in a body that is still JSON,
+    else ``Nats-Msg-Id``."""
+    if tid := headers.get(HDR_TASK_ID):
+        return tid
+    try:
+        tid = _ID_DECODER.decode(data).task_id
+    except msgspec.MsgspecError:
+        tid = None
+    if tid and _TASK_ID.match(tid):
+        return tid
+    return headers.get(HDR_MSG_ID)
 
 
 def _title(task: Task, kind: str) -> str:
