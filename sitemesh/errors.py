@@ -152,3 +152,205 @@ class EgressBlocked(PermanentError):
         super().__init__(f"egress blocked: {entity_type} detected at {path}{more}", field=path)
         self.entity_type = entity_type
         self.findings = list(findings)
+
+
+class UnknownModelPrice(PermanentError, LookupError):
+    """The price table has no entry for a model, so its calls cannot be costed.
+
+    Calls to an unpriced model are refused rather than recorded at zero cost: a
+    budget that cannot count a call cannot bound it.
+
+    Attributes:
+        model: the model id that was looked up, e.g. ``"openai/gpt-4o-mini"``.
+        source: where the price table came from (a file path), or ``None``.
+        known: the models the table does price (listed in the message).
+    """
+
+    def __init__(
+        self, model: str, *, source: str | None = None, known: tuple[str, ...] = ()
+    ) -> None:
+        where = f" in {source}" if source else ""
+        listed = f"; priced models: {', '.join(known)}" if known else ""
+        super().__init__(
+            f"no price for model {model!r}{where}: add "
+            f'[models."{model}"] input_per_mtok = ..., output_per_mtok = ...{listed}'
+        )
+        self.model = model
+        self.source = source
+
+
+class BudgetExceeded(PermanentError):
+    """A model call was refused before it was made: it would overrun a budget.
+
+    Raised by :meth:`sitemesh.models.BudgetLedger.reserve` when the spent amount,
+    plus what concurrent calls hold, plus this call's estimate would pass a limit.
+    Nothing was charged or held for the refused call.
+
+    Attributes:
+        scope: ``"tenant"``, ``"agent"`` or ``"task"``.
+        name: the tenant, agent or task id the budget belongs to.
+        period: the budget period, e.g. ``"2026-11-22"`` for a daily budget, or
+            ``None`` for a budget without period (a task's whole life).
+        resource: ``"tokens"`` or ``"cost"``.
+        limit: the limit (tokens as ``int``, cost as ``Decimal`` in the price
+            table's currency).
+        spent: already charged in this budget (same unit as ``limit``).
+        held: reserved by calls in flight (same unit).
+        requested: this call's estimate (same unit).
+    """
+
+    def __init__(
+        self,
+        *,
+        scope: str,
+        name: str,
+        period: str | None,
+        resource: str,
+        limit: object,
+        spent: object,
+        held: object,
+        requested: object,
+        unit: str = "",
+    ) -> None:
+        per = f" for {period}" if period else ""
+        u = f" {unit}" if unit else ""
+        super().__init__(
+            f"{scope} budget of {name!r}{per} exceeded: {resource} limit {limit}{u}, "
+            f"spent {spent}{u}, held by calls in flight {held}{u}, this call needs {requested}{u}"
+        )
+        self.scope = scope
+        self.name = name
+        self.period = period
+        self.resource = resource
+        self.limit = limit
+        self.spent = spent
+        self.held = held
+        self.requested = requested
+
+
+class ModelError(SitemeshError, RuntimeError):
+    """A model call failed. Base of the model errors (``sitemesh.models``).
+
+    Attributes:
+        provider: ``"vllm"``, ``"openai"`` or ``"anthropic"``, or ``None`` when no single
+            backend is at fault.
+        model: the model name, or ``None``.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None, model: str | None = None):
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+
+
+class ModelUnavailable(ModelError, TransientError):
+    """A backend did not answer usefully (connection refused, 5xx): retryable.
+
+    Attributes:
+        status: the HTTP status, or ``None`` for a connection failure.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        ModelError.__init__(self, message, provider=provider, model=model)
+        self.retry_after_s = retry_after_s
+        self.status = status
+
+
+class ModelRateLimited(ModelUnavailable):
+    """The backend answered 429; ``retry_after_s`` carries its ``Retry-After``."""
+
+
+class ModelTimeout(ModelUnavailable, TimeoutError):
+    """A call took longer than the backend's ``timeout_s`` and was cut.
+
+    Attributes:
+        timeout_s: the limit that was exceeded, in seconds.
+    """
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, model: str | None = None,
+        timeout_s: float,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.timeout_s = timeout_s
+
+
+class CircuitOpen(ModelUnavailable):
+    """The backend's circuit breaker is open: the call was refused without trying."""
+
+
+class ModelRequestError(ModelError, PermanentError):
+    """The backend rejected the request itself (4xx other than 408/409/429): not retried.
+
+    Attributes:
+        status: the HTTP status.
+    """
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, model: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        ModelError.__init__(self, message, provider=provider, model=model)
+        self.field = None
+        self.status = status
+
+
+class InvalidModelOutput(ModelError, PermanentError):
+    """Structured output failed validation, also after the one repair attempt.
+
+    Attributes:
+        validation_error: the last validation message (msgspec's wording, naming the
+            JSON path).
+        output: the last raw output text, cut to 2,000 characters.
+    """
+
+    def __init__(
+        self, validation_error: str, *, output: str, provider: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        ModelError.__init__(
+            self,
+            f"model output is invalid after one repair attempt: {validation_error}",
+            provider=provider,
+            model=model,
+        )
+        self.field = None
+        self.validation_error = validation_error
+        self.output = output[:2000]
+
+
+class AllModelsFailed(ModelUnavailable):
+    """Every model of the routed chain failed or was refused; nothing answered.
+
+    Callers use their deterministic fallback (and label it) when they catch this.
+
+    Attributes:
+        attempts: ``(model_ref, error)`` per model tried, in chain order, e.g.
+            ``[("openai/gpt-4.1", "circuit open"), ("vllm/qwen2.5-7b", "timeout")]``.
+    """
+
+    def __init__(self, attempts: list[tuple[str, str]]) -> None:
+        detail = "; ".join(f"{ref}: {err}" for ref, err in attempts) or "no model configured"
+        super().__init__(f"every model failed ({detail})")
+        self.attempts = list(attempts)
+
+
+class ReplayMiss(ModelError, PermanentError):
+    """Strict replay found no recorded response for a prompt hash.
+
+    Attributes:
+        prompt_hash: the SHA-256 hex digest that was looked up.
+    """
+
+    def __init__(self, prompt_hash: str) -> None:
+        ModelError.__init__(self, f"no recorded model call for prompt {prompt_hash[:16]}")
+        self.field = None
+        self.prompt_hash = prompt_hash

@@ -25,7 +25,9 @@ Helpers (``from tests.conftest import ...``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,3 +136,103 @@ def bus_settings() -> BusSettings:
         # JetStream reserves max_bytes per stream up front; keep many test sites cheap
         max_bytes=TEST_STREAM_BYTES,
     )
+
+
+# -- the state database: SQLite by default, PostgreSQL when SITEMESH_TEST_DB is set -------
+TEST_DB_ENV = "SITEMESH_TEST_DB"
+"""Environment variable naming an admin URL of a PostgreSQL server, e.g.
+``postgresql+asyncpg://postgres@127.0.0.1:5432/test``. When set, :func:`state_db_url`
+and :func:`state_db` give each test a throwaway database on that server (created,
+then dropped ``WITH (FORCE)``); when unset, a SQLite file under the test's temp dir.
+``make test`` runs the ``db``-marked tests a second time with it set."""
+
+
+class StateDatabases:
+    """Makes throwaway state databases for tests (see :data:`TEST_DB_ENV`).
+
+    Args:
+        admin_url: ``postgresql+asyncpg://user@host:port/db`` of a server on which
+            ``user`` may create databases; ``None``: SQLite files.
+    """
+
+    def __init__(self, admin_url: str | None) -> None:
+        self.admin_url = admin_url
+
+    @property
+    def kind(self) -> str:
+        """``"postgresql"`` or ``"sqlite"``."""
+        return "postgresql" if self.admin_url else "sqlite"
+
+    def _url(self, **parts: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        assert self.admin_url is not None
+        return make_url(self.admin_url).set(**parts).render_as_string(hide_password=False)
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+
+        # asyncpg speaks libpq URLs: without SQLAlchemy's "+asyncpg" driver suffix
+        conn = await asyncpg.connect(self._url(drivername="postgresql"), timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def fresh(self, tmp_dir: Path, tag: str = "t") -> AsyncIterator[str]:
+        """A new, empty database for one test (or module); removed afterwards.
+
+        Args:
+            tmp_dir: where a SQLite file goes (unused for PostgreSQL).
+            tag: a short prefix of the database name, for a readable ``\\l``.
+
+        Yields:
+            The SQLAlchemy async URL of the database (give it to ``Store``,
+            ``Vault``, ``migrate`` or ``DbSettings(url=...)``).
+
+        Raises:
+            OSError, asyncpg.PostgresError: PostgreSQL was asked for
+                (``SITEMESH_TEST_DB``) but cannot be reached: never a silent skip.
+        """
+        if self.admin_url is None:
+            yield f"sqlite+aiosqlite:///{tmp_dir / f'{tag}-{uuid.uuid4().hex[:8]}.db'}"
+            return
+        name = f"sm_{tag}_{uuid.uuid4().hex[:12]}"
+        await self._admin(f'CREATE DATABASE "{name}"')
+        try:
+            yield self._url(database=name)
+        finally:
+            await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``db`` marker (added automatically, see below)."""
+    config.addinivalue_line(
+        "markers",
+        "db: uses the state database through state_db_url/state_db; rerun on "
+        "PostgreSQL by `make test` (SITEMESH_TEST_DB)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that takes a state database ``db`` (``-m db`` selects them)."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "state_db_url" in names or "state_db" in names:
+            item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(scope="session")
+def state_db() -> StateDatabases:
+    """Maker of throwaway state databases, for module-scoped fixtures:
+    ``async with state_db.fresh(tmp) as url: ...``. PostgreSQL when
+    ``SITEMESH_TEST_DB`` is set, SQLite otherwise."""
+    return StateDatabases(os.environ.get(TEST_DB_ENV) or None)
+
+
+@pytest.fixture
+async def state_db_url(state_db: StateDatabases, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty state database for this test (its SQLAlchemy async URL)."""
+    async with state_db.fresh(tmp_path) as url:
+        yield url

@@ -77,8 +77,8 @@ def parked(site: str, task_id: str = "t-1") -> WorkItem:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}") as s:
+async def store(state_db_url: str) -> AsyncIterator[Store]:
+    async with Store(state_db_url) as s:
         yield s
 
 
@@ -208,9 +208,9 @@ async def test_failed_publish_leaves_the_approval_pending(
 
 
 async def test_cli_list_approve_reject(
-    tmp_path: Path, js: JetStreamContext, bus: Subjects, nats_server: object
+    tmp_path: Path, js: JetStreamContext, bus: Subjects, nats_server: object, state_db_url: str
 ) -> None:
-    db = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    db = state_db_url
     settings = Settings(
         site=bus.site,
         state_dir=tmp_path,

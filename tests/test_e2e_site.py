@@ -1,6 +1,6 @@
 """One site end to end: every role a separate OS process on a real nats-server,
 real tickets and alerts in through ``sitemesh publish``, answers and dead letters
-out, recorded in SQLite."""
+out, recorded in the state database (SQLite, or PostgreSQL with SITEMESH_TEST_DB)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,16 @@ from nats.js.client import JetStreamContext
 from sitemesh.bus import NatsServer, Subjects, connect, provision
 from sitemesh.cli._demo import _wait_ready
 from sitemesh.cli._run import site_roles
-from sitemesh.config import BusSettings, NatsSettings, Settings
+from sitemesh.config import BusSettings, DbSettings, NatsSettings, Settings
 from sitemesh.edge_node import Supervisor, child_env, process_environ
 from sitemesh.schemas import EVENT_DECODER, FinalAnswer, decode
 from sitemesh.state import Store, migrate
-from tests.conftest import TEST_STREAM_BYTES, assert_eventually, stream_messages
+from tests.conftest import (
+    TEST_STREAM_BYTES,
+    StateDatabases,
+    assert_eventually,
+    stream_messages,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -82,14 +87,21 @@ async def _final_answers(run: SiteRun) -> Counter[str]:
 
 @pytest.fixture(scope="module")
 async def site_run(
-    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory, state_db: StateDatabases
 ) -> AsyncIterator[SiteRun]:
     tmp = tmp_path_factory.mktemp("site")
+    async with state_db.fresh(tmp, "e2e") as db_url:
+        async for run in _site_run(nats_server, tmp, db_url):
+            yield run
+
+
+async def _site_run(nats_server: NatsServer, tmp: Path, db_url: str) -> AsyncIterator[SiteRun]:
     site = "e" + uuid.uuid4().hex[:7]
     settings = Settings(
         site=site,
         state_dir=tmp,
         nats=NatsSettings(url=nats_server.client_url),
+        db=DbSettings(url=db_url),
         bus=BusSettings(
             ack_wait_s=3,
             max_deliver=5,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 from presidio_analyzer import AnalyzerEngine
@@ -136,8 +135,8 @@ def test_overlapping_spans_longest_then_highest_score_wins() -> None:
     ]
 
 
-async def test_mapping_is_loaded_from_the_vault(tmp_path: Path, scanner: PiiScanner) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'v.db'}"
+async def test_mapping_is_loaded_from_the_vault(state_db_url: str, scanner: PiiScanner) -> None:
+    url = state_db_url
     key = generate_vault_key()
     async with Vault(url, key) as vault:
         out = await Pseudonymizer(scanner, vault).pseudonymize(
@@ -154,8 +153,8 @@ async def test_mapping_is_loaded_from_the_vault(tmp_path: Path, scanner: PiiScan
         )
 
 
-async def test_concurrent_writer_cannot_make_a_placeholder_ambiguous(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'v.db'}"
+async def test_concurrent_writer_cannot_make_a_placeholder_ambiguous(state_db_url: str) -> None:
+    url = state_db_url
     async with Vault(url, generate_vault_key()) as vault:
         p = Pseudonymizer(ScriptedScanner(("PERSON", "Kim Lee")), vault)
         await vault.put("t", {"<PERSON_1>": "Someone Else"})  # written behind p's back
@@ -169,8 +168,8 @@ async def _empty() -> dict[str, str]:
     return {}
 
 
-async def test_scanner_failure_returns_nothing(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'v.db'}"
+async def test_scanner_failure_returns_nothing(state_db_url: str) -> None:
+    url = state_db_url
     async with Vault(url, generate_vault_key()) as vault:
         p = Pseudonymizer(BrokenScanner(), vault)
         with pytest.raises(PiiAnalyzerError) as info:

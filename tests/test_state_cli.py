@@ -9,7 +9,7 @@ from rich.console import Console
 
 import sitemesh.state
 from sitemesh.cli._state_cmds import EXIT_OK, EXIT_UNKNOWN_TASK, show_status, show_task
-from sitemesh.config import Settings, load_settings
+from sitemesh.config import DbSettings, Settings, load_settings
 from sitemesh.schemas import (
     DeadLetter,
     EntityCount,
@@ -81,12 +81,12 @@ async def seed(url: str) -> None:
         )  # fmt: skip
 
 
-def settings_for(tmp_path: Path) -> Settings:
-    return load_settings(state_dir=tmp_path / ".sitemesh")
+def settings_for(tmp_path: Path, db_url: str | None = None) -> Settings:
+    return load_settings(state_dir=tmp_path / ".sitemesh", db=DbSettings(url=db_url))
 
 
-async def test_status(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+async def test_status(tmp_path: Path, state_db_url: str) -> None:
+    settings = settings_for(tmp_path, state_db_url)
     await seed(settings.db_url)
     out = console()
     assert await show_status(settings, out) == EXIT_OK
@@ -103,8 +103,8 @@ async def test_status_without_database(tmp_path: Path) -> None:
     assert not (tmp_path / ".sitemesh").exists()
 
 
-async def test_show_task(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+async def test_show_task(tmp_path: Path, state_db_url: str) -> None:
+    settings = settings_for(tmp_path, state_db_url)
     await seed(settings.db_url)
     out = console()
     assert await show_task(settings, "tk-1", out) == EXIT_OK
@@ -130,8 +130,8 @@ async def test_show_task(tmp_path: Path) -> None:
         assert word in text, word
 
 
-async def test_show_unknown_task(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
+async def test_show_unknown_task(tmp_path: Path, state_db_url: str) -> None:
+    settings = settings_for(tmp_path, state_db_url)
     await seed(settings.db_url)
     out = console()
     assert await show_task(settings, "tk", out) == EXIT_UNKNOWN_TASK

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
@@ -51,8 +50,8 @@ class LosesAcks(Store):
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[LosesAcks]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"
+async def store(state_db_url: str) -> AsyncIterator[LosesAcks]:
+    url = state_db_url
     async with LosesAcks(url, {"t-1:StepCompleted"}) as s:
         yield s
 
@@ -129,7 +128,10 @@ async def test_recorder_records_events_and_dead_letters_once(
             and len(t3.dead_letters) == 1
         )
 
-    async with Recorder(js, store, site, bus_settings):
+    # One message at a time: which of two different final answers wins is decided by
+    # commit order, which is stream order only without concurrency (on PostgreSQL two
+    # in-flight handlers commit in either order; SQLite serialises them).
+    async with Recorder(js, store, site, bus_settings, max_inflight=1):
         await assert_eventually(settled, timeout_s=15)
 
     view = await store.get_task(tid)

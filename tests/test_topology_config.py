@@ -34,6 +34,12 @@ def test_public_api() -> None:
         "hub_stream_configs", "js_api", "leaf_permissions", "leaf_remote_url",
         "provision_hub", "provision_site_egress", "render_hub_config", "render_site_config",
         "restart_stalled_sources", "run_up", "site_egress_stream_configs",
+        # least privilege and TLS (docs/security.md)
+        "EGRESS_IDENTITIES", "HUB_IDENTITIES", "SITE_IDENTITIES", "CredsBundle", "DevPki",
+        "Identity", "Permissions", "Security", "TlsFiles", "client_options",
+        "egress_permissions", "generate_creds", "generate_dev_certs", "generate_dev_pki",
+        "hub_permissions", "inbox_prefix", "load_creds", "permission_table", "read_seed",
+        "site_permissions",
     }  # fmt: skip
     for name in topology.__all__:
         assert getattr(topology, name) is not None

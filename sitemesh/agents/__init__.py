@@ -33,6 +33,17 @@ AGENT_ROLES: tuple[str, ...] = ("retriever", "diagnostics", "planner", "validato
 """The agent roles, in pipeline order."""
 
 
+def _model_planner(settings: Settings | None) -> PlanningBackend | None:
+    """A model-backed planner when models are configured, else ``None`` (runbook)."""
+    if settings is None:
+        return None
+    from ..edge_node._models import build_model_client
+    from ..models import ModelPlanner
+
+    client = build_model_client(settings)
+    return ModelPlanner(client) if client is not None else None
+
+
 def build_agent(role: str, settings: Settings | None = None) -> Agent:
     """Build the agent of ``role`` and load what it needs (index, telemetry, analyzer)
     now, so that its first message does not pay for it.
@@ -40,7 +51,6 @@ def build_agent(role: str, settings: Settings | None = None) -> Agent:
     Raises:
         ValueError: ``role`` is not an agent role.
     """
-    del settings  # model backends come from settings in a later issue
     agent: Agent
     if role == "retriever":
         default_kb()
@@ -50,7 +60,7 @@ def build_agent(role: str, settings: Settings | None = None) -> Agent:
         agent = DiagnosticsAgent()
     elif role == "planner":
         default_kb()
-        agent = PlannerAgent()
+        agent = PlannerAgent(backend=_model_planner(settings))
     elif role == "validator":
         validator = ValidatorAgent()
         validator.warm_up()

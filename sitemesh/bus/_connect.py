@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import nats
 from nats.aio.client import Client
@@ -14,7 +16,13 @@ from ..errors import BusConnectionError
 log = logging.getLogger("sitemesh.bus")
 
 
-async def connect(url: str, *, name: str, timeout_s: float = 5.0) -> Client:
+async def connect(
+    url: str,
+    *,
+    name: str,
+    timeout_s: float = 5.0,
+    options: Mapping[str, Any] | None = None,
+) -> Client:
     """Connect to NATS.
 
     Once connected the client reconnects forever (every 0.5 s, buffering up to
@@ -25,6 +33,9 @@ async def connect(url: str, *, name: str, timeout_s: float = 5.0) -> Client:
         url: server URL, e.g. ``nats://127.0.0.1:4222``.
         name: client name shown by the server (``<role>@<host>:<pid>``).
         timeout_s: seconds allowed for the first connection.
+        options: extra nats-py ``connect`` options for the process's identity
+            (``nkeys_seed_str``, ``inbox_prefix``, ``tls``), e.g. from
+            :func:`sitemesh.topology.client_options`. Never logged: they hold secrets.
 
     Returns:
         A connected client; close it with ``await nc.drain()``.
@@ -60,6 +71,7 @@ async def connect(url: str, *, name: str, timeout_s: float = 5.0) -> Client:
                 error_cb=on_error,
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
+                **dict(options or {}),
             ),
             timeout_s,
         )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 from nats.aio.msg import Msg
@@ -15,6 +16,9 @@ from ..errors import TransientError
 from ..schemas import ENCODER, schema_tag
 from ._subjects import HDR_CAUSATION, HDR_DATA_CLASS, HDR_MSG_ID, HDR_SCHEMA, HDR_TASK_ID
 from ._types import Outbound
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 
 class PubAck(msgspec.Struct, frozen=True):
@@ -81,7 +85,7 @@ class Publisher:
         timeout_s: seconds to wait for the PubAcks of one call.
     """
 
-    __slots__ = ("_init_lock", "_nc", "_next", "_pending", "_prefix", "timeout_s")
+    __slots__ = ("_init_lock", "_nc", "_next", "_pending", "_prefix", "_traced", "timeout_s")
 
     def __init__(self, js: JetStreamContext, *, timeout_s: float = 5.0) -> None:
         self._nc = js._nc  # the connection; nats-py exposes no public accessor
@@ -90,6 +94,9 @@ class Publisher:
         self._next = 0
         self._pending: dict[str, asyncio.Future[PubAck]] = {}
         self._init_lock = asyncio.Lock()
+        from ..telemetry._middleware import publish_middleware  # telemetry imports bus
+
+        self._traced = publish_middleware()
 
     async def _start(self) -> str:
         async with self._init_lock:
@@ -152,19 +159,41 @@ class Publisher:
         nc, pending = self._nc, self._pending
         new_future = asyncio.get_running_loop().create_future
         futures: list[asyncio.Future[PubAck]] = []
-        for out in outs:
-            payload = out.payload
-            data = payload if isinstance(payload, bytes) else ENCODER.encode(payload)
-            self._next += 1
-            reply = prefix + str(self._next)
-            fut: asyncio.Future[PubAck] = new_future()
-            pending[reply] = fut
-            futures.append(fut)
-            await nc.publish(
-                out.subject, data, reply=reply, headers=outbound_headers(out, causation_id)
-            )
+        traced = self._traced
+        spans: list[Span] = []
+        started = time.perf_counter() if traced is not None else 0.0
+        try:
+            for out in outs:
+                payload = out.payload
+                data = payload if isinstance(payload, bytes) else ENCODER.encode(payload)
+                self._next += 1
+                reply = prefix + str(self._next)
+                fut: asyncio.Future[PubAck] = new_future()
+                pending[reply] = fut
+                futures.append(fut)
+                headers = outbound_headers(out, causation_id)
+                if traced is not None:
+                    spans.append(traced.start(out, headers))
+                await nc.publish(out.subject, data, reply=reply, headers=headers)
+        except BaseException as exc:
+            if spans:  # traced: end what was started
+                traced.finish(spans, None, exc, started)  # type: ignore[union-attr]
+            raise
         if not futures:
             return ()
+        if traced is None:
+            return await self._acks(futures)
+        try:
+            acks = await self._acks(futures)
+        except BaseException as exc:
+            traced.finish(spans, None, exc, started)
+            raise
+        traced.finish(spans, acks, None, started)
+        return acks
+
+    async def _acks(self, futures: list[asyncio.Future[PubAck]]) -> Sequence[PubAck]:
+        """Await the PubAcks of ``futures`` (in order) within ``timeout_s``."""
+        pending = self._pending
         try:
             async with asyncio.timeout(self.timeout_s):
                 if len(futures) == 1:

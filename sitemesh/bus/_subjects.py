@@ -13,6 +13,10 @@ Across the site boundary (``sitemesh.topology``): the site's ``EGRESS`` account 
 ``OUTBOX_<site>`` and ``INBOX_LANDING_<site>``; the hub holds ``CLOUD_IN`` (sources every
 outbox) and ``CLOUD_OUT`` (``sm.v1.in.>``, cloud answers for every site).
 
+A replay sandbox (``sitemesh replay``) uses the same map under the prefix
+``sm.replay.<id>`` with stream names ``<STREAM>_<site>_R<id>``:
+``Subjects.sandbox(site, id)``.
+
 Max-deliveries advisories of the site's consumers are captured in
 ``ADVISORIES_<site>`` so that a message nobody could process is dead-lettered even
 when no process was listening at the time.
@@ -26,6 +30,9 @@ from typing import Final
 
 PREFIX: Final = "sm.v1"
 """Version prefix of every sitemesh subject."""
+
+REPLAY_PREFIX: Final = "sm.replay"
+"""Prefix of replay sandboxes: ``sm.replay.<replay id>`` replaces :data:`PREFIX`."""
 
 ROLES: Final[tuple[str, ...]] = (
     "router",
@@ -85,90 +92,142 @@ def msg_id(task_id: str, step: str, role: str) -> str:
     return f"{task_id}:{step}:{role}"
 
 
+def _stream_suffix(prefix: str) -> str:
+    """Stream-name suffix of a subject prefix: ``""`` for :data:`PREFIX`, ``_R<id>`` for
+    ``sm.replay.<id>``, ``_X<prefix as a token>`` for any other prefix."""
+    if prefix == PREFIX:
+        return ""
+    if prefix.startswith(REPLAY_PREFIX + "."):
+        return "_R" + token(prefix[len(REPLAY_PREFIX) + 1 :])
+    return "_X" + token(prefix)
+
+
 @dataclass(frozen=True, slots=True)
 class Subjects:
-    """Subjects and stream names of one site. Build with ``Subjects(site)``."""
+    """Subjects and stream names of one site. Build with ``Subjects(site)``.
+
+    ``Subjects(site, prefix="sm.replay.<id>")`` (or :meth:`sandbox`) is the same map
+    in an isolated namespace: every subject starts with ``prefix`` instead of
+    :data:`PREFIX` and every stream name gets the suffix ``_R<id>``
+    (``TASKS_<site>_R<id>``), so a replay sandbox never shares a subject or a
+    stream with the live site. The default map is unchanged.
+
+    Attributes:
+        site: the site name.
+        prefix: the subject prefix; :data:`PREFIX` for the live site.
+    """
 
     site: str
+    prefix: str = PREFIX
+
+    @classmethod
+    def sandbox(cls, site: str, replay_id: str) -> Subjects:
+        """The sandbox map of ``site`` for replay ``replay_id`` (``sm.replay.<id>``).
+
+        Args:
+            site: the site whose tasks are replayed.
+            replay_id: a short id, one subject token (``[A-Za-z0-9_-]``).
+
+        Raises:
+            ValueError: ``replay_id`` is empty or not a single subject token.
+        """
+        if not replay_id or token(replay_id) != replay_id:
+            raise ValueError(f"replay id {replay_id!r} must be 1+ characters of [A-Za-z0-9_-]")
+        return cls(site, prefix=f"{REPLAY_PREFIX}.{replay_id}")
+
+    @property
+    def is_sandbox(self) -> bool:
+        """``True`` unless this is the live map (prefix :data:`PREFIX`)."""
+        return self.prefix != PREFIX
+
+    @property
+    def stream_suffix(self) -> str:
+        """Appended to every stream name: ``""`` live, ``_R<id>`` in a replay sandbox."""
+        return _stream_suffix(self.prefix)
+
+    @property
+    def redrive_bucket(self) -> str:
+        """KV bucket recording ``sitemesh dlq redrive`` of the site's dead letters."""
+        return f"sitemesh_redrive_{self.site}{self.stream_suffix}"
 
     # -- subjects -----------------------------------------------------------------
     def task(self, kind: str) -> str:
-        return f"{PREFIX}.task.{self.site}.{kind}"
+        return f"{self.prefix}.task.{self.site}.{kind}"
 
     def work(self, role: str) -> str:
-        return f"{PREFIX}.work.{self.site}.{role}"
+        return f"{self.prefix}.work.{self.site}.{role}"
 
     def event(self, task_id: str) -> str:
-        return f"{PREFIX}.event.{self.site}.{token(task_id)}"
+        return f"{self.prefix}.event.{self.site}.{token(task_id)}"
 
     def dlq(self, role: str) -> str:
-        return f"{PREFIX}.dlq.{self.site}.{role}"
+        return f"{self.prefix}.dlq.{self.site}.{role}"
 
     def out(self, role: str) -> str:
-        return f"{PREFIX}.out.{self.site}.{role}"
+        return f"{self.prefix}.out.{self.site}.{role}"
 
     def inbox(self, task_id: str) -> str:
-        return f"{PREFIX}.in.{self.site}.{token(task_id)}"
+        return f"{self.prefix}.in.{self.site}.{token(task_id)}"
 
     @property
     def all_tasks(self) -> str:
-        return f"{PREFIX}.task.{self.site}.>"
+        return f"{self.prefix}.task.{self.site}.>"
 
     @property
     def all_work(self) -> str:
-        return f"{PREFIX}.work.{self.site}.>"
+        return f"{self.prefix}.work.{self.site}.>"
 
     @property
     def all_events(self) -> str:
-        return f"{PREFIX}.event.{self.site}.>"
+        return f"{self.prefix}.event.{self.site}.>"
 
     @property
     def all_dlq(self) -> str:
-        return f"{PREFIX}.dlq.{self.site}.>"
+        return f"{self.prefix}.dlq.{self.site}.>"
 
     @property
     def all_out(self) -> str:
-        return f"{PREFIX}.out.{self.site}.>"
+        return f"{self.prefix}.out.{self.site}.>"
 
     @property
     def all_in(self) -> str:
-        return f"{PREFIX}.in.{self.site}.>"
+        return f"{self.prefix}.in.{self.site}.>"
 
     # -- streams ------------------------------------------------------------------
     @property
     def tasks_stream(self) -> str:
-        return f"TASKS_{self.site}"
+        return f"TASKS_{self.site}{self.stream_suffix}"
 
     @property
     def work_stream(self) -> str:
-        return f"WORK_{self.site}"
+        return f"WORK_{self.site}{self.stream_suffix}"
 
     @property
     def events_stream(self) -> str:
-        return f"EVENTS_{self.site}"
+        return f"EVENTS_{self.site}{self.stream_suffix}"
 
     @property
     def dlq_stream(self) -> str:
-        return f"DLQ_{self.site}"
+        return f"DLQ_{self.site}{self.stream_suffix}"
 
     @property
     def outbox_stream(self) -> str:
         """Outbox, in the site's ``EGRESS`` account; sourced by the hub's ``CLOUD_IN``."""
-        return f"OUTBOX_{self.site}"
+        return f"OUTBOX_{self.site}{self.stream_suffix}"
 
     @property
     def inbox_stream(self) -> str:
         """Cloud answers for the site's workers, in the ``SITE`` account."""
-        return f"INBOX_{self.site}"
+        return f"INBOX_{self.site}{self.stream_suffix}"
 
     @property
     def inbox_landing_stream(self) -> str:
         """Cloud answers as sourced from the hub, in ``EGRESS``; relayed to ``INBOX``."""
-        return f"INBOX_LANDING_{self.site}"
+        return f"INBOX_LANDING_{self.site}{self.stream_suffix}"
 
     @property
     def advisories_stream(self) -> str:
-        return f"ADVISORIES_{self.site}"
+        return f"ADVISORIES_{self.site}{self.stream_suffix}"
 
     def max_deliveries_advisories(self) -> list[str]:
         """Advisory subjects the server publishes when a consumer exhausts ``max_deliver``."""

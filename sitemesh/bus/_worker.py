@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Final, Generic, Self, TypeVar
+from typing import Any, Final, Generic, Self, TypeVar
 
 import msgspec
 from nats.aio.client import Client
@@ -99,6 +100,8 @@ class Worker(Generic[T]):
             default: the ``sm-task-id`` header.
         max_inflight: messages handled at once; default ``settings.batch``.
         dead_letter_role: role in the dead-letter subject; default ``role``.
+        subjects: the subject map dead letters and the task-size check use;
+            default ``Subjects(site)`` (a replay sandbox passes its own).
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Worker(Generic[T]):
         task_id_of: TaskIdOf | None = None,
         max_inflight: int | None = None,
         dead_letter_role: str | None = None,
+        subjects: Subjects | None = None,
     ) -> None:
         self._js = js
         self.site = site
@@ -127,8 +131,17 @@ class Worker(Generic[T]):
         self._task_id_of = task_id_of
         self.max_inflight = max_inflight or settings.batch
         self._dead_letter_role = dead_letter_role or role
-        self._subjects = Subjects(site)
+        self._subjects = subjects if subjects is not None else Subjects(site)
         self._publisher = Publisher(js)
+        from ..telemetry._middleware import worker_middleware  # telemetry imports bus
+
+        traced = worker_middleware(site=site, role=role, stream=stream, durable=durable)
+        self._handle: Callable[[Msg], Coroutine[Any, Any, object]] = (
+            self._settle
+            if traced is None
+            else functools.partial(traced.process, settle=self._settle)
+        )
+        """Per message: :meth:`_settle`, inside the tracing middleware when telemetry is on."""
         self._check_size = stream == self._subjects.tasks_stream
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._min_fetch = max(1, min(settings.batch, self.max_inflight) // 2)
@@ -137,7 +150,7 @@ class Worker(Generic[T]):
         self._next_subject = f"{prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._pull_pending = 0
         self._pull_deadline = 0.0
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[object]] = set()
         self._stopping = False
         self._wake = asyncio.Event()
         self._started = asyncio.Event()
@@ -236,7 +249,7 @@ class Worker(Generic[T]):
         self._inflight.add(task)
         task.add_done_callback(self._on_done)
 
-    def _on_done(self, task: asyncio.Task[None]) -> None:
+    def _on_done(self, task: asyncio.Task[object]) -> None:
         self._inflight.discard(task)
         self.handled += 1
         if len(self._inflight) <= self.max_inflight - self._min_fetch:
@@ -287,7 +300,8 @@ class Worker(Generic[T]):
         await self.shutdown()
 
     # -- one message ----------------------------------------------------------------
-    async def _handle(self, msg: Msg) -> None:
+    async def _settle(self, msg: Msg) -> tuple[Decision, Exception | None]:
+        """Decode, handle, publish, settle ``msg``; how it was settled and why."""
         stream, num_delivered, stream_seq, stored_ns = _ack_metadata(msg.reply)
         headers = msg.headers or _NO_HEADERS
         data = msg.data
@@ -320,13 +334,15 @@ class Worker(Generic[T]):
         if decision.action is Action.ACK:
             await msg.ack()
         elif decision.action is Action.NAK:
-            log.info(
-                "%s: nak %s#%d (delivery %d) in %.2fs: %r",
-                self.role, stream, stream_seq, num_delivered, decision.delay_s, error,
+            log.info(  # the class only: an error's text may quote the message (PII)
+                "%s: nak %s#%d (delivery %d) in %.2fs: %s",
+                self.role, stream, stream_seq, num_delivered, decision.delay_s,
+                type(error).__name__,
             )  # fmt: skip
             await msg.nak(decision.delay_s)
         else:
             await self._dead_letter(msg, stream, stream_seq, num_delivered, headers, decision)
+        return decision, error
 
     async def _dead_letter(
         self,
@@ -353,7 +369,10 @@ class Worker(Generic[T]):
             deliveries=num_delivered,
             task_id=task_id,
         )
-        log.warning("%s: dead-lettering %s#%d: %s", self.role, stream, stream_seq, decision.reason)
+        log.warning(  # the reason goes to the DLQ, not the log: it may quote the message
+            "%s: dead-lettering %s#%d: %s at %s",
+            self.role, stream, stream_seq, decision.error_class, decision.field or "-",
+        )  # fmt: skip
         try:
             await self._publisher.publish_many(outs)
         except Exception as exc:  # the DLQ is unreachable: keep the message, retry later

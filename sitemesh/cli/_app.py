@@ -246,6 +246,144 @@ def up(
     raise typer.Exit(_run(run_up(_settings(), console, names)))
 
 
+@app.command()
+def cost(
+    site: SiteOpt = None,
+    by: Annotated[str, typer.Option(help="task, agent, model, tenant or day.")] = "task",
+    prefix: Annotated[str | None, typer.Option(help="Only tasks whose id starts so.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 start time.")] = None,
+) -> None:
+    """Model usage and cost rolled up per task, agent, model, tenant or day."""
+    from datetime import datetime
+
+    from ._cost_cmds import show_cost
+
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        err_console.print(
+            f"--since: expected an ISO 8601 time like 2026-11-22T00:00Z, not {since!r}"
+        )
+        raise typer.Exit(2) from None
+    raise typer.Exit(_run(show_cost(_settings(site), console, by, prefix, start)))
+
+
+@app.command()
+def trace(task_id: str, site: SiteOpt = None) -> None:
+    """A task's tree: each step, where it ran, decision, model calls, timings, retries,
+    dead letters (from the site database and the event stream)."""
+    from ._trace_cmds import show_trace
+
+    raise typer.Exit(_run(show_trace(_settings(site), task_id, console)))
+
+
+@app.command()
+def replay(
+    site: SiteOpt = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="Task id (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601, or 15m / 2h / 1d ago.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601, or 15m / 2h / 1d ago.")] = None,
+    from_seq: Annotated[
+        int | None, typer.Option("--from-seq", help="First stream sequence.")
+    ] = None,
+    to_seq: Annotated[int | None, typer.Option("--to-seq", help="Last stream sequence.")] = None,
+    stream: Annotated[
+        str | None, typer.Option(help="Stream to select from (default TASKS).")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Replay under these rules.")
+    ] = None,
+    speed: Annotated[str, typer.Option(help="original or max.")] = "max",
+    live_models: Annotated[bool, typer.Option(help="Call current models, not recordings.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the sandbox streams.")] = False,
+) -> None:
+    """Re-run recorded tasks in an isolated sandbox and diff decisions and outputs
+    against the original run (exit 0: identical, 1: differences, 2: error)."""
+    from ._replay_cmds import replay as replay_cmd
+
+    if speed not in ("original", "max"):
+        err_console.print(f"--speed must be original or max, not {speed!r}")
+        raise typer.Exit(2)
+    raise typer.Exit(
+        _run(
+            replay_cmd(
+                _settings(site), console, task, since, until, from_seq, to_seq, rules,
+                speed, live_models, keep, stream=stream,  # type: ignore[arg-type]
+            )
+        )
+    )  # fmt: skip
+
+
+dlq_app = typer.Typer(help="Dead letters: list, show, redrive.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    site: SiteOpt = None,
+    role: Annotated[str | None, typer.Option(help="Only this role's dead letters.")] = None,
+    limit: int = 50,
+) -> None:
+    """Dead letters with their reason and field, newest first."""
+    from ._dlq_cmds import dlq_list as cmd
+
+    raise typer.Exit(_run(cmd(_settings(site), console, role=role, limit=limit)))
+
+
+@dlq_app.command("show")
+def dlq_show(seq_or_task_id: str, site: SiteOpt = None) -> None:
+    """One dead letter: reason, field, headers and the original payload."""
+    from ._dlq_cmds import dlq_show as cmd
+
+    raise typer.Exit(_run(cmd(_settings(site), console, seq_or_task_id)))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(seq_or_task_id: str, site: SiteOpt = None) -> None:
+    """Republish a dead letter's original message once (a repeated redrive is a no-op)."""
+    from ._dlq_cmds import dlq_redrive as cmd
+
+    raise typer.Exit(_run(cmd(_settings(site), console, seq_or_task_id)))
+
+
+SitesOpt = Annotated[str, typer.Option("--sites", help="Comma-separated site names.")]
+
+
+@app.command()
+def creds(
+    sites: SitesOpt = "eu1,us1",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <state>/creds).")] = None,
+    rotate: Annotated[bool, typer.Option(help="Replace existing identities.")] = False,
+    show_permissions: Annotated[bool, typer.Option(help="Print each role's permissions.")] = False,
+) -> None:
+    """NKey identities per role and site, each allowed only its own subjects."""
+    from ._secure_cmds import creds_cmd
+
+    names = [s.strip() for s in sites.split(",") if s.strip()]
+    raise typer.Exit(
+        creds_cmd(_settings().state_dir, names, console, out_dir=out, rotate=rotate,
+                  show_permissions=show_permissions)
+    )  # fmt: skip
+
+
+@app.command()
+def certs(
+    sites: SitesOpt = "eu1,us1",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default <state>/certs).")] = None,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Extra SAN (repeatable).")
+    ] = None,
+    days: Annotated[int, typer.Option(help="Validity in days.")] = 30,
+) -> None:
+    """A development CA and TLS certificates for the hub, the sites and clients."""
+    from ._secure_cmds import certs_cmd
+
+    names = [s.strip() for s in sites.split(",") if s.strip()]
+    raise typer.Exit(
+        certs_cmd(_settings().state_dir, names, console, out_dir=out, hosts=host, days=days)
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

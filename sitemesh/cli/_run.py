@@ -64,9 +64,17 @@ async def run_publish(
     """Publish tasks from ``files``; prints one task id per line."""
     tasks = prepare(files, prefix=prefix, raw_kind=raw_kind)
     async with nats_url(settings, console) as url:
-        nc = await connect(url, name="sitemesh-publish", timeout_s=settings.nats.connect_timeout_s)
+        from ..edge_node._identity import nats_options
+
+        nc = await connect(
+            url,
+            name="sitemesh-publish",
+            timeout_s=settings.nats.connect_timeout_s,
+            options=nats_options(settings.nats, "client"),
+        )
         try:
-            await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
+            if not settings.nats.has_identity:
+                await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
             done = await publish(nc.jetstream(), settings.site, tasks)
         finally:
             await nc.drain()

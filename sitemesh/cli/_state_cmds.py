@@ -264,6 +264,7 @@ async def show_task(settings: Settings, task_id: str, console: Console) -> int:
     async with Store(url) as store:
         view = await store.get_task(task_id)
         similar = [] if view is not None else await store.list_tasks(limit=5, prefix=task_id)
+        costs = await _cost_lines(store, task_id) if view is not None else []
     if view is None:
         console.print(
             Text(f"unknown task {task_id!r} at site {settings.site} ({_db_label(url)})", "red")
@@ -281,4 +282,13 @@ async def show_task(settings: Settings, task_id: str, console: Console) -> int:
         console.print(Text("failed: " + "; ".join(view.task.reasons), style="red"))
     if view.dead_letters:
         console.print(_dead_letters(view))
+    for line in costs:
+        console.print(Text(line))
     return EXIT_OK
+
+
+async def _cost_lines(store: Store, task_id: str) -> list[str]:
+    """Model calls, tokens and cost of the task per agent (none when no model ran)."""
+    from ._cost_cmds import task_cost_lines
+
+    return await task_cost_lines(store, task_id)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from nats.js.client import JetStreamContext
@@ -16,7 +17,11 @@ from ..bus._subjects import CLOUD_IN
 from ..config import BusSettings, Settings
 from ..errors import ConfigError
 from ..schemas import INCIDENT_DECODER
+from ..telemetry import setup_telemetry, shutdown_telemetry
 from ._synthesiser import Synthesiser
+
+if TYPE_CHECKING:
+    from ..models import ModelClient
 
 log = logging.getLogger("sitemesh.cloud")
 
@@ -47,8 +52,16 @@ async def provision_cloud(js: JetStreamContext, bus: BusSettings) -> None:
     )
 
 
-def synthesiser_worker(js: JetStreamContext, bus: BusSettings) -> Worker[object]:
-    """The synthesiser as a :class:`~sitemesh.bus.Worker` on ``CLOUD_IN``."""
+def synthesiser_worker(
+    js: JetStreamContext, bus: BusSettings, client: ModelClient | None = None
+) -> Worker[object]:
+    """The synthesiser as a :class:`~sitemesh.bus.Worker` on ``CLOUD_IN``; model-backed
+    when ``client`` is given, else the deterministic composer (labelled as such)."""
+    backend = None
+    if client is not None:
+        from ..models import ModelSynthesiser
+
+        backend = ModelSynthesiser(client)
     return Worker(
         js,
         site=HUB,
@@ -56,7 +69,7 @@ def synthesiser_worker(js: JetStreamContext, bus: BusSettings) -> Worker[object]
         stream=CLOUD_IN,
         durable=Synthesiser.role,
         decoder=INCIDENT_DECODER.decode,
-        handler=Synthesiser(),  # type: ignore[arg-type]
+        handler=Synthesiser(backend),  # type: ignore[arg-type]
         settings=bus,
     )
 
@@ -90,10 +103,22 @@ async def run_cloud(settings: Settings) -> int:
     """
     if not settings.nats.url:
         raise ConfigError("nats.url", "set SITEMESH_NATS_URL to the hub's client URL")
-    nc = await connect(settings.nats.url, name="sitemesh-cloud", timeout_s=5)
+    setup_telemetry(settings.telemetry, site=HUB, role=Synthesiser.role)  # before the Worker
+    from ..edge_node._identity import nats_options
+
+    nc = await connect(
+        settings.nats.url,
+        name="sitemesh-cloud",
+        timeout_s=5,
+        options=nats_options(settings.nats, "synthesiser"),
+    )
     js = nc.jetstream()
-    await provision_cloud(js, settings.bus)
-    worker = synthesiser_worker(js, settings.bus)
+    if not settings.nats.has_identity:  # the hub provisioner does it in production
+        await provision_cloud(js, settings.bus)
+    from ..edge_node._models import build_model_client
+
+    client = build_model_client(settings)
+    worker = synthesiser_worker(js, settings.bus, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,4 +131,5 @@ async def run_cloud(settings: Settings) -> int:
     await worker.shutdown()
     await asyncio.gather(run, resume, return_exceptions=True)
     await nc.drain()
+    shutdown_telemetry()  # flushes buffered spans and metrics
     return 0

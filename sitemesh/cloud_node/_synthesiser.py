@@ -9,7 +9,8 @@ placeholders (``<CUSTOMER_ID_1>``), which the site re-identifies.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Sequence
 from typing import ClassVar, Protocol
 
 from ..bus import Outbound, Subjects, msg_id
@@ -24,9 +25,10 @@ _GREETING_TYPES = ("CUSTOMER_ID", "PERSON")
 
 
 class SynthesisBackend(Protocol):
-    """Turns an anonymised incident into an answer (a model, or the composer)."""
+    """Turns an anonymised incident into an answer: the deterministic composer
+    (synchronous) or a model (``sitemesh.models.ModelSynthesiser``, a coroutine)."""
 
-    def synthesise(self, incident: CloudIncident) -> CloudAnswer: ...
+    def synthesise(self, incident: CloudIncident) -> CloudAnswer | Awaitable[CloudAnswer]: ...
 
 
 def _placeholder(incident: CloudIncident, types: Sequence[str]) -> str | None:
@@ -99,7 +101,8 @@ class Synthesiser:
 
     async def __call__(self, incident: CloudIncident, ctx: MsgContext) -> Sequence[Outbound]:
         """Answer ``incident`` on ``sm.v1.in.<site>.<task_id>`` (stream CLOUD_OUT)."""
-        answer = self.backend.synthesise(incident)
+        result = self.backend.synthesise(incident)
+        answer = await result if inspect.isawaitable(result) else result
         return [
             Outbound(
                 Subjects(incident.site).inbox(incident.task_id),

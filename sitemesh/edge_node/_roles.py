@@ -23,8 +23,10 @@ from ..bus import (
 from ..config import Settings
 from ..errors import ConfigError
 from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
+from ..telemetry import setup_telemetry, shutdown_telemetry
 from ._batching import BatchingDecider
 from ._forward import CloudForwarder, InboxFinaliser, pending_kv
+from ._identity import nats_options
 from ._ingress import Ingress, task_decoder, task_id_of
 from ._pipeline import agent_handler
 
@@ -195,13 +197,16 @@ async def run_role(settings: Settings, role: str) -> int:
             "no NATS server to join: set SITEMESH_NATS_URL (or run `sitemesh edge`, "
             "which starts the embedded server and its workers together)",
         )
+    setup_telemetry(settings.telemetry, site=settings.site, role=role)  # before any Worker
     nc = await connect(
         settings.nats.url,
         name=f"sitemesh-{settings.site}-{role}-{os.getpid()}",
         timeout_s=settings.nats.connect_timeout_s,
+        options=nats_options(settings.nats, role),
     )
     js = nc.jetstream()
-    await provision(js, Subjects(settings.site), settings.bus)
+    if not settings.nats.has_identity:  # restricted identities may not create streams
+        await provision(js, Subjects(settings.site), settings.bus)
     services = await _build_services(settings, role, js)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -225,5 +230,6 @@ async def run_role(settings: Settings, role: str) -> int:
     await asyncio.gather(*runs, return_exceptions=True)
     stop_wait.cancel()
     await nc.drain()
+    shutdown_telemetry()  # flushes buffered spans and metrics
     log.info("%s stopped", role)
     return code

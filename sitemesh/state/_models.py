@@ -200,4 +200,5 @@ class DeadLetterRow(Base):
 
 
 from sitemesh.state._approvals import ApprovalRow as ApprovalRow  # noqa: E402
+from sitemesh.state._model_calls import BudgetCounterRow, BudgetHoldRow, ModelCallRow  # noqa: E402, F401
 from sitemesh.state._vault_models import PseudonymVaultRow as PseudonymVaultRow  # noqa: E402

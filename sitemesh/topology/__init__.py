@@ -26,6 +26,16 @@ from ._config import (
     render_hub_config,
     render_site_config,
 )
+from ._creds import (
+    CredsBundle,
+    Identity,
+    Security,
+    client_options,
+    generate_creds,
+    generate_dev_certs,
+    load_creds,
+    read_seed,
+)
 from ._egress import (
     RELAY,
     InboxRelay,
@@ -37,6 +47,18 @@ from ._egress import (
     site_egress_stream_configs,
 )
 from ._model import HUB_DOMAIN, Credentials, HubSpec, SiteSpec, TopologySpec
+from ._permissions import (
+    EGRESS_IDENTITIES,
+    HUB_IDENTITIES,
+    SITE_IDENTITIES,
+    Permissions,
+    egress_permissions,
+    hub_permissions,
+    inbox_prefix,
+    permission_table,
+    site_permissions,
+)
+from ._tls import DevPki, TlsFiles, generate_dev_pki
 from ._up import Topology, connect_as, credentials_url, run_up
 
 __all__ = [
@@ -46,27 +68,47 @@ __all__ = [
     "CLOUD_IN",
     "CLOUD_OUT",
     "EGRESS_ACCOUNT",
+    "EGRESS_IDENTITIES",
     "HUB_DOMAIN",
+    "HUB_IDENTITIES",
     "RELAY",
     "SITE_ACCOUNT",
+    "SITE_IDENTITIES",
     "SYSTEM_ACCOUNT",
     "Credentials",
+    "CredsBundle",
+    "DevPki",
     "HubSpec",
+    "Identity",
     "InboxRelay",
+    "Permissions",
+    "Security",
     "SiteSpec",
+    "TlsFiles",
     "Topology",
     "TopologySpec",
+    "client_options",
     "connect_as",
     "credentials_url",
+    "egress_permissions",
+    "generate_creds",
+    "generate_dev_certs",
+    "generate_dev_pki",
+    "hub_permissions",
     "hub_stream_configs",
+    "inbox_prefix",
     "js_api",
     "leaf_permissions",
     "leaf_remote_url",
+    "load_creds",
+    "permission_table",
     "provision_hub",
     "provision_site_egress",
+    "read_seed",
     "render_hub_config",
     "render_site_config",
     "restart_stalled_sources",
     "run_up",
     "site_egress_stream_configs",
+    "site_permissions",
 ]

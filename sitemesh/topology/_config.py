@@ -43,6 +43,7 @@ from typing import Final, TypeAlias
 from urllib.parse import quote
 
 from ..bus._subjects import CLOUD_OUT, PREFIX, Subjects
+from ._creds import Security
 from ._model import HUB_DOMAIN, Credentials, HubSpec, SiteSpec, TopologySpec
 
 SITE_ACCOUNT: Final = "SITE"
@@ -159,7 +160,22 @@ def leaf_permissions(site: str) -> dict[str, Value]:
     }
 
 
-def render_hub_config(spec: TopologySpec, *, leaf_filter: bool = True) -> str:
+def _identities(security: Security | None, server: str, account: str) -> list[Value]:
+    if security is None or security.creds is None:
+        return []
+    return [i.user_block() for i in security.creds.of(server, account)]  # type: ignore[misc]
+
+
+def _tls(security: Security | None, server: str) -> dict[str, Value]:
+    if security is None or server not in security.server_tls:
+        return {}
+    block = security.server_tls[server].server_block(verify=security.verify_clients)
+    return {"tls": block}  # type: ignore[dict-item]
+
+
+def render_hub_config(
+    spec: TopologySpec, *, leaf_filter: bool = True, security: Security | None = None
+) -> str:
     """The hub's nats-server configuration.
 
     Args:
@@ -167,6 +183,9 @@ def render_hub_config(spec: TopologySpec, *, leaf_filter: bool = True) -> str:
         leaf_filter: give the sites' leaf users :func:`leaf_permissions`. ``False``
             only to show that the account split alone keeps SITE's JetStream
             unreachable (tests); never in a deployment.
+        security: per-role NKey users of ``CLOUD`` (:data:`HUB_IDENTITIES`
+            permissions) and TLS on the client and leafnode ports (mutual TLS when
+            ``security.verify_clients``). ``None``: the shared users only, no TLS.
 
     Returns:
         Config text; the same spec always gives the same text.
@@ -184,18 +203,22 @@ def render_hub_config(spec: TopologySpec, *, leaf_filter: bool = True) -> str:
             leaf["permissions"] = leaf_permissions(site.name)
         leaf["allowed_connection_types"] = ["LEAFNODE"]
         users.append(leaf)
+    users += _identities(security, HUB_DOMAIN, CLOUD_ACCOUNT)
+    leafnodes: dict[str, Value] = {"host": hub.host, "port": hub.leafnode_port}
+    leafnodes.update(_tls(security, HUB_DOMAIN))
     conf: dict[str, Value] = {
         "server_name": hub.name,
         "host": hub.host,
         "port": hub.client_port,
         "http": f"{hub.host}:{hub.monitor_port}",
+        **_tls(security, HUB_DOMAIN),
         "jetstream": {"domain": hub.domain},
         "accounts": {
             CLOUD_ACCOUNT: {"jetstream": _Raw("enabled"), "users": users},
             SYSTEM_ACCOUNT: {},
         },
         "system_account": SYSTEM_ACCOUNT,
-        "leafnodes": {"host": hub.host, "port": hub.leafnode_port},
+        "leafnodes": leafnodes,
     }
     return render(conf, header=f"sitemesh hub {hub.name!r} (generated; do not edit)")
 
@@ -207,7 +230,9 @@ def leaf_remote_url(hub: HubSpec, leaf: Credentials) -> str:
     return f"nats-leaf://{user}:{password}@{hub.host}:{hub.leafnode_port}"
 
 
-def render_site_config(spec: TopologySpec, site: str, *, leaf: bool = True) -> str:
+def render_site_config(
+    spec: TopologySpec, site: str, *, leaf: bool = True, security: Security | None = None
+) -> str:
     """Site ``site``'s nats-server configuration (JetStream domain ``site``).
 
     Args:
@@ -215,6 +240,9 @@ def render_site_config(spec: TopologySpec, site: str, *, leaf: bool = True) -> s
         site: the site's name.
         leaf: render the leaf remote to the hub (``False``: a standalone site,
             e.g. while the hub is unknown).
+        security: per-role NKey users in ``SITE`` and ``EGRESS``, TLS on the client
+            port and on the leaf remote (``security.leaf_tls[site]``: the client
+            certificate the site presents to the hub). ``None``: as before.
 
     Returns:
         Config text; the same arguments always give the same text.
@@ -232,17 +260,24 @@ def render_site_config(spec: TopologySpec, site: str, *, leaf: bool = True) -> s
         "host": s.host,
         "port": s.client_port,
         "http": f"{s.host}:{s.monitor_port}",
+        **_tls(security, site),
         "jetstream": {"domain": s.domain},
         "accounts": {
             SITE_ACCOUNT: {
                 "jetstream": _Raw("enabled"),
-                "users": [_user(_need(s.site, f"site {site} site"))],
+                "users": [
+                    _user(_need(s.site, f"site {site} site")),
+                    *_identities(security, site, SITE_ACCOUNT),
+                ],
                 "exports": [{"service": subj.all_in, "accounts": [EGRESS_ACCOUNT]}],
                 "imports": [{"service": {"account": EGRESS_ACCOUNT, "subject": subj.all_out}}],
             },
             EGRESS_ACCOUNT: {
                 "jetstream": _Raw("enabled"),
-                "users": [_user(_need(s.egress, f"site {site} egress"))],
+                "users": [
+                    _user(_need(s.egress, f"site {site} egress")),
+                    *_identities(security, site, EGRESS_ACCOUNT),
+                ],
                 "exports": [{"service": subj.all_out, "accounts": [SITE_ACCOUNT]}],
                 "imports": [{"service": {"account": SITE_ACCOUNT, "subject": subj.all_in}}],
             },
@@ -251,16 +286,14 @@ def render_site_config(spec: TopologySpec, site: str, *, leaf: bool = True) -> s
         "system_account": SYSTEM_ACCOUNT,
     }
     if leaf:
-        conf["leafnodes"] = {
-            "reconnect": "1s",
-            "remotes": [
-                {
-                    "url": leaf_remote_url(spec.hub, _need(s.leaf, f"site {site} leaf")),
-                    "account": EGRESS_ACCOUNT,
-                    # raw answers never cross: they arrive only via the sourced stream
-                    "deny_imports": [f"{PREFIX}.in.>", f"{PREFIX}.out.>"],
-                    "deny_exports": [f"{PREFIX}.in.>"],
-                }
-            ],
+        remote: dict[str, Value] = {
+            "url": leaf_remote_url(spec.hub, _need(s.leaf, f"site {site} leaf")),
+            "account": EGRESS_ACCOUNT,
+            # raw answers never cross: they arrive only via the sourced stream
+            "deny_imports": [f"{PREFIX}.in.>", f"{PREFIX}.out.>"],
+            "deny_exports": [f"{PREFIX}.in.>"],
         }
+        if security is not None and site in security.leaf_tls:
+            remote["tls"] = security.leaf_tls[site].remote_block()  # type: ignore[assignment]
+        conf["leafnodes"] = {"reconnect": "1s", "remotes": [remote]}
     return render(conf, header=f"sitemesh site {site!r} (generated; do not edit)")

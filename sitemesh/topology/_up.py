@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..bus._subjects import CLOUD_IN, Subjects
 from ..config import BusSettings
 from ..errors import BusConnectionError, NatsServerError
 from ._config import render_hub_config, render_site_config
+from ._creds import Security, client_options
 from ._egress import InboxRelay, provision_hub, provision_site_egress, restart_stalled_sources
 from ._model import Credentials, SiteSpec, TopologySpec
 
@@ -43,13 +45,31 @@ def credentials_url(host: str, port: int, creds: Credentials | None) -> str:
 
 
 async def connect_as(
-    host: str, port: int, creds: Credentials | None, *, name: str, timeout_s: float = 5.0
+    host: str,
+    port: int,
+    creds: Credentials | None,
+    *,
+    name: str,
+    timeout_s: float = 5.0,
+    tls: ssl.SSLContext | None = None,
+    options: dict[str, object] | None = None,
 ) -> Client:
     """Connect with ``creds`` passed as connect options (any password works).
 
     Same reconnect behaviour as :func:`sitemesh.bus.connect` (reconnect forever,
     every 0.5 s); use this rather than a URL when a password may hold characters
     that are reserved in URLs.
+
+    Args:
+        host: server address.
+        port: client port.
+        creds: user and password; ``None`` with ``options`` carrying an NKey seed,
+            or to connect anonymously (refused by every sitemesh server).
+        name: client name shown by the server.
+        timeout_s: seconds allowed for the first connection.
+        tls: client TLS context (:meth:`TlsFiles.client_context`).
+        options: more nats-py connect options, e.g. :func:`client_options`'s
+            ``nkeys_seed_str`` and ``inbox_prefix``.
 
     Raises:
         BusConnectionError: not connected within ``timeout_s`` seconds.
@@ -69,6 +89,8 @@ async def connect_as(
                 reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py annotates int
                 pending_size=8 * 1024 * 1024,
                 error_cb=_log_error,
+                tls=tls,
+                **(options or {}),  # type: ignore[arg-type]
             ),
             timeout_s,
         )
@@ -110,6 +132,8 @@ class Topology:
         stalled_after_s: seconds of silence after which a relay restarts its landing
             stream's source (see :func:`restart_stalled_sources`).
         ready_timeout_s: seconds to wait for each server and each leaf connection.
+        security: per-role identities and TLS (``sitemesh creds`` / ``sitemesh
+            certs``); ``None``: shared account users, no TLS.
     """
 
     def __init__(
@@ -121,8 +145,10 @@ class Topology:
         relays: bool = True,
         stalled_after_s: float = 10.0,
         ready_timeout_s: float = 15.0,
+        security: Security | None = None,
     ) -> None:
         self.spec = spec.resolve()
+        self.security = security
         self.binary = binary or find_nats_server(None)
         self.bus = bus or BusSettings()
         self.ready_timeout_s = ready_timeout_s
@@ -175,9 +201,10 @@ class Topology:
     def write_configs(self) -> None:
         """Render every server's config into :attr:`conf_dir` (mode 0600: passwords)."""
         self.conf_dir.mkdir(parents=True, exist_ok=True)
-        files = {"hub.conf": render_hub_config(self.spec)}
+        sec = self.security
+        files = {"hub.conf": render_hub_config(self.spec, security=sec)}
         for s in self.spec.sites:
-            files[f"site-{s.name}.conf"] = render_site_config(self.spec, s.name)
+            files[f"site-{s.name}.conf"] = render_site_config(self.spec, s.name, security=sec)
         for name, text in files.items():
             path = self.conf_dir / name
             path.touch(mode=0o600, exist_ok=True)
@@ -212,20 +239,58 @@ class Topology:
     async def connect_hub(self, name: str) -> Client:
         """A client of the hub's ``CLOUD`` account (closed on :meth:`shutdown`)."""
         h = self.spec.hub
-        return await self._client(h.host, h.client_port, h.cloud, name)
+        return await self._client(h.host, h.client_port, h.cloud, name, "hub")
 
     async def connect_site(self, site: str, name: str) -> Client:
         """A client of site ``site``'s ``SITE`` account (closed on :meth:`shutdown`)."""
         s = self.spec.site(site)
-        return await self._client(s.host, s.client_port, s.site, name)
+        return await self._client(s.host, s.client_port, s.site, name, site)
 
     async def connect_egress(self, site: str, name: str) -> Client:
         """A client of site ``site``'s ``EGRESS`` account (closed on :meth:`shutdown`)."""
         s = self.spec.site(site)
-        return await self._client(s.host, s.client_port, s.egress, name)
+        return await self._client(s.host, s.client_port, s.egress, name, site)
 
-    async def _client(self, host: str, port: int, creds: Credentials | None, name: str) -> Client:
-        nc = await connect_as(host, port, creds, name=name, timeout_s=self.ready_timeout_s)
+    async def connect_identity(self, server: str, role: str, *, name: str | None = None) -> Client:
+        """A client logged in as ``role``'s NKey identity on ``server`` (a site or ``"hub"``).
+
+        Uses the identity's inbox prefix and the server's client certificate, as a
+        worker process would (closed on :meth:`shutdown`).
+
+        Raises:
+            KeyError: no security/creds, or no such identity.
+            BusConnectionError: refused or unreachable.
+        """
+        if self.security is None or self.security.creds is None:
+            raise KeyError("this topology has no per-role identities (security.creds)")
+        ident = self.security.creds.get(server, role)
+        options = client_options(role=role, seed_file=ident.seed_file)
+        if server == "hub":
+            host, port = self.spec.hub.host, self.spec.hub.client_port
+        else:
+            s = self.spec.site(server)
+            host, port = s.host, s.client_port
+        nc = await connect_as(
+            host,
+            port,
+            None,
+            name=name or f"{role}@{server}",
+            timeout_s=self.ready_timeout_s,
+            tls=self._tls(server),
+            options=options,
+        )
+        self._clients.append(nc)
+        return nc
+
+    def _tls(self, server: str) -> ssl.SSLContext | None:
+        return None if self.security is None else self.security.tls_context(server)
+
+    async def _client(
+        self, host: str, port: int, creds: Credentials | None, name: str, server: str
+    ) -> Client:
+        nc = await connect_as(
+            host, port, creds, name=name, timeout_s=self.ready_timeout_s, tls=self._tls(server)
+        )
         self._clients.append(nc)
         return nc
 
@@ -263,10 +328,17 @@ class Topology:
             raise
 
     async def start_relay(self, site: str) -> InboxRelay:
-        """Start site ``site``'s inbox relay in this process (no-op if running)."""
+        """Start site ``site``'s inbox relay in this process (no-op if running).
+
+        With per-role identities (``security.creds``) it logs in as the ``relay``
+        identity of ``EGRESS``, else as the shared ``egress`` user.
+        """
         if site in self.relays:
             return self.relays[site]
-        nc = await self.connect_egress(site, f"inbox-relay@{site}")
+        if self.security is not None and self.security.creds is not None:
+            nc = await self.connect_identity(site, "relay", name=f"inbox-relay@{site}")
+        else:
+            nc = await self.connect_egress(site, f"inbox-relay@{site}")
         relay = self.relays[site] = InboxRelay(
             nc, Subjects(site), stalled_after_s=self.stalled_after_s
         )

@@ -1,0 +1,83 @@
+"""Models: the one client agents call models through (docs/models.md).
+
+``ModelClient`` routes each call by kind, complexity and the privacy policy to an
+ordered chain of ``vllm/...`` (site), ``openai/...`` and ``anthropic/...`` models,
+calls them through the official SDKs with timeouts, jittered retries honouring
+``Retry-After``, a circuit breaker per backend and fallback down the chain, records
+every call by prompt hash for replay, and labels the deterministic fallback when no
+model answers.
+"""
+
+from ._agents import (
+    MODEL_FALLBACK_NOTE,
+    SYNTHESIS_FALLBACK_LABEL,
+    ModelPlanner,
+    ModelSynthesiser,
+    PlanDraft,
+    SynthesisDraft,
+)
+from ._backends import AnthropicBackend, DeltaCallback, ModelBackend, OpenAIBackend, object_schema
+from ._client import FALLBACK_MODEL, REPAIR_PROMPT, ModelClient, Structured, call_key
+from ._hooks import Budget, NoBudget
+from ._recorder import CallRecorder, InMemoryRecorder, NullRecorder
+from ._resilience import BreakerState, CircuitBreaker, RetryPolicy, parse_retry_after
+from ._routing import ModelRef, Router
+from ._types import (
+    SITE_PROVIDERS,
+    CallContext,
+    ChatMessage,
+    ModelCall,
+    ModelRequest,
+    ModelResponse,
+    Outcome,
+    OutputSchema,
+    Provider,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from ._vllm import VllmServer, vllm_health
+
+__all__ = [
+    "FALLBACK_MODEL",
+    "MODEL_FALLBACK_NOTE",
+    "REPAIR_PROMPT",
+    "SITE_PROVIDERS",
+    "SYNTHESIS_FALLBACK_LABEL",
+    "AnthropicBackend",
+    "BreakerState",
+    "Budget",
+    "CallContext",
+    "CallRecorder",
+    "ChatMessage",
+    "CircuitBreaker",
+    "DeltaCallback",
+    "InMemoryRecorder",
+    "ModelBackend",
+    "ModelCall",
+    "ModelClient",
+    "ModelPlanner",
+    "ModelRef",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSynthesiser",
+    "NoBudget",
+    "NullRecorder",
+    "OpenAIBackend",
+    "Outcome",
+    "OutputSchema",
+    "PlanDraft",
+    "Provider",
+    "RetryPolicy",
+    "Router",
+    "Structured",
+    "SynthesisDraft",
+    "ToolCall",
+    "ToolSpec",
+    "Usage",
+    "VllmServer",
+    "call_key",
+    "object_schema",
+    "parse_retry_after",
+    "vllm_health",
+]

@@ -1,0 +1,65 @@
+"""Which rules a replay applies: a given rules file, else those of the original run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Collection
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from ..policy import Policy, PolicyStore
+
+log = logging.getLogger("sitemesh.replay")
+
+
+async def replay_policy(
+    js: JetStreamContext,
+    site: str,
+    original_versions: Collection[str],
+    *,
+    rules_file: Path | None = None,
+    configured: Path | None = None,
+) -> Policy:
+    """The policy the sandbox router applies.
+
+    ``rules_file`` when given (to see what a rule change would do). Otherwise the
+    policy that decided the original tasks: found by its version among the
+    configured file, the bundled rules and the ``sitemesh_policy`` KV history
+    (site override first); when the original run used several versions, or none
+    is found, the policy in force now.
+
+    Args:
+        js: a JetStream context.
+        site: the site.
+        original_versions: policy versions recorded on the original decisions.
+        rules_file: an explicit rules file (``sitemesh replay --rules``).
+        configured: ``settings.policy.rules_file``.
+
+    Raises:
+        PolicyError: a rules file is invalid.
+    """
+    if rules_file is not None:
+        return Policy.load(rules_file)
+    candidates = [Policy.load(configured)] if configured is not None else []
+    candidates.append(Policy.load(None))
+    wanted = set(original_versions)
+    for p in candidates:
+        if p.version in wanted and len(wanted) == 1:
+            return p
+    store = PolicyStore(js)
+    if len(wanted) == 1:
+        (version,) = wanted
+        with contextlib.suppress(Exception):
+            kv = await store.kv()
+            for key_site in (site, None):
+                for rev in reversed(await store.history(key_site)):
+                    if rev.version == version:
+                        entry = await kv.get(rev.key, revision=rev.revision)
+                        return Policy.from_toml((entry.value or b"").decode())
+    with contextlib.suppress(Exception):
+        current = await store.current(site)
+        log.info("replaying with the policy in force now (%s)", current.version)
+        return current
+    return candidates[0]

@@ -1,0 +1,110 @@
+"""The metric instruments: hops, queues, redeliveries, dead letters, models, tools.
+
+Names follow the OpenTelemetry semantic conventions where one exists (messaging
+metrics, ``gen_ai.client.*``) and ``sitemesh.*`` otherwise. Every instrument is
+recorded with ``sitemesh.site`` and ``sitemesh.role`` (and the tool, model or
+outcome where it applies): low-cardinality attributes only, never a task id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+HOP_BUCKETS_S: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Histogram buckets of the hop and processing durations, in seconds."""
+
+
+class Instruments:
+    """The metric instruments of one process, created once from ``meter``.
+
+    Args:
+        meter: the meter (from the process's ``MeterProvider``).
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self.process_duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Handling of one message: decode, handler, publish, settle.",
+            explicit_bucket_boundaries_advisory=HOP_BUCKETS_S,
+        )
+        self.hop_latency = meter.create_histogram(
+            "sitemesh.hop.latency",
+            unit="s",
+            description="From when the server stored a message to when it was settled.",
+            explicit_bucket_boundaries_advisory=HOP_BUCKETS_S,
+        )
+        self.consumed = meter.create_counter(
+            "messaging.client.consumed.messages",
+            unit="{message}",
+            description="Messages handled, by outcome (ack, nak, dead_letter).",
+        )
+        self.sent = meter.create_counter(
+            "messaging.client.sent.messages", unit="{message}", description="Messages published."
+        )
+        self.send_duration = meter.create_histogram(
+            "messaging.client.operation.duration",
+            unit="s",
+            description="Publishing a batch of messages until the last PubAck.",
+            explicit_bucket_boundaries_advisory=HOP_BUCKETS_S,
+        )
+        self.redeliveries = meter.create_counter(
+            "sitemesh.redeliveries",
+            unit="{message}",
+            description="Deliveries after the first (num_delivered > 1).",
+        )
+        self.dead_letters = meter.create_counter(
+            "sitemesh.dead_letters", unit="{message}", description="Messages dead-lettered."
+        )
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens per model call, by gen_ai.token.type (input, output).",
+        )
+        self.model_duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Model call duration.",
+            explicit_bucket_boundaries_advisory=HOP_BUCKETS_S,
+        )
+        self.cost = meter.create_counter(
+            "sitemesh.model.cost", unit="USD", description="Model spend in US dollars."
+        )
+        self.tool_duration = meter.create_histogram(
+            "sitemesh.tool.duration",
+            unit="s",
+            description="Tool call duration, by tool and outcome.",
+            explicit_bucket_boundaries_advisory=HOP_BUCKETS_S,
+        )
+        self.tool_errors = meter.create_counter(
+            "sitemesh.tool.errors", unit="{call}", description="Failed tool calls, by error.type."
+        )
+        self.tool_rate_limited = meter.create_counter(
+            "sitemesh.tool.rate_limited", unit="{call}", description="Rate-limited tool calls."
+        )
+        self._depth: dict[tuple[str, str, str], int] = {}
+        meter.create_observable_gauge(
+            "sitemesh.queue.depth",
+            callbacks=[self._observe_depth],
+            unit="{message}",
+            description="Messages pending on a consumer, as last reported by the server.",
+        )
+
+    def set_depth(self, site: str, role: str, stream: str, pending: int) -> None:
+        """Remember the latest pending count of ``role``'s consumer on ``stream``."""
+        self._depth[site, role, stream] = pending
+
+    def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return [
+            Observation(
+                n,
+                {"sitemesh.site": site, "sitemesh.role": role, "messaging.destination.name": s},
+            )
+            for (site, role, s), n in list(self._depth.items())
+        ]

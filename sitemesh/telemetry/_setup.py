@@ -1,0 +1,186 @@
+"""Process setup: tracer and meter providers from :class:`~sitemesh.config.TelemetrySettings`.
+
+Call :func:`setup_telemetry` once when a process starts (before building its
+workers: the runtime asks for its middleware at construction) and
+:func:`shutdown_telemetry` on exit, which flushes what is buffered. With
+``exporter="none"`` nothing is installed and the runtime stays untraced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Tracer
+
+from ..config import TelemetrySettings
+from ._metrics import Instruments
+from ._redact import RedactingSpanExporter
+
+log = logging.getLogger("sitemesh.telemetry")
+
+INSTRUMENTATION: Final = "sitemesh"
+"""Instrumentation scope name of every span and metric."""
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """The telemetry of this process (see :func:`setup_telemetry`).
+
+    Attributes:
+        settings: what it was built from.
+        tracer: the runtime's tracer.
+        instruments: the runtime's metric instruments.
+        tracer_provider: owns the span processors and exporters.
+        meter_provider: owns the metric readers.
+        redactor: the attribute guard in front of the span exporter.
+    """
+
+    settings: TelemetrySettings
+    tracer: Tracer
+    instruments: Instruments
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    redactor: RedactingSpanExporter
+
+
+_active: Telemetry | None = None
+_global_installed = False
+
+
+def active() -> Telemetry | None:
+    """This process's telemetry, or ``None`` when it is not set up (exporter ``none``)."""
+    return _active
+
+
+def _span_exporter(settings: TelemetrySettings) -> SpanExporter:
+    if settings.exporter == "console":
+        return ConsoleSpanExporter(service_name=settings.service_name)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    base = settings.otlp_endpoint
+    return OTLPSpanExporter(endpoint=f"{base.rstrip('/')}/v1/traces" if base else None)
+
+
+def _metric_exporter(settings: TelemetrySettings) -> MetricExporter:
+    if settings.exporter == "console":
+        return ConsoleMetricExporter()
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    base = settings.otlp_endpoint
+    return OTLPMetricExporter(endpoint=f"{base.rstrip('/')}/v1/metrics" if base else None)
+
+
+def setup_telemetry(
+    settings: TelemetrySettings,
+    *,
+    site: str | None = None,
+    role: str | None = None,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+) -> Telemetry | None:
+    """Install tracing and metrics for this process. Idempotent.
+
+    Args:
+        settings: exporter, endpoint, service name, sampling.
+        site: the process's site (resource attribute ``sitemesh.site``).
+        role: its role (resource attribute ``sitemesh.role``).
+        span_exporter: export spans here instead (tests: an in-memory exporter;
+            spans are exported synchronously as they end). Installs tracing even
+            with ``exporter="none"``.
+        metric_reader: read metrics with this reader instead (tests).
+
+    Returns:
+        The process's telemetry; the one already set up when called again (the
+        arguments are then ignored), ``None`` when the exporter is ``none`` and
+        no ``span_exporter`` is given.
+    """
+    global _active, _global_installed
+    if _active is not None:
+        return _active
+    if settings.exporter == "none" and span_exporter is None:
+        return None
+    resource = Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.namespace": "sitemesh",
+            "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
+            **({"sitemesh.site": site} if site else {}),
+            **({"sitemesh.role": role} if role else {}),
+        }
+    )
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
+    )
+    if span_exporter is not None:
+        redactor = RedactingSpanExporter(
+            span_exporter, settings.max_attribute_chars, trusted_scope=INSTRUMENTATION
+        )
+        tracer_provider.add_span_processor(SimpleSpanProcessor(redactor))
+    else:
+        redactor = RedactingSpanExporter(
+            _span_exporter(settings), settings.max_attribute_chars, trusted_scope=INSTRUMENTATION
+        )
+        tracer_provider.add_span_processor(BatchSpanProcessor(redactor))
+    readers: list[MetricReader] = []
+    if metric_reader is not None:
+        readers.append(metric_reader)
+    elif settings.exporter != "none":
+        readers.append(
+            PeriodicExportingMetricReader(
+                _metric_exporter(settings),
+                export_interval_millis=settings.metric_interval_s * 1000,
+            )
+        )
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if not _global_installed:  # OpenTelemetry allows setting the globals once per process
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(meter_provider)
+        _global_installed = True
+    _active = Telemetry(
+        settings=settings,
+        tracer=tracer_provider.get_tracer(INSTRUMENTATION),
+        instruments=Instruments(meter_provider.get_meter(INSTRUMENTATION)),
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        redactor=redactor,
+    )
+    log.info("telemetry: exporter %s, sampling %.2f", settings.exporter, settings.sample_ratio)
+    return _active
+
+
+def shutdown_telemetry() -> None:
+    """Flush and shut down what :func:`setup_telemetry` installed. Safe to call twice.
+
+    Workers built afterwards are untraced until :func:`setup_telemetry` is called
+    again.
+    """
+    global _active
+    t, _active = _active, None
+    if t is None:
+        return
+    for shutdown in (t.tracer_provider.shutdown, t.meter_provider.shutdown):
+        try:
+            shutdown()
+        except Exception as exc:  # an unreachable collector must not fail the exit
+            log.warning("telemetry shutdown: %s", exc)

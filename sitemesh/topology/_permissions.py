@@ -1,0 +1,299 @@
+"""Least-privilege NATS permissions per role, derived from the one subject map.
+
+Every process gets an identity whose permissions allow exactly the subjects its
+role uses (DESIGN section 9, "Least privilege"), spelled only through
+:class:`sitemesh.bus.Subjects`. JetStream is reached through its subject API
+(nats-server docs, "JetStream wire API reference"), so a worker needs, besides
+its data subjects:
+
+* ``$JS.API.CONSUMER.INFO.<stream>.<durable>`` (the worker checks its consumer),
+* ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>`` (pull requests),
+* ``$JS.ACK.<stream>.<durable>.>`` (ack, nak, term, in-progress), and
+* subscribe on its own reply inbox ``_INBOX.<role>.>``: each identity connects
+  with ``inbox_prefix="_INBOX.<role>"`` (:func:`inbox_prefix`), so one role can
+  never read another role's pull deliveries or API replies, which a shared
+  ``_INBOX.>`` would allow.
+
+No worker role may create, update, delete or purge streams or consumers:
+that is the ``provisioner``'s job (``sitemesh.bus.provision`` at deploy time).
+The exceptions are named per role below (the escalation role's durable on
+``INBOX_<site>``, the KV buckets a role creates on first use), each limited to
+one stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ..bus._streams import DEADLETTER, RECORDER
+from ..bus._subjects import ALL_IN, CLOUD_IN, PIPELINE, PREFIX, REPLAY_PREFIX, Subjects
+
+JS_API: Final = "$JS.API"
+"""The local JetStream API prefix (clients reach their own server's domain)."""
+
+SITE_IDENTITIES: Final[tuple[str, ...]] = (
+    "router",
+    "retriever",
+    "diagnostics",
+    "planner",
+    "validator",
+    "escalation",
+    "recorder",
+    "client",
+    "operator",
+    "provisioner",
+)
+"""Identities of a site's ``SITE`` account: the six worker roles, the state
+recorder, task submitters (``client``), operators (the CLI) and the provisioner."""
+
+EGRESS_IDENTITIES: Final[tuple[str, ...]] = ("relay",)
+"""Identities of a site's ``EGRESS`` account: the inbox relay."""
+
+HUB_IDENTITIES: Final[tuple[str, ...]] = ("synthesiser", "operator", "provisioner")
+"""Identities of the hub's ``CLOUD`` account."""
+
+POLICY_BUCKET: Final = "sitemesh_policy"
+"""Mirror of :data:`sitemesh.policy.POLICY_BUCKET` (the policy package imports the bus)."""
+
+INBOX_DURABLE: Final = "inbox"
+"""Mirror of :data:`sitemesh.edge_node._roles.INBOX_DURABLE` (escalation's inbox consumer)."""
+
+RELAY_DURABLE: Final = "relay"
+"""Mirror of :data:`sitemesh.topology.RELAY` (the inbox relay's consumer)."""
+
+HUB_SITE: Final = "hub"
+"""Site token of the hub's own subjects (``sm.v1.dlq.hub.synthesiser``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Subjects one identity may publish and subscribe to (nats-server ``permissions``).
+
+    Attributes:
+        publish: allowed publish subjects (wildcards ``*`` and ``>``).
+        subscribe: allowed subscribe subjects.
+        deny_publish: publish subjects denied even if an allow matches.
+    """
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = ()
+
+    def to_conf(self) -> dict[str, object]:
+        """The ``permissions`` block of a nats-server user."""
+        pub: dict[str, object] = {"allow": list(self.publish)}
+        if self.deny_publish:
+            pub["deny"] = list(self.deny_publish)
+        return {"publish": pub, "subscribe": {"allow": list(self.subscribe)}}
+
+
+def inbox_prefix(role: str) -> str:
+    """The reply-inbox prefix identity ``role`` must connect with (``_INBOX.<role>``).
+
+    Pass it as nats-py's ``connect(inbox_prefix=...)``; the identity may subscribe
+    only below it.
+    """
+    return f"_INBOX.{role}"
+
+
+def _consume(stream: str, durable: str) -> list[str]:
+    """Publish subjects to pull from and settle messages of one durable consumer."""
+    return [
+        f"{JS_API}.CONSUMER.INFO.{stream}.{durable}",
+        f"{JS_API}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+        f"$JS.ACK.{stream}.{durable}.>",
+    ]
+
+
+def _kv(bucket: str, *, write: bool, create: bool) -> list[str]:
+    """JetStream API (and ``$KV`` writes) for using KV bucket ``bucket``.
+
+    Reads are ``DIRECT.GET``/``STREAM.MSG.GET``; watching (the live policy) is an
+    ordered push consumer, created and deleted on the bucket's stream only, with
+    flow-control replies on ``$JS.FC.>``.
+    """
+    stream = f"KV_{bucket}"
+    out = [
+        f"{JS_API}.STREAM.INFO.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}.>",
+        f"{JS_API}.STREAM.MSG.GET.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+        f"{JS_API}.CONSUMER.INFO.{stream}.*",
+        "$JS.FC.>",
+    ]
+    if write:
+        out.append(f"$KV.{bucket}.>")
+    if create:
+        out.append(f"{JS_API}.STREAM.CREATE.{stream}")
+    return out
+
+
+def _get_msg(stream: str) -> list[str]:
+    return [
+        f"{JS_API}.STREAM.MSG.GET.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}.>",
+    ]
+
+
+def site_permissions(site: str, role: str) -> Permissions:
+    """Permissions of identity ``role`` in site ``site``'s ``SITE`` account.
+
+    Args:
+        site: the site name.
+        role: one of :data:`SITE_IDENTITIES`.
+
+    Returns:
+        The role's permissions, spelled through ``Subjects(site)``.
+
+    Raises:
+        KeyError: unknown role.
+    """
+    s = Subjects(site)
+    inbox = f"{inbox_prefix(role)}.>"
+    if role in PIPELINE or role == "router":
+        stream, durable, _ = s.consumer_for(role)
+        pub = [*_consume(stream, durable), s.all_events, s.dlq(role)]
+        if role == "router":
+            pub += [s.work(r) for r in PIPELINE]
+            # MaxDeliveriesSweeper: reads the advisories, fetches the exhausted
+            # message and dead-letters it on behalf of its role
+            pub += _consume(s.advisories_stream, DEADLETTER)
+            pub += [*_get_msg(s.tasks_stream), *_get_msg(s.work_stream), s.all_dlq]
+            pub += _kv(POLICY_BUCKET, write=True, create=True)
+        elif (nxt := _next(role)) is not None:
+            pub.append(s.work(nxt))
+        if role == "escalation":
+            pending = f"sm_pending_{site}"
+            pub += [
+                s.out("escalation"),
+                *_consume(s.inbox_stream, INBOX_DURABLE),
+                f"{JS_API}.CONSUMER.CREATE.{s.inbox_stream}.{INBOX_DURABLE}",
+                f"{JS_API}.CONSUMER.CREATE.{s.inbox_stream}.{INBOX_DURABLE}.>",
+                f"{JS_API}.CONSUMER.DURABLE.CREATE.{s.inbox_stream}.{INBOX_DURABLE}",
+                *_kv(pending, write=True, create=True),
+            ]
+        return Permissions(tuple(pub), (inbox,))
+    if role == "recorder":
+        pub = [*_consume(s.events_stream, RECORDER), *_consume(s.dlq_stream, RECORDER)]
+        return Permissions(tuple(pub), (inbox,))
+    if role == "client":
+        # submit tasks; follow a task's progress and answer
+        return Permissions((s.all_tasks,), (inbox, s.all_events))
+    if role == "operator":
+        # the CLI: everything inside the site (publish, approve, redrive, replay,
+        # inspect), but never the outbox: only the privacy path may publish there
+        return Permissions(
+            (
+                f"{PREFIX}.*.{site}.>",
+                f"{REPLAY_PREFIX}.>",
+                f"{JS_API}.>",
+                "$JS.ACK.>",
+                "$KV.>",
+                "$JS.FC.>",
+            ),
+            (inbox, f"{PREFIX}.*.{site}.>", f"{REPLAY_PREFIX}.>"),
+            deny_publish=(s.all_out,),
+        )
+    if role == "provisioner":
+        # create/update streams and consumers; no data subjects at all
+        return Permissions(
+            (
+                f"{JS_API}.INFO",
+                f"{JS_API}.STREAM.CREATE.*",
+                f"{JS_API}.STREAM.UPDATE.*",
+                f"{JS_API}.STREAM.INFO.*",
+                f"{JS_API}.STREAM.NAMES",
+                f"{JS_API}.STREAM.LIST",
+                f"{JS_API}.CONSUMER.CREATE.>",
+                f"{JS_API}.CONSUMER.DURABLE.CREATE.>",
+                f"{JS_API}.CONSUMER.INFO.>",
+            ),
+            (inbox,),
+        )
+    raise KeyError(f"unknown site identity {role!r}; expected one of {SITE_IDENTITIES}")
+
+
+def _next(role: str) -> str | None:
+    i = PIPELINE.index(role)
+    return PIPELINE[i + 1] if i + 1 < len(PIPELINE) else None
+
+
+def egress_permissions(site: str, role: str) -> Permissions:
+    """Permissions of identity ``role`` in site ``site``'s ``EGRESS`` account.
+
+    The inbox relay pulls ``INBOX_LANDING_<site>``, republishes into SITE's inbox
+    (``sm.v1.in.<site>.>``, the service import) and restarts the landing stream's
+    stalled source (``STREAM.INFO``/``STREAM.UPDATE`` of that one stream).
+
+    Raises:
+        KeyError: unknown role.
+    """
+    if role != "relay":
+        raise KeyError(f"unknown egress identity {role!r}; expected one of {EGRESS_IDENTITIES}")
+    s = Subjects(site)
+    landing = s.inbox_landing_stream
+    return Permissions(
+        (
+            *_consume(landing, RELAY_DURABLE),
+            s.all_in,
+            f"{JS_API}.STREAM.INFO.{landing}",
+            f"{JS_API}.STREAM.UPDATE.{landing}",
+        ),
+        (f"{inbox_prefix(role)}.>",),
+    )
+
+
+def hub_permissions(role: str) -> Permissions:
+    """Permissions of identity ``role`` in the hub's ``CLOUD`` account.
+
+    The synthesiser pulls its durable on ``CLOUD_IN``, answers on ``sm.v1.in.>``
+    (stored by ``CLOUD_OUT`` for every site), writes the hub's events and its dead
+    letters, and restarts stalled ``CLOUD_IN`` sources (``STREAM.INFO`` /
+    ``STREAM.UPDATE`` of ``CLOUD_IN`` only).
+
+    Raises:
+        KeyError: unknown role.
+    """
+    hub = Subjects(HUB_SITE)
+    inbox = f"{inbox_prefix(role)}.>"
+    if role == "synthesiser":
+        return Permissions(
+            (
+                *_consume(CLOUD_IN, "synthesiser"),
+                ALL_IN,
+                hub.all_events,
+                hub.dlq("synthesiser"),
+                f"{JS_API}.STREAM.INFO.{CLOUD_IN}",
+                f"{JS_API}.STREAM.UPDATE.{CLOUD_IN}",
+            ),
+            (inbox,),
+        )
+    if role == "operator":
+        return Permissions(
+            (f"{PREFIX}.>", f"{JS_API}.>", "$JS.ACK.>", "$JS.FC.>"),
+            (inbox, f"{PREFIX}.>"),
+        )
+    if role == "provisioner":
+        return site_permissions(HUB_SITE, "provisioner")
+    raise KeyError(f"unknown hub identity {role!r}; expected one of {HUB_IDENTITIES}")
+
+
+def permission_table(site: str) -> Mapping[str, Permissions]:
+    """Every identity of site ``site`` (``SITE`` and ``EGRESS``) and of the hub.
+
+    Keys are ``<account>/<role>``, e.g. ``"SITE/retriever"``, ``"CLOUD/synthesiser"``.
+    """
+    out: dict[str, Permissions] = {}
+    for role in SITE_IDENTITIES:
+        out[f"SITE/{role}"] = site_permissions(site, role)
+    for role in EGRESS_IDENTITIES:
+        out[f"EGRESS/{role}"] = egress_permissions(site, role)
+    for role in HUB_IDENTITIES:
+        out[f"CLOUD/{role}"] = hub_permissions(role)
+    return out

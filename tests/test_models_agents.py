@@ -1,0 +1,161 @@
+"""Model-backed planner and synthesiser: valid output is used, invalid output is repaired
+once, and otherwise the deterministic backend answers and says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from sitemesh.agents._base import AgentContext
+from sitemesh.agents._kb import KnowledgeBase, default_kb
+from sitemesh.agents._planner import TICKET_MESSAGE, RunbookPlanner
+from sitemesh.agents._retriever import RetrieverAgent
+from sitemesh.models import ModelPlanner, ModelSynthesiser
+from sitemesh.schemas import (
+    CloudIncident,
+    Envelope,
+    Finding,
+    PlanStep,
+    PolicyDecision,
+    SupportTicket,
+    WorkItem,
+)
+from tests._fakes.llm_server import Reply, server_error
+from tests._fakes.models import Servers, fake_servers
+
+T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+CTX = AgentContext(site="lab", worker="test:1")
+
+INCIDENT = CloudIncident(
+    task_id="t-1",
+    site="eu1",
+    kind="support_ticket",
+    data_class="confidential",
+    policy_version="abc",
+    rule_id="confidential-complex-to-cloud",
+    text="<CUSTOMER_ID_1>: my line drops, mail me at <EMAIL_ADDRESS_1>",
+    placeholders=["<CUSTOMER_ID_1>", "<EMAIL_ADDRESS_1>"],
+    findings=[Finding(kind="interface_down", device="leaf7", evidence="up -> down",
+                      severity="major")],
+    steps=[PlanStep(n=1, action="check_status", description="Check the interface")],
+    reasons=["major finding: interface_down"],
+)
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    with fake_servers() as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return default_kb()
+
+
+async def etcd_item(kb: KnowledgeBase, action: str = "allow_cloud") -> WorkItem:
+    env = Envelope(task_id="t-1", site="lab", kind="support_ticket", tenant="acme",
+                   submitted_at=T0, accepted_at=T0)
+    decision = PolicyDecision(task_id="t-1", action=action,  # type: ignore[arg-type]
+                              rule_id="r1", policy_version="0", data_class="internal")
+    ticket = SupportTicket(title="etcd members down",
+                           body="Two etcd members are down since the upgrade.")
+    item = WorkItem(envelope=env, task=ticket, decision=decision)
+    result = await RetrieverAgent(kb).handle(item, CTX)
+    return msgspec.structs.replace(item, retrieval=result)
+
+
+def draft_for(item: WorkItem) -> dict[str, object]:
+    assert item.retrieval is not None
+    pid = item.retrieval.passages[0].passage_id
+    return {
+        "steps": [
+            {"n": 1, "action": "check_status", "description": "Check etcd member health",
+             "grounding": [pid]},
+            {"n": 2, "action": "restart_component", "description": "Restart the failed member",
+             "grounding": [pid]},
+        ],
+        "runbook": item.retrieval.passages[0].doc_id,
+        "rationale": "Follows the etcd runbook.",
+    }
+
+
+async def test_model_plan_is_used_and_stays_on_site(servers: Servers, kb: KnowledgeBase) -> None:
+    item = await etcd_item(kb)  # even allow_cloud: raw site text goes to site models only
+    servers.vllm.default = Reply(json=draft_for(item))
+    async with servers.client() as client:
+        plan = await ModelPlanner(client, fallback=RunbookPlanner(kb)).plan(item)
+    assert plan.source == "model"
+    assert plan.task_id == "t-1"
+    assert [s.action for s in plan.steps] == ["check_status", "restart_component"]
+    assert plan.customer_message == TICKET_MESSAGE  # never model-written on site
+    assert "[model vllm/qwen2.5-7b-instruct]" in plan.rationale
+    assert servers.openai.requests == []
+    assert servers.anthropic.requests == []
+    body = servers.vllm.model_requests[0].body
+    assert body["response_format"]["json_schema"]["name"] == "PlanDraft"
+
+
+async def test_disallowed_action_is_repaired(servers: Servers, kb: KnowledgeBase) -> None:
+    item = await etcd_item(kb)
+    bad = draft_for(item)
+    bad["steps"][1]["action"] = "rm_rf_cluster"  # type: ignore[index]
+    servers.vllm.script(Reply(json=bad), Reply(json=draft_for(item)))
+    async with servers.client() as client:
+        plan = await ModelPlanner(client, fallback=RunbookPlanner(kb)).plan(item)
+    assert plan.source == "model"
+    assert "repaired" in plan.rationale
+    repair = servers.vllm.model_requests[1].body["messages"][-1]["content"]
+    assert "'rm_rf_cluster' is not allowed" in repair
+    assert "$.steps[1].action" in repair
+
+
+async def test_invalid_twice_falls_back_to_the_runbook(servers: Servers, kb: KnowledgeBase) -> None:
+    item = await etcd_item(kb)
+    servers.vllm.script(Reply(text="I would restart etcd."), Reply(json={"steps": "none"}))
+    async with servers.client() as client:
+        plan = await ModelPlanner(client, fallback=RunbookPlanner(kb)).plan(item)
+    assert plan.source == "runbook"
+    assert plan.rationale.startswith("Model planning unavailable (invalid output after repair")
+    assert plan.steps == RunbookPlanner(kb).build(item).steps
+
+
+async def test_models_down_falls_back_and_says_so(servers: Servers, kb: KnowledgeBase) -> None:
+    item = await etcd_item(kb, action="pin_edge")
+    servers.vllm.default = server_error(503)
+    async with servers.client(max_attempts=2) as client:
+        plan = await ModelPlanner(client, fallback=RunbookPlanner(kb)).plan(item)
+    assert plan.source == "runbook"
+    assert plan.rationale.startswith("Model planning unavailable (every model failed")
+    assert servers.openai.requests == []
+
+
+async def test_model_synthesis(servers: Servers) -> None:
+    servers.openai.default = Reply(json={
+        "proposal": "Upgrade leaf7 line card firmware.",
+        "customer_message": "Hello <CUSTOMER_ID_1>, we are fixing your line.",
+        "steps": [{"n": 3, "action": "change_config", "description": "Apply the fix"}],
+    })
+    async with servers.client() as client:
+        answer = await ModelSynthesiser(client).synthesise(INCIDENT)
+    assert answer.source == "model"
+    assert answer.agent == "synthesiser:openai/gpt-4.1"
+    assert answer.customer_message.startswith("Hello <CUSTOMER_ID_1>")
+    assert answer.steps[0].n == 1
+    sent = servers.openai.model_requests[0].body["messages"][-1]["content"]
+    assert "<EMAIL_ADDRESS_1>" in sent
+
+
+async def test_synthesis_rejects_invented_placeholders_then_composes(servers: Servers) -> None:
+    invented = {"proposal": "p", "customer_message": "Hello <PERSON_7>", "steps": []}
+    servers.openai.default = Reply(json=invented)
+    async with servers.client() as client:
+        answer = await ModelSynthesiser(client).synthesise(INCIDENT)
+    assert answer.source == "composed"
+    assert answer.proposal.startswith("Composed from the anonymised findings and plan "
+                                      "(model synthesis unavailable: unknown placeholder "
+                                      "<PERSON_7>")
+    assert len(servers.openai.model_requests) == 2  # the one repair, then compose
