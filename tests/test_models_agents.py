@@ -159,3 +159,31 @@ async def test_synthesis_rejects_invented_placeholders_then_composes(servers: Se
                                       "(model synthesis unavailable: unknown placeholder "
                                       "<PERSON_7>")
     assert len(servers.openai.model_requests) == 2  # the one repair, then compose
+
+
+async def test_only_cloud_models_configured_sensitive_task_stays_on_site(
+    servers: Servers, kb: KnowledgeBase
+) -> None:
+    """Issue 4: a sensitive task with only cloud models configured is not sent to the
+    cloud — the planner takes its deterministic fallback and says why."""
+    from sitemesh.models import ModelClient, Router
+    from sitemesh.models._backends import AnthropicBackend, OpenAIBackend
+
+    item = await etcd_item(kb, action="pin_edge")
+    client = ModelClient(
+        {
+            "openai": OpenAIBackend(provider="openai", base_url=servers.openai.openai_url,
+                                    api_key="sk-test", timeout_s=5),
+            "anthropic": AnthropicBackend(base_url=servers.anthropic.url, api_key="sk-ant-test",
+                                          timeout_s=5),
+        },
+        Router([], ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-6"]),
+    )  # fmt: skip
+    async with client:
+        plan = await ModelPlanner(client, fallback=RunbookPlanner(kb)).plan(item)
+    assert plan.source == "runbook"
+    assert plan.rationale.startswith("Model planning unavailable"), plan.rationale
+    assert "policy pin_edge: site models only allowed, and none is configured" in plan.rationale
+    assert servers.openai.requests == []
+    assert servers.anthropic.requests == []
+    assert servers.vllm.requests == []

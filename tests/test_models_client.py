@@ -142,7 +142,7 @@ async def test_no_backend_configured_takes_the_fallback() -> None:
         assert not client.configured
         response = await client.complete(REQ, fallback=lambda: "extractive summary")
     assert response.source == "fallback"
-    assert "no model configured" in response.fallback_reason
+    assert "none is configured" in response.fallback_reason
 
 
 # --- streaming and tool calls -----------------------------------------------------------

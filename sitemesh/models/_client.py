@@ -397,6 +397,12 @@ class ModelClient:
                 return await self._call_model(ref, request, ctx, prompt_hash, on_delta, accept)
             except ModelError as exc:
                 failures.append((str(ref), str(exc)))
+        if not failures:
+            # nothing the policy allows is configured: say so, never widen the route
+            allowed = "site or cloud models" if ctx.cloud_allowed else "site models only"
+            failures.append(
+                (f"policy {ctx.action}", f"{allowed} allowed, and none is configured")
+            )
         raise AllModelsFailed(failures)
 
     async def _call_model(
