@@ -106,6 +106,10 @@ class HubSettings(_Group):
     """This site forwards allowed, anonymised incidents to a cloud hub (``sitemesh up``
     sets it). ``False``: the policy fact ``backend_healthy`` is false, so no rule can
     send work to the cloud — sensitive work never fails over to it."""
+    sites: list[str] = []
+    """On the hub (the synthesiser): the sites whose ``OUTBOX_<site>`` ``CLOUD_IN``
+    sources; the synthesiser provisions ``CLOUD_IN``/``CLOUD_OUT`` for them
+    (JSON list in the environment: ``SITEMESH_HUB_SITES='["eu1","us1"]'``)."""
 
 
 class TelemetrySettings(_Group):

@@ -32,7 +32,8 @@ def test_public_api() -> None:
         "HUB_DOMAIN", "RELAY", "SITE_ACCOUNT", "SYSTEM_ACCOUNT", "Credentials", "HubSpec",
         "InboxRelay", "SiteSpec", "Topology", "TopologySpec", "connect_as", "credentials_url",
         "hub_stream_configs", "js_api", "leaf_permissions", "leaf_remote_url",
-        "provision_hub", "provision_site_egress", "render_hub_config", "render_site_config",
+        "provision_egress", "provision_hub", "provision_inbox", "provision_site_egress",
+        "render_hub_config", "render_site_config",
         "restart_stalled_sources", "run_up", "site_egress_stream_configs",
         # least privilege and TLS (docs/security.md)
         "EGRESS_IDENTITIES", "HUB_IDENTITIES", "SITE_IDENTITIES", "CredsBundle", "DevPki",

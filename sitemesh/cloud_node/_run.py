@@ -114,6 +114,10 @@ async def run_cloud(settings: Settings) -> int:
     )
     js = nc.jetstream()
     if not settings.nats.has_identity:  # the hub provisioner does it in production
+        if settings.hub.sites:
+            from ..topology import provision_hub
+
+            await provision_hub(js, settings.hub.sites, settings.bus)
         await provision_cloud(js, settings.bus)
     from ..edge_node._models import build_model_client
 

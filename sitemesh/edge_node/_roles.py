@@ -41,8 +41,11 @@ WORKER_ROLES: tuple[str, ...] = (
     "escalation",
     "recorder",
     "synthesiser",
+    "relay",
 )
-"""Roles ``sitemesh worker`` can run (``synthesiser`` is the cloud agent, on the hub)."""
+"""Roles ``sitemesh worker`` can run. ``synthesiser`` is the cloud agent (on the hub);
+``relay`` moves cloud answers from the site's EGRESS account into SITE (it connects
+with the site's EGRESS identity)."""
 
 
 class Service(Protocol):
@@ -154,6 +157,10 @@ async def _boundary(
     vault = Vault(settings.db_url, load_vault_key(settings.privacy, settings.state_dir))
     pseudo = Pseudonymizer(scanner, vault)
     pending = await pending_kv(js, settings.site)
+    if not settings.nats.has_identity:
+        from ..topology import provision_inbox
+
+        await provision_inbox(js, subjects, settings.bus)
     await js.add_consumer(
         subjects.inbox_stream,
         ConsumerConfig(
@@ -191,6 +198,8 @@ async def run_role(settings: Settings, role: str) -> int:
         from ..cloud_node._run import run_cloud
 
         return await run_cloud(settings)
+    if role == "relay":
+        return await _run_relay(settings)
     if not settings.nats.url:
         raise ConfigError(
             "nats.url",
@@ -233,3 +242,34 @@ async def run_role(settings: Settings, role: str) -> int:
     shutdown_telemetry()  # flushes buffered spans and metrics
     log.info("%s stopped", role)
     return code
+
+
+async def _run_relay(settings: Settings) -> int:
+    """``sitemesh worker relay``: provision the site's EGRESS streams and move cloud
+    answers into SITE's ``INBOX_<site>`` until SIGTERM (``SITEMESH_NATS_URL`` is the
+    site server with the EGRESS account's credentials)."""
+    from ..topology import InboxRelay, provision_egress
+
+    if not settings.nats.url:
+        raise ConfigError("nats.url", "set SITEMESH_NATS_URL to the site's EGRESS URL")
+    nc = await connect(
+        settings.nats.url,
+        name=f"sitemesh-{settings.site}-relay-{os.getpid()}",
+        timeout_s=settings.nats.connect_timeout_s,
+        options=nats_options(settings.nats, "relay"),
+    )
+    subjects = Subjects(settings.site)
+    if not settings.nats.has_identity:
+        await provision_egress(nc.jetstream(), subjects, settings.bus)
+    relay = InboxRelay(nc, subjects)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.create_task(relay.run())
+    log.info("relay ready at site %s", settings.site)
+    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    await relay.shutdown()
+    await asyncio.gather(run, return_exceptions=True)
+    await nc.drain()
+    return 0

@@ -177,6 +177,20 @@ async def provision_site_egress(
     Raises:
         nats.js.errors.APIError: the server refused a configuration.
     """
+    await provision_egress(egress_js, subjects, bus, hub_domain=hub_domain)
+    await provision_inbox(site_js, subjects, bus)
+
+
+async def provision_egress(
+    egress_js: JetStreamContext,
+    subjects: Subjects,
+    bus: BusSettings,
+    *,
+    hub_domain: str = HUB_DOMAIN,
+) -> None:
+    """The ``EGRESS`` half of :func:`provision_site_egress`: ``OUTBOX_<site>``,
+    ``INBOX_LANDING_<site>`` and the relay's durable consumer. Idempotent; run by the
+    inbox relay (``sitemesh worker relay``) with the site's EGRESS identity."""
     for config in site_egress_stream_configs(subjects, bus, hub_domain=hub_domain):
         await _ensure_stream(egress_js, config)
     await egress_js.add_consumer(
@@ -191,6 +205,11 @@ async def provision_site_egress(
             max_ack_pending=1024,
         ),
     )
+
+
+async def provision_inbox(site_js: JetStreamContext, subjects: Subjects, bus: BusSettings) -> None:
+    """The ``SITE`` half of :func:`provision_site_egress`: ``INBOX_<site>``
+    (subjects ``sm.v1.in.<site>.>``), where cloud answers land. Idempotent."""
     await _ensure_stream(site_js, _stream(bus, subjects.inbox_stream, [subjects.all_in]))
 
 
