@@ -32,7 +32,7 @@ from sitemesh.models._budget_sql import SqlBudgetLedger
 from sitemesh.models._prices import PriceTable
 from sitemesh.models._types import Usage
 from sitemesh.state import Store
-from tests._budget_db import fresh_db
+from tests._dbs import fresh_db
 
 MODEL = "openai/gpt-4o-mini"  # 0.15 in / 0.60 out per 1M tokens in the test table
 PRICES = PriceTable.from_mapping(

@@ -18,7 +18,7 @@ from sitemesh.models._budget import BudgetLimit, BudgetPolicy
 from sitemesh.models._budget_sql import SqlBudgetLedger
 from sitemesh.models._prices import PriceTable
 from sitemesh.state import Store, migrate
-from tests._budget_db import DB_KINDS, fresh_db
+from tests._dbs import DB_KINDS, fresh_db
 
 WORKER = Path(__file__).parent / "_workers" / "budget_worker.py"
 PROCESSES, CALLS, CALL_TOKENS, ALLOWED = 2, 100, 1000, 50

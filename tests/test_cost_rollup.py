@@ -17,7 +17,7 @@ from sitemesh.models._ledger import CostRow, StoreCallRecorder, cost_rollup, tot
 from sitemesh.models._prices import PriceTable
 from sitemesh.models._types import ChatMessage, ModelCall, ModelRequest, ModelResponse, Usage
 from sitemesh.state import Store
-from tests._budget_db import DB_KINDS, fresh_db
+from tests._dbs import DB_KINDS, fresh_db
 
 PRICES = PriceTable.from_mapping(
     {

@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import logging
 import stat
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, text, update
@@ -19,49 +17,19 @@ from sitemesh.errors import SitemeshError, VaultKeyError
 from sitemesh.policy import Vault, generate_vault_key, load_vault_key
 from sitemesh.state import create_engine, migrate
 from sitemesh.state._vault_models import PseudonymVaultRow
+from tests._dbs import DB_KINDS, fresh_db
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_USERS = ("postgres", "root")
 SECRET = "Ada Lovelace-Byron"
 MAPPING = {"<PERSON_1>": SECRET, "<EMAIL_ADDRESS_1>": "ada@example.org", "<PERSON_2>": "Ödön"}
 
 
-async def _pg_user() -> str | None:
-    for user in PG_USERS:
-        try:
-            conn = await asyncpg.connect(
-                host=PG_HOST, port=PG_PORT, user=user, database="test", timeout=2
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            continue
-        await conn.close()
-        return user
-    return None
-
-
-async def _admin(user: str, sql: str) -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="test")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DB_KINDS)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh database per test: a SQLite file, or a PostgreSQL database dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'state' / 'sitemesh.db'}"
-        return
-    user = await _pg_user()
-    if user is None:
-        pytest.skip(f"PostgreSQL unreachable at {PG_HOST}:{PG_PORT} (users {PG_USERS}, db test)")
-    name = f"sm_vault_{uuid.uuid4().hex[:12]}"
-    await _admin(user, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        await _admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with fresh_db(
+        request.param, tmp_path, tag="vault", sqlite_file=tmp_path / "state" / "sitemesh.db"
+    ) as url:
+        yield url
 
 
 @pytest.fixture

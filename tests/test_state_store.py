@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -36,55 +34,20 @@ from sitemesh.state import (
     create_engine,
     migrate,
 )
+from tests._dbs import DB_KINDS, fresh_db
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-PG_USERS = ("postgres", "root")
 EVENTS = "EVENTS_eu1"
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 # -- fixtures ---------------------------------------------------------------------------
-async def _pg_user() -> str | None:
-    for user in PG_USERS:
-        try:
-            conn = await asyncpg.connect(
-                host=PG_HOST, port=PG_PORT, user=user, database="test", timeout=2
-            )
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            continue
-        await conn.close()
-        return user
-    return None
-
-
-async def _admin(user: str, sql: str) -> None:
-    conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=user, database="test")
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-_PG_USER: list[str | None] = []
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DB_KINDS)
 async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """A fresh database per test: a SQLite file, or a PostgreSQL database dropped after."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'state' / 'sitemesh.db'}"
-        return
-    if not _PG_USER:
-        _PG_USER.append(await _pg_user())
-    user = _PG_USER[0]
-    if user is None:
-        pytest.skip(f"PostgreSQL unreachable at {PG_HOST}:{PG_PORT} (users {PG_USERS}, db test)")
-    name = f"sm_state_{uuid.uuid4().hex[:12]}"
-    await _admin(user, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        await _admin(user, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with fresh_db(
+        request.param, tmp_path, tag="state", sqlite_file=tmp_path / "state" / "sitemesh.db"
+    ) as url:
+        yield url
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamSource,
 )
 from nats.js.errors import BadRequestError
 
@@ -33,6 +34,37 @@ _STREAM_IN_USE: Final = 10058
 """JetStream API error code: stream name already in use with a different configuration."""
 
 
+def stream_config(
+    bus: BusSettings,
+    name: str,
+    subjects: list[str] | None = None,
+    sources: list[StreamSource] | None = None,
+) -> StreamConfig:
+    """The configuration every sitemesh stream shares: limits retention (history kept
+    for replay), file storage, oldest dropped first, ``bus`` limits, 1 MiB messages,
+    and a duplicate window no longer than the history.
+
+    Args:
+        bus: ``max_age_s``, ``max_bytes``, ``duplicate_window_s``.
+        name: the stream name.
+        subjects: subjects it captures (``None`` for a stream that only sources).
+        sources: streams it sources (outbox/inbox across the site boundary).
+    """
+    return StreamConfig(
+        name=name,
+        subjects=subjects,
+        sources=sources,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=bus.max_age_s,
+        max_bytes=bus.max_bytes,
+        max_msg_size=MAX_MSG_BYTES,
+        duplicate_window=min(bus.duplicate_window_s, bus.max_age_s),
+        num_replicas=1,
+    )
+
+
 def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
     """The site's stream configurations (limits retention, file storage).
 
@@ -40,21 +72,9 @@ def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
         subjects: the site's subject map.
         bus: stream limits (``max_age_s``, ``max_bytes``, ``duplicate_window_s``).
     """
-    dup = min(bus.duplicate_window_s, bus.max_age_s)
 
     def cfg(name: str, subs: list[str]) -> StreamConfig:
-        return StreamConfig(
-            name=name,
-            subjects=subs,
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            discard=DiscardPolicy.OLD,
-            max_age=bus.max_age_s,
-            max_bytes=bus.max_bytes,
-            max_msg_size=MAX_MSG_BYTES,
-            duplicate_window=dup,
-            num_replicas=1,
-        )
+        return stream_config(bus, name, subs)
 
     return [
         cfg(subjects.tasks_stream, [subjects.all_tasks]),

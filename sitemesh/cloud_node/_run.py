@@ -8,11 +8,12 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from ..bus import Subjects, Worker, connect
+from ..bus._streams import stream_config
 from ..bus._subjects import CLOUD_IN
 from ..config import BusSettings, Settings
 from ..errors import ConfigError
@@ -34,9 +35,7 @@ async def provision_cloud(js: JetStreamContext, bus: BusSettings) -> None:
     on ``CLOUD_IN`` (which ``sitemesh.topology.provision_hub`` creates). Idempotent."""
     hub = Subjects(HUB)
     for name, subject in ((hub.dlq_stream, hub.all_dlq), (hub.events_stream, hub.all_events)):
-        config = StreamConfig(
-            name=name, subjects=[subject], max_age=bus.max_age_s, max_bytes=bus.max_bytes
-        )
+        config = stream_config(bus, name, [subject])
         try:
             await js.stream_info(name)
         except NotFoundError:

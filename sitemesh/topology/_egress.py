@@ -39,16 +39,13 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    DiscardPolicy,
     ExternalStream,
-    RetentionPolicy,
-    StorageType,
     StreamConfig,
     StreamSource,
 )
 from nats.js.errors import BadRequestError
 
-from ..bus._streams import MAX_MSG_BYTES
+from ..bus._streams import stream_config
 from ..bus._subjects import ALL_IN, CLOUD_IN, CLOUD_OUT, HDR_MSG_ID, Subjects
 from ..config import BusSettings
 from ._model import HUB_DOMAIN
@@ -64,27 +61,6 @@ _STREAM_IN_USE: Final = 10058
 def js_api(domain: str) -> str:
     """The JetStream API prefix of ``domain``: ``$JS.<domain>.API``."""
     return f"$JS.{domain}.API"
-
-
-def _stream(
-    bus: BusSettings,
-    name: str,
-    subjects: list[str] | None = None,
-    sources: list[StreamSource] | None = None,
-) -> StreamConfig:
-    return StreamConfig(
-        name=name,
-        subjects=subjects,
-        sources=sources,
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
-        max_age=bus.max_age_s,
-        max_bytes=bus.max_bytes,
-        max_msg_size=MAX_MSG_BYTES,
-        duplicate_window=min(bus.duplicate_window_s, bus.max_age_s),
-        num_replicas=1,
-    )
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -107,7 +83,7 @@ def hub_stream_configs(sites: Iterable[str], bus: BusSettings) -> list[StreamCon
         StreamSource(name=Subjects(site).outbox_stream, external=ExternalStream(api=js_api(site)))
         for site in sorted(set(sites))
     ]
-    return [_stream(bus, CLOUD_OUT, [ALL_IN]), _stream(bus, CLOUD_IN, sources=sources)]
+    return [stream_config(bus, CLOUD_OUT, [ALL_IN]), stream_config(bus, CLOUD_IN, sources=sources)]
 
 
 def site_egress_stream_configs(
@@ -126,8 +102,8 @@ def site_egress_stream_configs(
         external=ExternalStream(api=js_api(hub_domain)),
     )
     return [
-        _stream(bus, subjects.outbox_stream, [subjects.all_out]),
-        _stream(bus, subjects.inbox_landing_stream, sources=[landing_source]),
+        stream_config(bus, subjects.outbox_stream, [subjects.all_out]),
+        stream_config(bus, subjects.inbox_landing_stream, sources=[landing_source]),
     ]
 
 
@@ -210,7 +186,7 @@ async def provision_egress(
 async def provision_inbox(site_js: JetStreamContext, subjects: Subjects, bus: BusSettings) -> None:
     """The ``SITE`` half of :func:`provision_site_egress`: ``INBOX_<site>``
     (subjects ``sm.v1.in.<site>.>``), where cloud answers land. Idempotent."""
-    await _ensure_stream(site_js, _stream(bus, subjects.inbox_stream, [subjects.all_in]))
+    await _ensure_stream(site_js, stream_config(bus, subjects.inbox_stream, [subjects.all_in]))
 
 
 def _relay_headers(msg: Msg, landing: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Throwaway databases for the budget and cost tests: a SQLite file or a PostgreSQL db.
+"""Throwaway databases for tests that run on both kinds: a SQLite file or a PostgreSQL db.
 
 PostgreSQL is the local server at 127.0.0.1:5432 (trust auth, maintenance database
 ``test``), as in ``tests/test_state_store.py``; tests using it skip when it is down.
@@ -49,15 +49,25 @@ async def _admin(user: str, sql: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fresh_db(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    """The URL of a new empty database of ``kind`` (``sqlite`` / ``postgres``), dropped after."""
+async def fresh_db(
+    kind: str, tmp_path: Path, *, tag: str = "budget", sqlite_file: Path | None = None
+) -> AsyncIterator[str]:
+    """The URL of a new empty database of ``kind`` (``sqlite`` / ``postgres``), dropped after.
+
+    Args:
+        kind: ``sqlite`` or ``postgres``.
+        tmp_path: where the SQLite file goes.
+        tag: database name prefix (``sm_<tag>_<hex>``), for a readable ``\\l``.
+        sqlite_file: the SQLite file to use (its folder need not exist yet).
+    """
     if kind == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / f'budget-{uuid.uuid4().hex[:8]}.db'}"
+        path = sqlite_file or tmp_path / f"{tag}-{uuid.uuid4().hex[:8]}.db"
+        yield f"sqlite+aiosqlite:///{path}"
         return
     user = await _pg_user()
     if user is None:
         pytest.skip(f"PostgreSQL unreachable at {PG_HOST}:{PG_PORT} (users {PG_USERS}, db test)")
-    name = f"sm_budget_{uuid.uuid4().hex[:12]}"
+    name = f"sm_{tag}_{uuid.uuid4().hex[:12]}"
     await _admin(user, f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql+asyncpg://{user}@{PG_HOST}:{PG_PORT}/{name}"
