@@ -11,8 +11,10 @@ The client calls, per model it tries::
 ``reserve`` refuses a model by raising any :class:`sitemesh.errors.SitemeshError`
 (e.g. a ``BudgetExceeded``): the client records ``budget_denied`` and moves to the
 next model of the chain (typically a cheaper site model). ``call_key`` is
-deterministic per (task, agent, prompt, model), so a redelivered task reuses its
-reservation. The implementation lives in ``sitemesh.models._budget``.
+deterministic per (task, agent, prompt, model) and is recorded with the call; the
+ledger (``sitemesh.models._budget``) gives every reservation its own id, so two
+concurrent identical calls are each held and charged, and a crashed caller's hold
+expires (``hold_ttl``) rather than being reused.
 """
 
 from __future__ import annotations
