@@ -226,6 +226,8 @@ async def test_sigkilled_workers_lose_nothing(site_run: SiteRun, tmp_path: Path)
     assert await run.store.answered_ids(prefix) == valid
     answers = await _final_answers(run)
     assert all(answers[t] == 1 for t in valid), {t: answers[t] for t in valid if answers[t] != 1}
+    # the restarted processes are back at work (and so stop cleanly at teardown)
+    await _wait_ready(run.js, run.subjects, ["retriever", "planner"], timeout_s=120)
 
 
 async def _some_answered(store: Store, prefix: str) -> bool:

@@ -57,12 +57,16 @@ def worker(
     role: Annotated[
         str,
         typer.Argument(
-            help="router, retriever, diagnostics, planner, validator, escalation or recorder"
+            help="router, retriever, diagnostics, planner, validator, escalation, recorder, "
+            "relay (site EGRESS) or synthesiser (hub)"
         ),
     ],
     site: SiteOpt = None,
 ) -> None:
     """Run one role of a site until SIGTERM/SIGINT (several processes of a role share its work)."""
+    from ..edge_node._roles import catch_early_signals
+
+    catch_early_signals()
     from ..edge_node import run_role
 
     _logging()

@@ -48,6 +48,17 @@ WORKER_ROLES: tuple[str, ...] = (
 with the site's EGRESS identity)."""
 
 
+_SIGNALLED: list[int] = []
+"""Signals received before the event loop's handlers were installed."""
+
+
+def catch_early_signals() -> None:
+    """Remember SIGTERM/SIGINT from process start on, so a worker told to stop while it
+    is still loading (models, indexes) exits cleanly once it can, instead of dying."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: _SIGNALLED.append(signum))
+
+
 class Service(Protocol):
     async def run(self) -> None: ...
     async def shutdown(self) -> None: ...
@@ -225,6 +236,8 @@ async def run_role(settings: Settings, role: str) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal)
+    if _SIGNALLED:  # told to stop while starting: stop before taking any work
+        stopping.set()
     log.info("%s ready at site %s (pid %d)", role, settings.site, os.getpid())
     runs = [asyncio.create_task(s.run()) for s in services]
     stop_wait = asyncio.create_task(stopping.wait())
