@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 from collections.abc import Callable, Collection
 from typing import ClassVar, Final
@@ -25,9 +24,8 @@ _PLAN_DECODER: Final = msgspec.json.Decoder(Plan)
 def default_pii_check(text: str) -> list[str]:
     """PII entity types in ``text`` using :func:`sitemesh.policy.find_pii` (imported lazily).
 
-    Results are memoised per text (most customer messages come from a few templates,
-    and the analyzer is deterministic for a given model and settings); only the
-    entity types are kept, never the matched values.
+    Results are memoised per text by the process-wide default scanner (most customer
+    messages come from a few templates).
 
     Args:
         text: the text to scan.
@@ -39,13 +37,8 @@ def default_pii_check(text: str) -> list[str]:
         ImportError: the policy package (and its analyzer) is not available.
         AttributeError: ``sitemesh.policy`` has no ``find_pii``.
     """
-    return list(_pii_types(text))
-
-
-@functools.lru_cache(maxsize=4096)
-def _pii_types(text: str) -> tuple[str, ...]:
     policy = importlib.import_module("sitemesh.policy")  # lazy: the analyzer loads spaCy
-    return tuple(str(entity.entity_type) for entity in policy.find_pii(text))
+    return [str(entity.entity_type) for entity in policy.find_pii(text)]
 
 
 class ValidatorAgent:

@@ -33,7 +33,7 @@ from rich.table import Table
 
 from ..bus import Subjects, connect, provision
 from ..config import Settings
-from ..edge_node import Supervisor, child_env, process_environ
+from ..edge_node import child_env, process_environ
 from ..schemas import (
     EVENT_DECODER,
     FinalAnswer,
@@ -43,7 +43,7 @@ from ..schemas import (
     utcnow,
 )
 from ._nats import nats_url
-from ._run import site_roles
+from ._run import on_url, site_roles, site_supervisor
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 
@@ -71,12 +71,7 @@ async def _sh_publish(
     settings: Settings, url: str, files: list[Path], prefix: str, raw: str | None = None
 ) -> list[str]:
     """Run ``sitemesh publish`` as a subprocess; returns the task ids it printed."""
-    env = child_env(
-        process_environ(),
-        settings.model_copy(
-            update={"nats": settings.nats.model_copy(update={"url": url})}
-        ).to_env(),
-    )
+    env = child_env(process_environ(), on_url(settings, url).to_env())
     env["COLUMNS"] = "400"
     args = [
         sys.executable,
@@ -147,23 +142,8 @@ async def run_demo(
         nc = await connect(url, name="sitemesh-demo", timeout_s=settings.nats.connect_timeout_s)
         js = nc.jetstream()
         await provision(js, subjects, settings.bus)
-        env = child_env(
-            process_environ(),
-            settings.model_copy(
-                update={
-                    "nats": settings.nats.model_copy(update={"url": url}),
-                    "state_dir": settings.state_dir.resolve(),
-                }
-            ).to_env(),
-        )
         roles = site_roles(1)
-        sup = Supervisor(
-            settings.site,
-            roles,
-            env=env,
-            log_dir=settings.state_dir / "logs",
-            graceful_timeout_s=settings.bus.graceful_timeout_s,
-        )
+        sup = site_supervisor(settings, url, roles)
         store = Store(settings.db_url)
         try:
             await sup.start()

@@ -24,7 +24,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.table import Table
 
-from ..bus import connect
+from ..bus import Subjects, connect
 from ..config import Settings
 from ..edge_node import child_env, process_environ
 from ..policy import PolicyStore
@@ -118,7 +118,7 @@ async def run_hybrid_demo(
                 f"sm.v1.event.{site}.>", cb=on_event, ordered_consumer=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
             )  # fmt: skip
-            await _wait_ready(js, stack_subjects(site), site_roles(1), timeout_s=120)
+            await _wait_ready(js, Subjects(site), site_roles(1), timeout_s=120)
         console.print(f"hub and sites {', '.join(sites)} up; policy {version} published to "
                       f"every site's KV bucket; workers ready")  # fmt: skip
 
@@ -151,12 +151,6 @@ async def run_hybrid_demo(
     return _summary(
         console, valid, decisions, answers, failed, approved, crossed, secrets, leak_file
     )
-
-
-def stack_subjects(site: str) -> Any:
-    from ..bus import Subjects
-
-    return Subjects(site)
 
 
 def _summary(

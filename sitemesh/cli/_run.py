@@ -24,28 +24,34 @@ def site_roles(replicas: int) -> list[str]:
     return roles
 
 
+def on_url(settings: Settings, url: str) -> Settings:
+    """``settings`` for a child process: NATS at ``url``, state dir made absolute."""
+    return settings.model_copy(
+        update={
+            "nats": settings.nats.model_copy(update={"url": url}),
+            "state_dir": settings.state_dir.resolve(),
+        }
+    )
+
+
+def site_supervisor(settings: Settings, url: str, roles: list[str]) -> Supervisor:
+    """The supervisor of ``settings.site``'s worker processes, joining NATS at ``url``."""
+    return Supervisor(
+        settings.site,
+        roles,
+        env=child_env(process_environ(), on_url(settings, url).to_env()),
+        log_dir=settings.state_dir / "logs",
+        graceful_timeout_s=settings.bus.graceful_timeout_s,
+    )
+
+
 async def run_edge(settings: Settings, console: Console, *, replicas: int = 1) -> int:
     """Run a site until SIGTERM/SIGINT; returns the exit code."""
     async with nats_url(settings, console) as url:
         nc = await connect(url, name=f"sitemesh-edge-{settings.site}", timeout_s=5)
         await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
         await nc.drain()
-        env = child_env(
-            process_environ(),
-            settings.model_copy(
-                update={
-                    "nats": settings.nats.model_copy(update={"url": url}),
-                    "state_dir": settings.state_dir.resolve(),
-                }
-            ).to_env(),
-        )
-        sup = Supervisor(
-            settings.site,
-            site_roles(replicas),
-            env=env,
-            log_dir=settings.state_dir / "logs",
-            graceful_timeout_s=settings.bus.graceful_timeout_s,
-        )
+        sup = site_supervisor(settings, url, site_roles(replicas))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
