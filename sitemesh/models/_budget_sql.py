@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..errors import BudgetExceeded
+from ..errors import BudgetExceeded, TransientError
 from ..schemas import utcnow
 from ..state import Store
 from ..state._model_calls import BudgetCounterRow, BudgetHoldRow
@@ -51,6 +51,9 @@ __all__ = ["SqlBudgetLedger"]
 _C = BudgetCounterRow
 _H = BudgetHoldRow
 
+
+_RACE_RETRIES = 20
+"""Conditional-update attempts while concurrent releases keep changing a counter."""
 
 class SqlBudgetLedger(BudgetLedger):
     """Budgets counted in the state database, safe across worker processes.
@@ -158,8 +161,7 @@ class SqlBudgetLedger(BudgetLedger):
                         updated_at=at,
                     )
                 )
-                if (await conn.execute(stmt)).rowcount != 1:
-                    raise await self._refusal(conn, c, res)  # rolls the transaction back
+                await self._hold_one(conn, stmt, c, res)
             await conn.execute(
                 self._store._insert(BudgetHoldRow).values(
                     reservation_id=res.reservation_id,
@@ -172,9 +174,31 @@ class SqlBudgetLedger(BudgetLedger):
                 )
             )
 
+    async def _hold_one(
+        self, conn: AsyncConnection, stmt: Any, c: _Counter, res: Reservation
+    ) -> None:
+        """Run the conditional update of counter ``c``; refuse only if it is over budget.
+
+        Under READ COMMITTED (PostgreSQL) a hold released by another transaction
+        between the update finding no room and the re-read makes them disagree: then
+        the update is simply tried again.
+
+        Raises:
+            BudgetExceeded: the counter has no room (rolls the transaction back).
+            TransientError: the counter kept changing under the update.
+        """
+        for _ in range(_RACE_RETRIES):
+            if (await conn.execute(stmt)).rowcount == 1:
+                return
+            err = await self._refusal(conn, c, res)
+            if err is not None:
+                raise err
+        raise TransientError(f"budget counter {c.key} kept changing; retry the call")
+
     async def _refusal(
         self, conn: AsyncConnection, c: _Counter, res: Reservation
-    ) -> BudgetExceeded:
+    ) -> BudgetExceeded | None:
+        """The refusal for ``c`` as its row stands now, or ``None`` if it has room."""
         row = (await conn.execute(select(_C.__table__).where(_C.key == c.key))).one()
         err = exceeded(
             c,
@@ -186,7 +210,6 @@ class SqlBudgetLedger(BudgetLedger):
             nanos=res.nanos,
             currency=self.prices.currency,
         )
-        assert err is not None, "the conditional update and the check disagree"
         return err
 
     # -- settle / release ------------------------------------------------------------
