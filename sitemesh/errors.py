@@ -95,6 +95,20 @@ class PolicyError(SitemeshError, ValueError):
     """The policy rules file is invalid (names the rule and field)."""
 
 
+class WorkflowError(SitemeshError, ValueError):
+    """A workflows document is invalid: the message names the workflow, the step and
+    the field (``workflow 'support' step 'plan' role: unknown role 'plannr'``)."""
+
+
+class NoWorkflow(PermanentError):
+    """No workflow in force serves a task's kind (dead-lettered with field ``kind``)."""
+
+
+class AgentError(SitemeshError, ValueError):
+    """An agent cannot be registered or loaded: a bad entry point or import path, a
+    duplicate role, or a class that is not an agent. The message names the source."""
+
+
 class NatsServerError(SitemeshError, RuntimeError):
     """The embedded ``nats-server`` could not be found or started."""
 

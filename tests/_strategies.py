@@ -48,6 +48,14 @@ def for_type(t: mi.Type) -> st.SearchStrategy[Any]:
             return st.one_of([for_type(x) for x in t.types])
         case mi.StructType():
             return for_struct(t.cls)
+        case mi.RawType():  # an earlier step's output, kept as JSON
+            json_values = st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                lambda inner: st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                max_leaves=6,
+            )
+            return json_values.map(lambda v: msgspec.Raw(msgspec.json.encode(v)))
         case _:
             raise NotImplementedError(f"no strategy for {t!r}")
 

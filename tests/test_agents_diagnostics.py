@@ -22,6 +22,7 @@ from sitemesh.schemas import (
     TelemetryAlert,
     WorkItem,
 )
+from tests._items import work_item as make_work_item
 
 ALERTS = Path(__file__).parents[1] / "examples" / "data" / "telemetry_alerts.jsonl"
 T0 = datetime(2019, 5, 19, 7, 0, tzinfo=UTC)
@@ -51,10 +52,10 @@ def fault_score(diagnoses: list[Diagnosis], alerts: list[TelemetryAlert]) -> Fau
 
 def work_item(task: SupportTicket | TelemetryAlert, task_id: str) -> WorkItem:
     now = datetime(2019, 5, 19, 11, 0, tzinfo=UTC)
-    return WorkItem(
-        envelope=Envelope(task_id=task_id, site="lab", kind="x", submitted_at=now, accepted_at=now),
-        task=task,
-        decision=PolicyDecision(
+    return make_work_item(
+        Envelope(task_id=task_id, site="lab", kind="x", submitted_at=now, accepted_at=now),
+        task,
+        PolicyDecision(
             task_id=task_id,
             action="pin_edge",
             rule_id="test",

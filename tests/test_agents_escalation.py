@@ -24,6 +24,7 @@ from sitemesh.schemas import (
     ValidationReport,
     WorkItem,
 )
+from tests._items import work_item
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CTX = AgentContext(site="lab", worker="test:1")
@@ -79,15 +80,7 @@ def make_item(
         if confidence is None
         else RetrievalResult(task_id="t-1", query="q", confidence=confidence)
     )
-    return WorkItem(
-        envelope=env,
-        task=task,
-        decision=decision,
-        retrieval=retrieval,
-        diagnosis=diagnosis,
-        plan=plan,
-        validation=validation,
-    )
+    return work_item(env, task, decision, retrieval, diagnosis, plan, validation)
 
 
 @pytest.mark.parametrize(
@@ -149,7 +142,7 @@ async def test_answer_copies_plan_diagnosis_and_envelope_facts() -> None:
     assert answer.task_id == "t-1"
     assert answer.site == "lab"
     assert answer.plan == PLAN
-    assert answer.diagnosis == item.diagnosis
+    assert answer.diagnosis == item.output(Diagnosis)
     assert answer.data_class == "confidential"
     assert answer.submitted_at == T0
     assert answer.customer_message == "We are on it."

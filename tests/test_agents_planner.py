@@ -28,11 +28,13 @@ from sitemesh.schemas import (
     Plan,
     PlanStep,
     PolicyDecision,
+    RetrievalResult,
     SupportTicket,
     Task,
     TelemetryAlert,
     WorkItem,
 )
+from tests._items import with_outputs, work_item
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -46,7 +48,7 @@ def make_item(task: Task, diagnosis: Diagnosis | None = None) -> WorkItem:
     decision = PolicyDecision(
         task_id="t-1", action="pin_edge", rule_id="r1", policy_version="0", data_class="internal"
     )
-    return WorkItem(envelope=env, task=task, decision=decision, diagnosis=diagnosis)
+    return work_item(env, task, decision, diagnosis)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +58,15 @@ def kb() -> KnowledgeBase:
 
 async def retrieved(kb: KnowledgeBase, item: WorkItem) -> WorkItem:
     result = await RetrieverAgent(kb).handle(item, CTX)
-    return msgspec.structs.replace(item, retrieval=result)
+    return with_outputs(item, result)
 
 
 def assert_grounded(item: WorkItem, plan: Plan) -> None:
-    assert item.retrieval is not None
-    known = {p.passage_id for p in item.retrieval.passages}
-    if item.diagnosis:
-        known |= {f"diagnosis#{n}" for n in range(1, len(item.diagnosis.findings) + 1)}
+    retrieval, diagnosis = item.output(RetrievalResult), item.output(Diagnosis)
+    assert retrieval is not None
+    known = {p.passage_id for p in retrieval.passages}
+    if diagnosis:
+        known |= {f"diagnosis#{n}" for n in range(1, len(diagnosis.findings) + 1)}
     assert [s.n for s in plan.steps] == list(range(1, len(plan.steps) + 1))
     for step in plan.steps:
         assert step.action in ALLOWED_ACTIONS

@@ -22,6 +22,7 @@ from sitemesh.schemas import (
     TelemetryAlert,
     WorkItem,
 )
+from tests._items import work_item
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -35,7 +36,7 @@ def make_item(task: Task, task_id: str = "t-1") -> WorkItem:
     decision = PolicyDecision(
         task_id=task_id, action="pin_edge", rule_id="r1", policy_version="0", data_class="internal"
     )
-    return WorkItem(envelope=env, task=task, decision=decision)
+    return work_item(env, task, decision)
 
 
 def sample_tickets() -> list[SupportTicket]:

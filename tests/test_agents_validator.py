@@ -28,6 +28,7 @@ from sitemesh.schemas import (
     SupportTicket,
     WorkItem,
 )
+from tests._items import with_outputs, work_item
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CTX = AgentContext(site="lab", worker="test:1")
@@ -62,13 +63,13 @@ def make_item(plan: Plan | None, *, findings: int = 0) -> WorkItem:
         task_id="t-1",
         findings=[Finding(kind="cpu_high", device="r1", evidence="97%") for _ in range(findings)],
     )
-    return WorkItem(
-        envelope=env,
-        task=SupportTicket(body="x"),
-        decision=decision,
-        retrieval=RetrievalResult(task_id="t-1", query="q", passages=[passage], confidence=0.5),
-        diagnosis=diagnosis if findings else None,
-        plan=plan,
+    return work_item(
+        env,
+        SupportTicket(body="x"),
+        decision,
+        RetrievalResult(task_id="t-1", query="q", passages=[passage], confidence=0.5),
+        diagnosis if findings else None,
+        plan,
     )
 
 
@@ -179,14 +180,17 @@ async def test_real_pipeline_plan_validates(validator: ValidatorAgent) -> None:
     item = msgspec.structs.replace(
         item,
         task=SupportTicket(title="etcd members down", body="etcd lost members"),
-        retrieval=None,
+        outputs={},
     )
-    item = msgspec.structs.replace(item, retrieval=await RetrieverAgent(kb).handle(item, CTX))
-    item = msgspec.structs.replace(item, plan=await PlannerAgent(kb=kb).handle(item, CTX))
+    item = with_outputs(item, await RetrieverAgent(kb).handle(item, CTX))
+    item = with_outputs(item, await PlannerAgent(kb=kb).handle(item, CTX))
     report = await validator.handle(item, CTX)
     assert report.ok, report.issues
-    fallback = await PlannerAgent(kb=kb).handle(msgspec.structs.replace(item, retrieval=None), CTX)
-    report = validator.validate(msgspec.structs.replace(item, plan=fallback))
+    no_retrieval = msgspec.structs.replace(
+        item, outputs={k: v for k, v in item.outputs.items() if k != "retrieve"}
+    )
+    fallback = await PlannerAgent(kb=kb).handle(no_retrieval, CTX)
+    report = validator.validate(with_outputs(item, fallback))
     assert not report.ok
     assert set(codes(report)) == {"ungrounded_step"}
     assert ValidatorAgent.role == "validator"

@@ -48,6 +48,7 @@ from sitemesh.state._approvals import (
     request_approval,
     undo_decision,
 )
+from tests._items import work_item
 from tests.conftest import stream_messages
 
 T0 = datetime(2026, 11, 22, 0, 40, tzinfo=UTC)
@@ -73,7 +74,7 @@ def parked(site: str, task_id: str = "t-1") -> WorkItem:
         reasons=["a regulated tenant's ticket leaves the site only after a person approves it"],
     )
     ticket = SupportTicket(tenant="bank", body="Our BGP sessions flap since the upgrade.")
-    return WorkItem(envelope=env, task=ticket, decision=decision)
+    return work_item(env, ticket, decision)
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ async def test_approve_sends_the_work_item_on(
     assert record.status == "approved"
     [msg] = await stream_messages(js, bus.work_stream, bus.work("retriever"))
     assert msg.headers is not None
-    assert msg.headers[HDR_MSG_ID] == "t-1:work:retriever"
+    assert msg.headers[HDR_MSG_ID] == "t-1:work:retrieve"  # <task>:work:<first step>
     assert msg.headers[HDR_TASK_ID] == "t-1"
     item = decode(msg.data or b"", WORK_DECODER)
     assert item.task == parked(bus.site).task

@@ -11,24 +11,29 @@ import sitemesh.bus as bus
 from sitemesh.bus import (
     DEADLETTER,
     RECORDER,
-    ROLES,
     Outbound,
     Publisher,
     Subjects,
+    installed_roles,
     provision,
 )
 from sitemesh.config import BusSettings
 from sitemesh.schemas import TaskFailed
 
 EXPECTED_EXPORTS = {
-    "DEADLETTER", "HDR_CAUSATION", "HDR_DATA_CLASS", "HDR_MSG_ID", "HDR_SCHEMA",
-    "HDR_TASK_ID", "HDR_TRACEPARENT", "HDR_TRACESTATE", "MAX_DELIVERIES_EXCEEDED",
-    "MAX_MSG_BYTES", "PIPELINE", "PREFIX", "RECORDER", "ROLES", "Action", "Decision",
-    "EmbeddedNats", "Handler", "MaxDeliveriesAdvisory", "MaxDeliveriesSweeper",
-    "MsgContext", "NatsServer", "Outbound", "PubAck", "Publisher", "ServerBinary", "Subjects",
-    "TaskIdOf", "Worker", "backoff_s", "connect", "dead_letter_msg_id", "decide",
-    "find_nats_server", "msg_id", "next_role", "provision", "run_worker_until_signalled",
-    "token",
+    "AGENT_ENTRY_POINTS", "ALL_IN", "ALL_OUT", "Action", "CLOUD_IN", "CLOUD_OUT",
+    "CONFIG_BUCKET", "CONFIG_HISTORY", "DEADLETTER", "Decision", "Document", "DocumentStore",
+    "EmbeddedNats", "HDR_CAUSATION", "HDR_DATA_CLASS", "HDR_MSG_ID", "HDR_SCHEMA",
+    "HDR_TASK_ID", "HDR_TRACEPARENT", "HDR_TRACESTATE", "Handler", "LiveDocument",
+    "MAX_DELIVERIES_EXCEEDED", "MAX_DOCUMENT_BYTES", "MAX_MSG_BYTES", "MaxDeliveriesAdvisory",
+    "MaxDeliveriesSweeper", "MsgContext", "NatsServer", "Outbound", "PREFIX",
+    "ProcessMiddleware", "PubAck", "PublishMiddlewareFactory", "Publisher", "RECORDER",
+    "REPLAY_PREFIX", "Revision", "SendMiddleware", "ServerBinary", "Settle", "Subjects",
+    "TaskIdOf", "Worker", "WorkerMiddlewareFactory", "ack_metadata", "backoff_s", "connect",
+    "consumer_config", "consumer_configs", "dead_letter_msg_id", "decide", "find_nats_server",
+    "free_port", "install_middleware", "installed_roles", "msg_id", "provision",
+    "publish_middleware", "run_worker_until_signalled", "stream_config", "stream_configs",
+    "token", "worker_middlewares",
 }  # fmt: skip
 
 
@@ -55,7 +60,7 @@ async def test_provision_is_idempotent_and_concurrent_safe(
     assert work.config.duplicate_window == bus_settings.duplicate_window_s
     assert work.config.max_msg_size == bus.MAX_MSG_BYTES
     consumers = await _consumers(js, subjects.work_stream)
-    assert set(consumers) == set(ROLES) - {"router"}
+    assert set(consumers) == set(installed_roles()) - {"router"}
     assert set(await _consumers(js, subjects.tasks_stream)) == {"router"}
     assert set(await _consumers(js, subjects.events_stream)) == {RECORDER}
     assert set(await _consumers(js, subjects.dlq_stream)) == {RECORDER}

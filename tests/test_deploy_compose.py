@@ -25,11 +25,12 @@ import typer
 import yaml
 from pydantic import BaseModel
 
+from sitemesh.agents import Registry
 from sitemesh.bus import find_nats_server
 from sitemesh.cli._app import app
+from sitemesh.cli._run import site_roles
 from sitemesh.config import Settings
-from sitemesh.edge_node._roles import WORKER_ROLES
-from sitemesh.edge_node._supervisor import SITE_ROLES
+from sitemesh.runtime import worker_roles
 from sitemesh.topology import TopologySpec, render_hub_config, render_site_config
 from sitemesh.topology._compose import (
     ENTRYPOINT,
@@ -40,6 +41,9 @@ from sitemesh.topology._compose import (
     stale_files,
     with_placeholders,
 )
+
+SITE_ROLES = tuple(dict.fromkeys(site_roles(1)))
+WORKER_ROLES = worker_roles(Registry.load())
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose"

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sitemesh.edge_node._roles import WORKER_ROLES
-from sitemesh.edge_node._supervisor import SITE_ROLES
+from sitemesh.agents import Registry
+from sitemesh.cli._run import site_roles
+from sitemesh.runtime import worker_roles
 from sitemesh.topology import TopologySpec
 from sitemesh.topology._compose import password_env_names
 from tests.test_deploy_compose import (
@@ -27,6 +28,9 @@ from tests.test_deploy_compose import (
     pinned_nats_version,
     settings_env_keys,
 )
+
+SITE_ROLES = tuple(dict.fromkeys(site_roles(1)))
+WORKER_ROLES = worker_roles(Registry.load())
 
 kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
 

@@ -10,30 +10,46 @@ import pytest
 
 PUBLIC = {
     "sitemesh.schemas": [
-        "ALL_MESSAGES", "ANSWER_DECODER", "INCIDENT_DECODER", "CloudAnswer", "CloudIncident",
-        "Action", "ApprovalRequested", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
+        "ALL_MESSAGES", "ANSWER_DECODER", "Action", "ApprovalRequested", "CloudAnswer",
+        "CloudIncident", "Condition", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
         "DeadLetter", "Diagnosis", "ENCODER", "EVENT_DECODER", "EntityCount", "Envelope",
-        "Escalation", "Event", "FinalAnswer", "Finding", "Message", "Outcome", "Passage",
-        "Plan", "PlanStep", "PolicyDecision", "RetrievalResult", "Role", "Site",
-        "StepCompleted", "SupportTicket", "TASK_DECODER", "TASK_KINDS", "Task",
+        "Escalation", "Event", "FinalAnswer", "Finding", "FindingKind", "INCIDENT_DECODER",
+        "Jump", "Message", "Outcome", "Passage", "Plan", "PlanStep", "PolicyDecision",
+        "RetrievalResult", "Role", "SCHEMA_DIR", "Site", "StepCompleted", "StepName",
+        "StepOutput", "StepSkipped", "SupportTicket", "TASK_DECODER", "TASK_KINDS", "Task",
         "TaskAccepted", "TaskFailed", "TaskId", "TelemetryAlert", "ValidationIssue",
-        "ValidationReport", "WORK_DECODER", "WorkItem", "Zone", "decode", "encode",
-        "json_schemas", "schema_tag", "utcnow", "write_json_schemas",
+        "ValidationReport", "WORK_DECODER", "WorkItem", "WorkflowSpec", "WorkflowStep",
+        "Zone", "decode", "encode", "json_schemas", "schema_tag", "utcnow",
+        "write_json_schemas"
     ],
     "sitemesh.agents": [
-        "AGENT_ROLES", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",
-        "DiagnosticsAgent", "EscalationAgent", "FaultScore", "KnowledgeBase", "PlannerAgent",
-        "PlanningBackend", "RetrieverAgent", "RunbookPlanner", "ValidatorAgent",
-        "build_agent", "default_kb", "fault_score", "load_fault_log",
+        "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",
+        "AgentResources", "AgentSpec", "DiagnosticsAgent", "ENTRY_POINT_GROUP",
+        "EscalationAgent", "FALLBACK_MESSAGE", "FaultScore", "KnowledgeBase",
+        "PlannerAgent", "PlanningBackend", "RESERVED_ROLES", "Registry", "RetrieverAgent",
+        "RunbookPlanner", "TICKET_MESSAGE", "ValidatorAgent", "agent", "check_agent_class",
+        "default_kb", "diagnosis_ref", "fault_score", "import_agent", "load_fault_log"
     ],
     "sitemesh.edge_node": [
-        "BatchingDecider", "Ingress", "SITE_ROLES", "Supervisor", "WORKER_ROLES",
-        "agent_handler", "child_env", "process_environ", "run_role", "task_decoder",
-        "task_id_of", "worker_name",
+        "BatchingDecider", "CloudForwarder", "InboxFinaliser", "Ingress", "Supervisor",
+        "child_env", "forwards", "pending_kv", "process_environ", "start_workflow",
+        "task_decoder", "task_id_of"
+    ],
+    "sitemesh.runtime": [
+        "Finaliser", "INBOX_DURABLE", "SERVICE_ROLES", "Service", "build_model_client",
+        "catch_early_signals", "connect", "nats_options", "run_role", "step_handler",
+        "worker_name", "worker_roles"
+    ],
+    "sitemesh.workflows": [
+        "Advance", "BUNDLED_WORKFLOWS", "Condition", "LiveWorkflows", "PolicyView",
+        "RoleInfo", "Skip", "WORKFLOWS_KEY", "WorkflowStore", "Workflows", "bundled_text",
+        "check_workflows", "cloud_allowed", "dispatch", "first_step", "new_item",
+        "next_step", "parse_condition", "skipped_events", "step_names", "step_of"
     ],
     "sitemesh.cli": ["app", "main"],
     "sitemesh.cloud_node": [
         "COMPOSED_LABEL", "ComposingSynthesiser", "SynthesisBackend", "Synthesiser",
+        "run_cloud",
     ],
 }  # fmt: skip
 

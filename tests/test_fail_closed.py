@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
-from sitemesh.agents import EscalationAgent
+from sitemesh.agents import EscalationAgent, Registry
 from sitemesh.bus import Subjects, Worker, provision
 from sitemesh.config import BusSettings
-from sitemesh.edge_node import BatchingDecider, Ingress, agent_handler, task_decoder, task_id_of
+from sitemesh.edge_node import BatchingDecider, Ingress, task_decoder, task_id_of
 from sitemesh.edge_node._forward import CloudForwarder
 from sitemesh.policy import EgressGuard, PiiScanner, Policy, PolicyRouter, Pseudonymizer
+from sitemesh.runtime import step_handler
 from sitemesh.schemas import (
     DLQ_DECODER,
     WORK_DECODER,
@@ -26,11 +28,11 @@ from sitemesh.schemas import (
     RetrievalResult,
     SupportTicket,
     ValidationReport,
-    WorkItem,
     decode,
     encode,
     utcnow,
 )
+from tests._items import work_item
 from tests.conftest import assert_eventually, stream_messages
 
 
@@ -111,22 +113,26 @@ async def test_forwarder_with_broken_analyzer_sends_nothing(
     worker = Worker(
         js, site=site, role="escalation", stream=stream, durable=durable,
         decoder=WORK_DECODER.decode,
-        handler=agent_handler(EscalationAgent(), subjects, finaliser=forwarder),
+        handler=step_handler(
+            Registry.load().spec("escalation"), subjects, agent=EscalationAgent(),
+            finaliser=forwarder,
+        ),
         settings=bus_settings,
     )  # fmt: skip
     now = utcnow()
-    item = WorkItem(
-        envelope=Envelope(task_id="fc-2", site=site, kind="support_ticket",
-                          data_class="confidential", submitted_at=now, accepted_at=now),
-        task=SupportTicket(task_id="fc-2", body="Jane Doe, jane@example.com: router down",
-                           customer="janedoe"),
-        decision=PolicyDecision(task_id="fc-2", action="allow_cloud", rule_id="r",
-                                policy_version="v", data_class="confidential"),
-        retrieval=RetrievalResult(task_id="fc-2", query="router down", confidence=0.05),
-        plan=Plan(task_id="fc-2", steps=[PlanStep(n=1, action="escalate", description="x")]),
-        validation=ValidationReport(task_id="fc-2", ok=True),
+    item = work_item(
+        Envelope(task_id="fc-2", site=site, kind="support_ticket",
+                 data_class="confidential", submitted_at=now, accepted_at=now),
+        SupportTicket(task_id="fc-2", body="Jane Doe, jane@example.com: router down",
+                      customer="janedoe"),
+        PolicyDecision(task_id="fc-2", action="allow_cloud", rule_id="r",
+                       policy_version="v", data_class="confidential"),
+        RetrievalResult(task_id="fc-2", query="router down", confidence=0.05),
+        Plan(task_id="fc-2", steps=[PlanStep(n=1, action="escalate", description="x")]),
+        ValidationReport(task_id="fc-2", ok=True),
     )  # fmt: skip
     assert (await EscalationAgent().handle(item, None)).outcome == "escalate"  # type: ignore[arg-type]
+    item = msgspec.structs.replace(item, step="decide")
     async with worker:
         await js.publish(subjects.work("escalation"), encode(item),
                          headers={"sm-task-id": "fc-2"})  # fmt: skip

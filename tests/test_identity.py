@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from sitemesh.config import NatsSettings
-from sitemesh.edge_node._identity import nats_options
 from sitemesh.errors import ConfigError
+from sitemesh.runtime import nats_options
 
 
 def test_no_identity_means_plain_options() -> None:

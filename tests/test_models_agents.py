@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import msgspec
 import pytest
 
 from sitemesh.agents._base import AgentContext
@@ -20,11 +19,13 @@ from sitemesh.schemas import (
     Finding,
     PlanStep,
     PolicyDecision,
+    RetrievalResult,
     SupportTicket,
     WorkItem,
 )
 from tests._fakes.llm_server import Reply, server_error
 from tests._fakes.models import Servers, fake_servers
+from tests._items import with_outputs, work_item
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CTX = AgentContext(site="lab", worker="test:1")
@@ -63,14 +64,15 @@ async def etcd_item(kb: KnowledgeBase, action: str = "allow_cloud") -> WorkItem:
                               rule_id="r1", policy_version="0", data_class="internal")
     ticket = SupportTicket(title="etcd members down",
                            body="Two etcd members are down since the upgrade.")
-    item = WorkItem(envelope=env, task=ticket, decision=decision)
+    item = work_item(env, ticket, decision)
     result = await RetrieverAgent(kb).handle(item, CTX)
-    return msgspec.structs.replace(item, retrieval=result)
+    return with_outputs(item, result)
 
 
 def draft_for(item: WorkItem) -> dict[str, object]:
-    assert item.retrieval is not None
-    pid = item.retrieval.passages[0].passage_id
+    retrieval = item.output(RetrievalResult)
+    assert retrieval is not None
+    pid = retrieval.passages[0].passage_id
     return {
         "steps": [
             {"n": 1, "action": "check_status", "description": "Check etcd member health",
@@ -78,7 +80,7 @@ def draft_for(item: WorkItem) -> dict[str, object]:
             {"n": 2, "action": "restart_component", "description": "Restart the failed member",
              "grounding": [pid]},
         ],
-        "runbook": item.retrieval.passages[0].doc_id,
+        "runbook": retrieval.passages[0].doc_id,
         "rationale": "Follows the etcd runbook.",
     }
 

@@ -79,6 +79,7 @@ PUBLIC = [
     "Outcome", "OutputSchema", "PlanDraft", "Provider", "RetryPolicy", "Router", "Structured",
     "SynthesisDraft", "ToolCall", "ToolSpec", "Usage", "VllmServer", "call_key",
     "object_schema", "parse_retry_after", "vllm_health",
+    "COST_KEYS", "CostRow", "cost_rollup", "ledger_for_settings", "total",
 ]  # fmt: skip
 
 

@@ -97,7 +97,7 @@ async def recorded(
     )
     scanner = PiiScanner()
     scanner.load()
-    agents = build_agents()
+    agents = await build_agents()
     nc = await connect(nats_server.client_url, name="replay-test", timeout_s=5)
     js = nc.jetstream()
     subjects = Subjects(site)
@@ -216,7 +216,10 @@ async def test_cli_replay_exit_codes_and_report(
 
     r = recorded
     monkeypatch.setattr(PiiScanner, "from_settings", classmethod(lambda cls, s: r.scanner))
-    monkeypatch.setattr(cmds, "build_agents", lambda: r.agents)
+    async def built(*args: object) -> object:
+        return r.agents
+
+    monkeypatch.setattr(cmds, "build_agents", built)
     settings = Settings(
         site=r.subjects.site,
         state_dir=r.tmp,

@@ -149,6 +149,11 @@ def test_public_api() -> None:
             "DecisionView", "EntityCountView", "PolicyDecisionRow", "Recorder",
             "StatusCounts", "Store", "TaskEventRow", "TaskEventView", "TaskRow",
             "TaskSummary", "TaskView", "alembic_config", "create_engine", "migrate",
+            "is_sqlite", "sqlite_path",
+            "APPROVAL_STATUSES", "ApprovalAlreadyDecided", "ApprovalRecord", "ApprovalRow",
+            "ApprovalStatus", "UnknownApproval", "decide_approval", "get_approval",
+            "list_approvals", "request_approval", "undo_decision",
+            "BudgetCounterRow", "BudgetHoldRow", "ModelCallRow", "PseudonymVaultRow",
         ]
     )  # fmt: skip
     for name in sitemesh.state.__all__:

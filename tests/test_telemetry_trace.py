@@ -35,15 +35,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from rich.console import Console
 
-from sitemesh.bus import Outbound, Subjects, Worker, find_nats_server, next_role, provision
+from sitemesh.agents import Agent, AgentSpec
+from sitemesh.bus import Outbound, Subjects, Worker, find_nats_server, provision
 from sitemesh.bus._types import MsgContext
 from sitemesh.cli._trace_cmds import show_trace
 from sitemesh.cloud_node._run import provision_cloud, synthesiser_worker
 from sitemesh.config import BusSettings, DbSettings, Settings, TelemetrySettings
 from sitemesh.edge_node._forward import CloudForwarder, InboxFinaliser, pending_kv
 from sitemesh.edge_node._ingress import Ingress, task_decoder, task_id_of
-from sitemesh.edge_node._pipeline import agent_handler
 from sitemesh.errors import PermanentError, TransientError
+from sitemesh.runtime import step_handler
 from sitemesh.schemas import (
     ANSWER_DECODER,
     WORK_DECODER,
@@ -59,6 +60,7 @@ from sitemesh.state import Recorder, Store, migrate
 from sitemesh.telemetry import refuses, setup_telemetry, shutdown_telemetry
 from sitemesh.telemetry._setup import Telemetry
 from sitemesh.topology import Topology, TopologySpec
+from sitemesh.workflows import dispatch, next_step
 from tests.conftest import TEST_STREAM_BYTES, assert_eventually
 
 pytestmark = pytest.mark.timeout(90)
@@ -107,9 +109,6 @@ class AllowCloud:
 
 
 def _pass_through(role: str) -> Any:
-    nxt = next_role(role)
-    assert nxt is not None
-
     async def handle(item: WorkItem, ctx: MsgContext) -> Sequence[Outbound]:
         tid = item.envelope.task_id
         body = getattr(item.task, "body", "")
@@ -127,18 +126,20 @@ def _pass_through(role: str) -> Any:
             worker=ctx.worker,
         )
         dclass = "confidential"
+        _, more = dispatch(item, next_step(item, item.step), EU1)
         return [
             Outbound(EU1.event(tid), step, f"{tid}:step:{role}", task_id=tid, data_class=dclass),
-            Outbound(EU1.work(nxt), item, f"{tid}:work:{nxt}", task_id=tid, data_class=dclass),
+            *more,
         ]
 
     return handle
 
 
-class Escalate:
+class Escalate(Agent):
     """The escalation agent: escalates, with the customer's text in its answer."""
 
     role: ClassVar[str] = "escalation"
+    output = FinalAnswer
 
     async def handle(self, item: WorkItem, ctx: Any) -> FinalAnswer:
         body = getattr(item.task, "body", "")
@@ -282,7 +283,12 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
                 ),
                 *(work(r, _pass_through(r)) for r in ("retriever", "diagnostics", "planner")),
                 work("validator", _pass_through("validator")),
-                work("escalation", agent_handler(Escalate(), EU1, finaliser=forwarder)),
+                work(
+                    "escalation",
+                    step_handler(
+                        AgentSpec("escalation", Escalate, "test"), EU1, finaliser=forwarder
+                    ),
+                ),
                 Worker(
                     js,
                     site=SITE,
@@ -410,9 +416,8 @@ def test_one_trace_per_task_across_site_cloud_site(run: Run) -> None:
             (s.attributes or {}).get("sitemesh.role") for s in reversed(chain)
             if s.kind is SpanKind.CONSUMER
         ]  # fmt: skip
-        assert roles == [
-            "router", "retriever", "diagnostics", "planner", "validator", "escalation",
-            "synthesiser",
+        assert roles == [  # the bundled support workflow: no diagnostics for tickets
+            "router", "retriever", "planner", "validator", "escalation", "synthesiser",
         ], roles  # fmt: skip
         assert (synth.attributes or {})["sitemesh.site"] == "hub"
         assert (inbox.attributes or {})["sitemesh.site"] == SITE

@@ -1,5 +1,10 @@
-"""The five agent roles. Each is a class with one async ``handle(item, ctx)``; the
-worker runtime (``sitemesh.bus``) owns acking, retries, dead letters and publishing.
+"""The agent API (:class:`Agent`, :func:`agent`, :class:`AgentContext`), the
+:class:`Registry` of roles, and the five built-in roles written on that same API.
+The runtime (:mod:`sitemesh.runtime`) owns acking, retries, dead letters and
+publishing. See ``docs/agents.md``.
+
+The built-in roles are registered like any other, as ``sitemesh.agents`` entry points
+in sitemesh's ``pyproject.toml``:
 
 | role | does |
 | --- | --- |
@@ -12,83 +17,59 @@ worker runtime (``sitemesh.bus``) owns acking, retries, dead letters and publish
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ._actions import ALLOWED_ACTIONS
-from ._base import Agent, AgentContext, AgentOutput
+from ._actions import ACTION_DESCRIPTIONS, ALLOWED_ACTIONS
+from ._base import Agent, AgentContext, AgentOutput, AgentResources, agent
 from ._diagnostics import DiagnosticsAgent
 from ._escalation import EscalationAgent
 from ._faultlog import FaultScore, load_fault_log
 from ._faultlog import score as fault_score
 from ._kb import KnowledgeBase, default_kb
-from ._planner import PlannerAgent, PlanningBackend, RunbookPlanner
+from ._planner import (
+    FALLBACK_MESSAGE,
+    TICKET_MESSAGE,
+    PlannerAgent,
+    PlanningBackend,
+    RunbookPlanner,
+    diagnosis_ref,
+)
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    RESERVED_ROLES,
+    AgentSpec,
+    Registry,
+    check_agent_class,
+    import_agent,
+)
 from ._retriever import RetrieverAgent
-from ._telemetry import load_telemetry
 from ._validator import ValidatorAgent
 
-if TYPE_CHECKING:
-    from ..config import Settings
-
-AGENT_ROLES: tuple[str, ...] = ("retriever", "diagnostics", "planner", "validator", "escalation")
-"""The agent roles, in pipeline order."""
-
-
-def _model_planner(settings: Settings | None) -> PlanningBackend | None:
-    """A model-backed planner when models are configured, else ``None`` (runbook)."""
-    if settings is None:
-        return None
-    from ..edge_node._models import build_model_client
-    from ..models import ModelPlanner
-
-    client = build_model_client(settings)
-    return ModelPlanner(client) if client is not None else None
-
-
-def build_agent(role: str, settings: Settings | None = None) -> Agent:
-    """Build the agent of ``role`` and load what it needs (index, telemetry, analyzer)
-    now, so that its first message does not pay for it.
-
-    Raises:
-        ValueError: ``role`` is not an agent role.
-    """
-    agent: Agent
-    if role == "retriever":
-        default_kb()
-        agent = RetrieverAgent()
-    elif role == "diagnostics":
-        load_telemetry("leaf7")
-        agent = DiagnosticsAgent()
-    elif role == "planner":
-        default_kb()
-        agent = PlannerAgent(backend=_model_planner(settings))
-    elif role == "validator":
-        validator = ValidatorAgent()
-        validator.warm_up()
-        agent = validator
-    elif role == "escalation":
-        agent = EscalationAgent()
-    else:
-        raise ValueError(f"unknown agent role {role!r}; expected one of {AGENT_ROLES}")
-    return agent
-
-
 __all__ = [
-    "AGENT_ROLES",
+    "ACTION_DESCRIPTIONS",
     "ALLOWED_ACTIONS",
+    "ENTRY_POINT_GROUP",
+    "FALLBACK_MESSAGE",
+    "RESERVED_ROLES",
+    "TICKET_MESSAGE",
     "Agent",
     "AgentContext",
     "AgentOutput",
+    "AgentResources",
+    "AgentSpec",
     "DiagnosticsAgent",
     "EscalationAgent",
     "FaultScore",
     "KnowledgeBase",
     "PlannerAgent",
     "PlanningBackend",
+    "Registry",
     "RetrieverAgent",
     "RunbookPlanner",
     "ValidatorAgent",
-    "build_agent",
+    "agent",
+    "check_agent_class",
     "default_kb",
+    "diagnosis_ref",
     "fault_score",
+    "import_agent",
     "load_fault_log",
 ]

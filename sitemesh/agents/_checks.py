@@ -17,8 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from statistics import median
 
-from ..schemas import Finding
-from ..schemas._outputs import FindingKind
+from ..schemas import Finding, FindingKind
 from ._telemetry import Series, Telemetry
 
 Check = Callable[[Telemetry, datetime, datetime], list[Finding]]

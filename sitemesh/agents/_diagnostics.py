@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from ..errors import PermanentError
 from ..schemas import Diagnosis, Finding, SupportTicket, TelemetryAlert, WorkItem
-from ._base import AgentContext, AgentOutput
+from ._base import Agent, AgentContext, AgentOutput, AgentResources
 from ._checks import (
     CHECKS,
     STATE_KINDS,
@@ -144,7 +144,7 @@ def diagnose_ticket(ticket: SupportTicket, *, task_id: str) -> Diagnosis:
     )
 
 
-class DiagnosticsAgent:
+class DiagnosticsAgent(Agent):
     """The ``diagnostics`` role: runs :data:`CHECKS` on the devices a task names.
 
     Deterministic: the output depends only on the task and the shipped data.
@@ -152,8 +152,15 @@ class DiagnosticsAgent:
     """
 
     role: ClassVar[str] = "diagnostics"
+    output: ClassVar[type[Diagnosis]] = Diagnosis
+    description: ClassVar[str] = "diagnostic routines over the device telemetry a task names"
 
-    async def handle(self, item: WorkItem, ctx: AgentContext) -> AgentOutput:
+    async def setup(self, resources: AgentResources) -> None:
+        """Load the packaged telemetry before the first message (about 1 s)."""
+        del resources
+        await asyncio.to_thread(load_telemetry, "leaf7")
+
+    async def handle(self, item: WorkItem, ctx: AgentContext) -> Diagnosis:
         """Diagnose the task of ``item``.
 
         Args:

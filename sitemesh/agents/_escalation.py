@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-from ..schemas import FinalAnswer, Outcome, SupportTicket, TelemetryAlert, WorkItem
-from ._base import AgentContext, AgentOutput
+from ..schemas import (
+    Diagnosis,
+    FinalAnswer,
+    Outcome,
+    Plan,
+    RetrievalResult,
+    SupportTicket,
+    TelemetryAlert,
+    ValidationReport,
+    WorkItem,
+)
+from ._base import Agent, AgentContext, AgentOutput
 
 MIN_RETRIEVAL_CONFIDENCE: Final = 0.30
 """Below this retrieval confidence the task is escalated.
@@ -27,7 +37,7 @@ failed, so it may contain PII or may not have been checked)."""
 _RANK: Final[dict[Outcome, int]] = {"resolved": 0, "escalate": 1, "needs_human": 2}
 
 
-class EscalationAgent:
+class EscalationAgent(Agent):
     """Role ``escalation``: turn the enriched work item into the :class:`FinalAnswer`.
 
     Decision table (every matching row adds a reason; the strongest outcome wins,
@@ -55,6 +65,8 @@ class EscalationAgent:
     """
 
     role: ClassVar[str] = "escalation"
+    output: ClassVar[type[FinalAnswer]] = FinalAnswer
+    description: ClassVar[str] = "resolved / escalate / needs_human, and the final answer"
 
     def __init__(self, *, min_confidence: float = MIN_RETRIEVAL_CONFIDENCE) -> None:
         if not 0.0 <= min_confidence <= 1.0:
@@ -71,15 +83,17 @@ class EscalationAgent:
             ``(outcome, reasons)``; reasons are PII-free and in table order.
         """
         found: list[tuple[Outcome, str]] = []
-        if item.plan is None:
+        plan, report = item.output(Plan), item.output(ValidationReport)
+        diagnosis, retrieval = item.output(Diagnosis), item.output(RetrievalResult)
+        if plan is None:
             found.append(("needs_human", "no plan was produced"))
-        elif item.validation is None:
+        elif report is None:
             found.append(("needs_human", "plan was not validated"))
-        elif not item.validation.ok:
-            codes = ", ".join(dict.fromkeys(i.code for i in item.validation.issues))
+        elif not report.ok:
+            codes = ", ".join(dict.fromkeys(i.code for i in report.issues))
             found.append(("needs_human", f"validation failed: {codes}"))
-        if item.diagnosis is not None:
-            for finding in item.diagnosis.findings:
+        if diagnosis is not None:
+            for finding in diagnosis.findings:
                 if finding.severity in ESCALATE_SEVERITIES:
                     found.append(("escalate", f"{finding.severity} finding: {finding.kind}"))
         match item.task:
@@ -89,13 +103,13 @@ class EscalationAgent:
                 found.append(("escalate", "ticket urgency 0 (critical)"))
             case _:
                 pass
-        if item.retrieval is None:
+        if retrieval is None:
             found.append(("escalate", "no retrieval result"))
-        elif item.retrieval.confidence < self.min_confidence:
+        elif retrieval.confidence < self.min_confidence:
             found.append(
                 (
                     "escalate",
-                    f"low retrieval confidence {item.retrieval.confidence:.2f} "
+                    f"low retrieval confidence {retrieval.confidence:.2f} "
                     f"< {self.min_confidence:.2f}",
                 )
             )
@@ -114,8 +128,9 @@ class EscalationAgent:
             The final answer.
         """
         outcome, reasons = self.decide(item)
-        validated = item.validation is not None and item.validation.ok
-        message = item.plan.customer_message if item.plan is not None and validated else ""
+        plan, report = item.output(Plan), item.output(ValidationReport)
+        validated = report is not None and report.ok
+        message = plan.customer_message if plan is not None and validated else ""
         if not validated and isinstance(item.task, SupportTicket):
             message = HOLDING_MESSAGE
         env = item.envelope
@@ -125,8 +140,8 @@ class EscalationAgent:
             outcome=outcome,
             reasons=reasons,
             customer_message=message,
-            plan=item.plan,
-            diagnosis=item.diagnosis,
+            plan=plan,
+            diagnosis=item.output(Diagnosis),
             data_class=env.data_class,
             submitted_at=env.submitted_at,
         )

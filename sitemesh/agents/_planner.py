@@ -24,7 +24,7 @@ from ..schemas import (
     WorkItem,
 )
 from ._actions import classify_action
-from ._base import AgentContext, AgentOutput
+from ._base import Agent, AgentContext, AgentOutput, AgentResources
 from ._kb import KnowledgeBase, default_kb
 from ._markdown import clean_text, cut_text, describe_instruction, instructions
 from ._retriever import ACTION_SECTIONS
@@ -123,7 +123,7 @@ class RunbookPlanner:
 
     Steps, in order:
 
-    1. one ``check_status`` step per telemetry finding in ``item.diagnosis``, most
+    1. one ``check_status`` step per telemetry finding in the diagnosis, most
        severe first (at most :data:`MAX_FINDING_STEPS`), grounded ``diagnosis#<n>``
        with ``n`` the 1-based position of the finding in the diagnosis;
     2. the instructions of the best runbook's action sections (headings starting
@@ -168,13 +168,14 @@ class RunbookPlanner:
             The plan.
         """
         task_id = item.envelope.task_id
-        finding_steps = list(self._finding_steps(item.diagnosis))
-        doc_id, runbook_steps = self._runbook_steps(item.retrieval, len(finding_steps))
+        diagnosis, retrieval = item.output(Diagnosis), item.output(RetrievalResult)
+        finding_steps = list(self._finding_steps(diagnosis))
+        doc_id, runbook_steps = self._runbook_steps(retrieval, len(finding_steps))
         ticket = isinstance(item.task, SupportTicket)
         if runbook_steps:
             steps = finding_steps + runbook_steps
             sections = sorted({s.grounding[0].split("#", 1)[1] for s in runbook_steps})
-            conf = item.retrieval.confidence if item.retrieval else 0.0
+            conf = retrieval.confidence if retrieval else 0.0
             return Plan(
                 task_id=task_id,
                 steps=steps,
@@ -187,7 +188,7 @@ class RunbookPlanner:
                     f"retrieval confidence {conf:.2f}."
                 ),
             )
-        return self._fallback(task_id, finding_steps, item.diagnosis, ticket)
+        return self._fallback(task_id, finding_steps, diagnosis, ticket)
 
     def _finding_steps(self, diagnosis: Diagnosis | None) -> Iterator[PlanStep]:
         if diagnosis is None:
@@ -280,7 +281,7 @@ class RunbookPlanner:
         )
 
 
-class PlannerAgent:
+class PlannerAgent(Agent):
     """Role ``planner``: delegates to a :class:`PlanningBackend`.
 
     Args:
@@ -290,11 +291,23 @@ class PlannerAgent:
     """
 
     role: ClassVar[str] = "planner"
+    output: ClassVar[type[Plan]] = Plan
+    description: ClassVar[str] = "a typed plan: the site model's, else the matched runbook's"
 
     def __init__(
         self, backend: PlanningBackend | None = None, *, kb: KnowledgeBase | None = None
     ) -> None:
+        self._explicit = backend is not None
         self.backend: PlanningBackend = backend if backend is not None else RunbookPlanner(kb)
+
+    async def setup(self, resources: AgentResources) -> None:
+        """Use the site's model when one is configured (else the runbook planner), and
+        load the knowledge base now."""
+        default_kb()
+        if not self._explicit and resources.models is not None:
+            from ..models import ModelPlanner
+
+            self.backend = ModelPlanner(resources.models)
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> Plan:
         """Plan for ``item``.

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Final
 
 from ..schemas import Passage, RetrievalResult, SupportTicket, Task, TelemetryAlert, WorkItem
-from ._base import AgentContext, AgentOutput
+from ._base import Agent, AgentContext, AgentOutput, AgentResources
 from ._kb import Hit, KnowledgeBase, default_kb, tokenize, trim
 
 SCORE_SCALE: Final = 6.0
@@ -151,7 +151,7 @@ def _is_action_section(hit: Hit) -> bool:
     return any(h.lower().startswith(ACTION_SECTIONS) for h in hit.section.path[1:])
 
 
-class RetrieverAgent:
+class RetrieverAgent(Agent):
     """Role ``retriever``: rank runbook sections for the task with BM25.
 
     The result holds the ``top_k`` best sections, then, if the best runbook's
@@ -169,6 +169,13 @@ class RetrieverAgent:
     """
 
     role: ClassVar[str] = "retriever"
+    output: ClassVar[type[RetrievalResult]] = RetrievalResult
+    description: ClassVar[str] = "BM25 search over the site's knowledge base"
+
+    async def setup(self, resources: AgentResources) -> None:
+        """Load and index the knowledge base before the first message."""
+        del resources
+        _ = self.kb
 
     def __init__(self, kb: KnowledgeBase | None = None, *, top_k: int = 5, expand: int = 4) -> None:
         if top_k < 1:

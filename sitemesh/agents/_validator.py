@@ -8,9 +8,16 @@ from typing import ClassVar, Final
 
 import msgspec
 
-from ..schemas import Plan, ValidationIssue, ValidationReport, WorkItem
+from ..schemas import (
+    Diagnosis,
+    Plan,
+    RetrievalResult,
+    ValidationIssue,
+    ValidationReport,
+    WorkItem,
+)
 from ._actions import ALLOWED_ACTIONS
-from ._base import AgentContext, AgentOutput
+from ._base import Agent, AgentContext, AgentOutput, AgentResources
 
 PiiCheck = Callable[[str], list[str]]
 """Takes a text, returns the entity types found in it (``["PERSON", "EMAIL_ADDRESS"]``)."""
@@ -41,7 +48,7 @@ def default_pii_check(text: str) -> list[str]:
     return [str(entity.entity_type) for entity in policy.find_pii(text)]
 
 
-class ValidatorAgent:
+class ValidatorAgent(Agent):
     """Role ``validator``: schema, allowed actions, grounding and PII checks of the plan.
 
     Checks (see :data:`CHECKS`); each failure adds a :class:`ValidationIssue`:
@@ -52,9 +59,9 @@ class ValidatorAgent:
     * ``numbering``: steps are numbered 1..n in order (``bad_step_number``).
     * ``allowed_actions``: every action is in the allow-list (``action_not_allowed``).
     * ``grounding``: every step names at least one grounding (``ungrounded_step``)
-      and each is either a ``passage_id`` of ``item.retrieval.passages`` or
+      and each is either a ``passage_id`` of the retrieval result's passages or
       ``diagnosis#<n>`` with ``1 <= n <=`` the number of findings in
-      ``item.diagnosis`` (``unknown_grounding``).
+      the diagnosis (``unknown_grounding``).
     * ``pii``: ``customer_message`` contains no PII (``pii``, naming the entity
       types only, never the text). The check fails closed: if the PII detector
       cannot be loaded or raises, the issue ``pii_check_failed`` makes the report
@@ -67,6 +74,8 @@ class ValidatorAgent:
     """
 
     role: ClassVar[str] = "validator"
+    output: ClassVar[type[ValidationReport]] = ValidationReport
+    description: ClassVar[str] = "allowed actions, grounding, no PII in customer-facing text"
 
     def __init__(
         self,
@@ -86,8 +95,13 @@ class ValidatorAgent:
         """
         self._pii_check("Warm-up text for the PII detector.")
 
+    async def setup(self, resources: AgentResources) -> None:
+        """Load the PII detector before the first message (see :meth:`warm_up`)."""
+        del resources
+        self.warm_up()
+
     def validate(self, item: WorkItem) -> ValidationReport:
-        """Run every check on ``item.plan`` (the synchronous core of :meth:`handle`).
+        """Run every check on the plan (the synchronous core of :meth:`handle`).
 
         Args:
             item: the work item with the plan, retrieval and diagnosis.
@@ -96,7 +110,7 @@ class ValidatorAgent:
             The report; ``ok`` is true when there are no issues.
         """
         task_id = item.envelope.task_id
-        plan = item.plan
+        plan = item.output(Plan)
         if plan is None:
             issue = ValidationIssue(code="no_plan", message="the work item carries no plan")
             return ValidationReport(task_id=task_id, ok=False, issues=[issue], checks=["schema"])
@@ -138,8 +152,9 @@ class ValidatorAgent:
 
     @staticmethod
     def _check_grounding(item: WorkItem, plan: Plan) -> list[ValidationIssue]:
-        known = {p.passage_id for p in item.retrieval.passages} if item.retrieval else set()
-        findings = len(item.diagnosis.findings) if item.diagnosis else 0
+        retrieval, diagnosis = item.output(RetrievalResult), item.output(Diagnosis)
+        known = {p.passage_id for p in retrieval.passages} if retrieval else set()
+        findings = len(diagnosis.findings) if diagnosis else 0
         known |= {f"diagnosis#{n}" for n in range(1, findings + 1)}
         issues = []
         for step in plan.steps:
@@ -180,7 +195,7 @@ class ValidatorAgent:
         return [ValidationIssue(code="pii", message=f"customer message contains PII: {types}")]
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> ValidationReport:
-        """Validate ``item.plan``.
+        """Validate the plan.
 
         Args:
             item: the work item.

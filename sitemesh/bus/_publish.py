@@ -14,6 +14,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from ..errors import TransientError
 from ..schemas import ENCODER, schema_tag
+from ._middleware import publish_middleware
 from ._subjects import HDR_CAUSATION, HDR_DATA_CLASS, HDR_MSG_ID, HDR_SCHEMA, HDR_TASK_ID
 from ._types import Outbound
 
@@ -94,8 +95,6 @@ class Publisher:
         self._next = 0
         self._pending: dict[str, asyncio.Future[PubAck]] = {}
         self._init_lock = asyncio.Lock()
-        from ..telemetry._middleware import publish_middleware  # telemetry imports bus
-
         self._traced = publish_middleware()
 
     async def _start(self) -> str:

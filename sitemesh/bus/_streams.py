@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
+from importlib import metadata
 from typing import Final
 
 from nats.js import JetStreamContext
@@ -19,7 +21,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 
 from ..config import BusSettings
-from ._subjects import ROLES, Subjects
+from ._subjects import Subjects
 
 MAX_MSG_BYTES: Final = 1 << 20
 """Largest message any sitemesh stream accepts (1 MiB, the server's default max_payload)."""
@@ -29,6 +31,9 @@ RECORDER: Final = "recorder"
 
 DEADLETTER: Final = "deadletter"
 """Durable on ADVISORIES read by :class:`sitemesh.bus.MaxDeliveriesSweeper`."""
+
+AGENT_ENTRY_POINTS: Final = "sitemesh.agents"
+"""Entry-point group of agent roles (``sitemesh.agents.Registry`` loads them)."""
 
 _STREAM_IN_USE: Final = 10058
 """JetStream API error code: stream name already in use with a different configuration."""
@@ -85,35 +90,63 @@ def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
     ]
 
 
-def consumer_configs(subjects: Subjects, bus: BusSettings) -> list[tuple[str, ConsumerConfig]]:
+def installed_roles() -> tuple[str, ...]:
+    """``router`` and the agent roles installed as :data:`AGENT_ENTRY_POINTS` entry points
+    (their names only; nothing is imported), sorted after ``router``."""
+    names = {ep.name for ep in metadata.entry_points(group=AGENT_ENTRY_POINTS)}
+    return ("router", *sorted(names))
+
+
+def consumer_config(
+    bus: BusSettings, durable: str, filter_subject: str | None, *, max_deliver: int | None = None
+) -> ConsumerConfig:
+    """The one durable pull-consumer configuration of sitemesh: explicit acks,
+    ``ack_wait``/``max_deliver`` from ``bus``, deliver all, room for
+    ``max(1024, 32 x batch)`` unacked messages.
+
+    Args:
+        bus: ``ack_wait_s``, ``max_deliver``, ``batch``.
+        durable: the durable name.
+        filter_subject: the subjects it reads (``None``: the whole stream).
+        max_deliver: override ``bus.max_deliver``; ``-1`` retries forever (bookkeeping
+            consumers, whose messages must never be dropped).
+    """
+    return ConsumerConfig(
+        name=durable,
+        durable_name=durable,
+        filter_subject=filter_subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=bus.ack_wait_s,
+        max_deliver=bus.max_deliver if max_deliver is None else max_deliver,
+        max_ack_pending=max(1024, bus.batch * 32),
+        max_waiting=512,
+    )
+
+
+def consumer_configs(
+    subjects: Subjects, bus: BusSettings, roles: Iterable[str] | None = None
+) -> list[tuple[str, ConsumerConfig]]:
     """``(stream, config)`` of every durable pull consumer of the site.
 
-    One per role (:data:`ROLES`, ack explicit, ``ack_wait``/``max_deliver`` from
-    ``bus``), ``recorder`` on EVENTS and DLQ, ``deadletter`` on ADVISORIES.
+    One per role (``roles``, default :func:`installed_roles`), ``recorder`` on EVENTS
+    and DLQ, ``deadletter`` on ADVISORIES; all from :func:`consumer_config`.
     """
-    max_ack_pending = max(1024, bus.batch * 32)
-
-    def cfg(durable: str, filter_subject: str | None, *, max_deliver: int) -> ConsumerConfig:
-        return ConsumerConfig(
-            name=durable,
-            durable_name=durable,
-            filter_subject=filter_subject,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=bus.ack_wait_s,
-            max_deliver=max_deliver,
-            max_ack_pending=max_ack_pending,
-            max_waiting=512,
-        )
-
     out: list[tuple[str, ConsumerConfig]] = []
-    for role in ROLES:
+    for role in dict.fromkeys(installed_roles() if roles is None else roles):
         stream, durable, filter_subject = subjects.consumer_for(role)
-        out.append((stream, cfg(durable, filter_subject, max_deliver=bus.max_deliver)))
+        out.append((stream, consumer_config(bus, durable, filter_subject)))
     # Bookkeeping consumers retry "forever": their messages must never be lost.
-    out.append((subjects.events_stream, cfg(RECORDER, subjects.all_events, max_deliver=-1)))
-    out.append((subjects.dlq_stream, cfg(RECORDER, subjects.all_dlq, max_deliver=-1)))
-    out.append((subjects.advisories_stream, cfg(DEADLETTER, None, max_deliver=-1)))
+    out.append(
+        (
+            subjects.events_stream,
+            consumer_config(bus, RECORDER, subjects.all_events, max_deliver=-1),
+        )
+    )
+    out.append(
+        (subjects.dlq_stream, consumer_config(bus, RECORDER, subjects.all_dlq, max_deliver=-1))
+    )
+    out.append((subjects.advisories_stream, consumer_config(bus, DEADLETTER, None, max_deliver=-1)))
     return out
 
 
@@ -126,7 +159,9 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def provision(js: JetStreamContext, subjects: Subjects, bus: BusSettings) -> None:
+async def provision(
+    js: JetStreamContext, subjects: Subjects, bus: BusSettings, roles: Iterable[str] | None = None
+) -> None:
     """Create or update the site's streams and durable consumers.
 
     Idempotent and safe to run from several processes at once: creating a stream
@@ -137,6 +172,9 @@ async def provision(js: JetStreamContext, subjects: Subjects, bus: BusSettings) 
         js: a JetStream context.
         subjects: the site's subject map.
         bus: stream and consumer settings.
+        roles: roles whose work consumers to create; default :func:`installed_roles`
+            (``router`` and every installed agent). A role added later gets its
+            consumer from its worker or from ``sitemesh workflows`` publishing.
 
     Raises:
         nats.js.errors.APIError: the server refused a configuration (e.g. a
@@ -144,5 +182,5 @@ async def provision(js: JetStreamContext, subjects: Subjects, bus: BusSettings) 
     """
     await asyncio.gather(*(_ensure_stream(js, c) for c in stream_configs(subjects, bus)))
     await asyncio.gather(
-        *(js.add_consumer(stream, c) for stream, c in consumer_configs(subjects, bus))
+        *(js.add_consumer(stream, c) for stream, c in consumer_configs(subjects, bus, roles))
     )

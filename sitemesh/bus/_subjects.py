@@ -34,19 +34,6 @@ PREFIX: Final = "sm.v1"
 REPLAY_PREFIX: Final = "sm.replay"
 """Prefix of replay sandboxes: ``sm.replay.<replay id>`` replaces :data:`PREFIX`."""
 
-ROLES: Final[tuple[str, ...]] = (
-    "router",
-    "retriever",
-    "diagnostics",
-    "planner",
-    "validator",
-    "escalation",
-)
-"""Site roles in pipeline order; ``router`` consumes tasks, the others work items."""
-
-PIPELINE: Final[tuple[str, ...]] = ROLES[1:]
-"""Agent roles a task passes through after the router, in order."""
-
 HDR_MSG_ID: Final = "Nats-Msg-Id"
 HDR_SCHEMA: Final = "sm-schema"
 HDR_TASK_ID: Final = "sm-task-id"
@@ -73,14 +60,6 @@ _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 def token(value: str) -> str:
     """Make ``value`` a single subject token: ``.``, ``:``, spaces, wildcards -> ``_``."""
     return _TOKEN.sub("_", value)
-
-
-def next_role(role: str) -> str | None:
-    """The role after ``role`` in the pipeline, or ``None`` after the last one."""
-    if role == "router":
-        return PIPELINE[0]
-    i = PIPELINE.index(role)
-    return PIPELINE[i + 1] if i + 1 < len(PIPELINE) else None
 
 
 def msg_id(task_id: str, step: str, role: str) -> str:

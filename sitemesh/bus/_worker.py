@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar
@@ -24,6 +24,7 @@ from ..config import BusSettings
 from ..errors import MessageTooLarge, SchemaError
 from ._acking import Action, Decision, decide
 from ._deadletter import dead_letter_outbounds
+from ._middleware import ProcessMiddleware, worker_middlewares
 from ._publish import Publisher
 from ._subjects import HDR_MSG_ID, HDR_TASK_ID, Subjects
 from ._types import Handler, MsgContext, TaskIdOf
@@ -50,7 +51,7 @@ def _schema_error(exc: msgspec.MsgspecError) -> SchemaError:
     return SchemaError(f"invalid JSON: {text}", field="$")
 
 
-def _ack_metadata(reply: str) -> tuple[str, int, int, int]:
+def ack_metadata(reply: str) -> tuple[str, int, int, int]:
     """``(stream, num_delivered, stream_seq, stored_ns)`` from a JetStream ack subject
     (``stored_ns``: when the server stored the message, Unix epoch nanoseconds).
 
@@ -102,6 +103,8 @@ class Worker(Generic[T]):
         dead_letter_role: role in the dead-letter subject; default ``role``.
         subjects: the subject map dead letters and the task-size check use;
             default ``Subjects(site)`` (a replay sandbox passes its own).
+        middleware: the chain around each message (first = outermost); default:
+            from the installed factories (:func:`sitemesh.bus.install_middleware`).
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class Worker(Generic[T]):
         max_inflight: int | None = None,
         dead_letter_role: str | None = None,
         subjects: Subjects | None = None,
+        middleware: Sequence[ProcessMiddleware] | None = None,
     ) -> None:
         self._js = js
         self.site = site
@@ -133,15 +137,17 @@ class Worker(Generic[T]):
         self._dead_letter_role = dead_letter_role or role
         self._subjects = subjects if subjects is not None else Subjects(site)
         self._publisher = Publisher(js)
-        from ..telemetry._middleware import worker_middleware  # telemetry imports bus
-
-        traced = worker_middleware(site=site, role=role, stream=stream, durable=durable)
-        self._handle: Callable[[Msg], Coroutine[Any, Any, object]] = (
-            self._settle
-            if traced is None
-            else functools.partial(traced.process, settle=self._settle)
+        chain = (
+            list(middleware)
+            if middleware is not None
+            else worker_middlewares(site=site, role=role, stream=stream, durable=durable)
         )
-        """Per message: :meth:`_settle`, inside the tracing middleware when telemetry is on."""
+        handle: Callable[[Msg], Coroutine[Any, Any, Any]] = self._settle
+        for mw in reversed(chain):  # the first is outermost
+            handle = functools.partial(mw.process, settle=handle)
+        self._handle: Callable[[Msg], Coroutine[Any, Any, object]] = handle
+        """Per message: :meth:`_settle` inside the middleware chain (tracing when telemetry
+        is on; see :func:`sitemesh.bus.install_middleware`)."""
         self._check_size = stream == self._subjects.tasks_stream
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._min_fetch = max(1, min(settings.batch, self.max_inflight) // 2)
@@ -302,7 +308,7 @@ class Worker(Generic[T]):
     # -- one message ----------------------------------------------------------------
     async def _settle(self, msg: Msg) -> tuple[Decision, Exception | None]:
         """Decode, handle, publish, settle ``msg``; how it was settled and why."""
-        stream, num_delivered, stream_seq, stored_ns = _ack_metadata(msg.reply)
+        stream, num_delivered, stream_seq, stored_ns = ack_metadata(msg.reply)
         headers = msg.headers or _NO_HEADERS
         data = msg.data
         error: Exception | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +44,15 @@ def _run(coro: Coroutine[Any, Any, int | None]) -> int:
     return int(result or 0)
 
 
+def _run_sync(fn: Callable[[], int]) -> int:
+    """Run ``fn``, turning sitemesh errors into a message and exit code 2."""
+    try:
+        return fn()
+    except SitemeshError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}")
+        return 2
+
+
 def _logging(level: int = logging.INFO) -> None:
     logging.basicConfig(
         level=level,
@@ -55,22 +64,30 @@ def _logging(level: int = logging.INFO) -> None:
 @app.command()
 def worker(
     role: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            help="router, retriever, diagnostics, planner, validator, escalation, recorder, "
-            "relay (site EGRESS) or synthesiser (hub)"
+            help="an agent role (`sitemesh agents` lists them), or recorder, router, relay "
+            "(site EGRESS), synthesiser (hub); omit it with a single --agent"
         ),
-    ],
+    ] = None,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent",
+            metavar="MODULE:CLASS",
+            help="Register this agent class by import path (repeatable).",
+        ),
+    ] = None,
     site: SiteOpt = None,
 ) -> None:
     """Run one role of a site until SIGTERM/SIGINT (several processes of a role share its work)."""
-    from ..edge_node._roles import catch_early_signals
+    from ..runtime import catch_early_signals
 
     catch_early_signals()
-    from ..edge_node import run_role
+    from ..runtime import run_role
 
     _logging()
-    raise typer.Exit(_run(run_role(_settings(site), role)))
+    raise typer.Exit(_run(run_role(_settings(site), role, agents=tuple(agent or ()))))
 
 
 @app.command()
@@ -130,7 +147,7 @@ def approvals(
     ] = "pending",
 ) -> None:
     """Tasks parked by a require_approval rule, and past decisions."""
-    from ..state._approvals import ApprovalStatus
+    from ..state import ApprovalStatus
     from ._approvals_cmds import approvals_list
 
     choices: dict[str, ApprovalStatus | None] = {
@@ -187,13 +204,62 @@ def policy(
     raise typer.Exit(_run(run_policy(_settings(), console, text, site)))
 
 
+AgentOpt = Annotated[
+    list[str] | None,
+    typer.Option("--agent", metavar="MODULE:CLASS", help="Register an agent by import path."),
+]
+
+
+@app.command()
+def agents(
+    agent: AgentOpt = None,
+    schemas_dir: Annotated[
+        Path | None,
+        typer.Option("--schemas", help="Write each role's input/output JSON Schemas here."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the agent roles installed (entry points) or named (--agent): role, input,
+    output, zones and where each came from."""
+    from ._agent_cmds import list_agents
+
+    raise typer.Exit(
+        _run_sync(lambda: list_agents(console, tuple(agent or ()), schemas_dir=schemas_dir,
+                                      as_json=as_json))
+    )  # fmt: skip
+
+
+@app.command()
+def workflows(
+    file: Annotated[
+        Path | None,
+        typer.Argument(exists=True, dir_okay=False, help="Workflows file (TOML) to publish."),
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option("--site", help="Publish as this site's override only.")
+    ] = None,
+    agent: AgentOpt = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate FILE against the registry; publish nothing.")
+    ] = False,
+) -> None:
+    """Show the workflows in force (NATS KV), or check FILE against the agent registry and
+    the policy and publish it live to every router."""
+    from ._agent_cmds import run_workflows
+
+    raise typer.Exit(
+        _run(run_workflows(_settings(), console, file,
+                           file.read_text("utf-8") if file is not None else None, site=site,
+                           agent_paths=tuple(agent or ()), check_only=check))
+    )  # fmt: skip
+
+
 @app.command()
 def schemas(
     check: Annotated[bool, typer.Option(help="Fail if the checked-in schemas are stale.")] = False,
 ) -> None:
     """Generate the JSON Schemas of every message into sitemesh/schemas/json/."""
-    from ..schemas import json_schemas, write_json_schemas
-    from ..schemas._jsonschema import SCHEMA_DIR
+    from ..schemas import SCHEMA_DIR, json_schemas, write_json_schemas
 
     if check:
         stale = [
@@ -300,6 +366,10 @@ def replay(
     speed: Annotated[str, typer.Option(help="original or max.")] = "max",
     live_models: Annotated[bool, typer.Option(help="Call current models, not recordings.")] = False,
     keep: Annotated[bool, typer.Option(help="Keep the sandbox streams.")] = False,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option("--agent", metavar="MODULE:CLASS", help="Register an agent by import path."),
+    ] = None,
 ) -> None:
     """Re-run recorded tasks in an isolated sandbox and diff decisions and outputs
     against the original run (exit 0: identical, 1: differences, 2: error)."""
@@ -313,6 +383,7 @@ def replay(
             replay_cmd(
                 _settings(site), console, task, since, until, from_seq, to_seq, rules,
                 speed, live_models, keep, stream=stream,  # type: ignore[arg-type]
+                agent_paths=tuple(agent or ()),
             )
         )
     )  # fmt: skip

@@ -33,20 +33,22 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..bus import Outbound, Publisher, Subjects, connect, msg_id, next_role
+from ..bus import Outbound, Publisher, Subjects, connect, msg_id
 from ..config import Settings
+from ..edge_node import start_workflow
 from ..schemas import TaskFailed, WorkItem, utcnow
-from ..state import Store
-from ..state._approvals import (
+from ..state import (
     ApprovalAlreadyDecided,
     ApprovalRecord,
     ApprovalStatus,
+    Store,
     decide_approval,
     get_approval,
+    is_sqlite,
     list_approvals,
+    sqlite_path,
     undo_decision,
 )
-from ..state._db import is_sqlite, sqlite_path
 from ._nats import nats_url
 
 EXIT_OK: Final = 0
@@ -125,8 +127,6 @@ async def release(js: JetStreamContext, record: ApprovalRecord) -> WorkItem:
     item = approved_item(record)
     task_id, data_class = item.envelope.task_id, item.decision.data_class
     subjects = Subjects(item.envelope.site)
-    first = next_role("router")
-    assert first is not None
     await Publisher(js).publish_many(
         [
             Outbound(
@@ -136,13 +136,7 @@ async def release(js: JetStreamContext, record: ApprovalRecord) -> WorkItem:
                 task_id=task_id,
                 data_class=data_class,
             ),
-            Outbound(
-                subjects.work(first),
-                item,
-                msg_id(task_id, "work", first),
-                task_id=task_id,
-                data_class=data_class,
-            ),
+            *start_workflow(item, subjects),
         ]
     )
     return item
@@ -315,11 +309,10 @@ async def _decide(
             finally:
                 await nc.drain()
     if approve:
-        first = next_role("router")
         console.print(
             Text(
                 f"approved {record.approval_id} (task {record.task_id}) as {who}; "
-                f"the task continues with the {first}",
+                "the task continues with its workflow",
                 "green",
             )
         )

@@ -21,9 +21,8 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from ..config import Settings
-from ..models._ledger import COST_KEYS, CostRow, cost_rollup, total
-from ..state import Store
-from ..state._db import is_sqlite, sqlite_path
+from ..models import COST_KEYS, CostRow, cost_rollup, total
+from ..state import Store, is_sqlite, sqlite_path
 
 EXIT_OK: Final = 0
 EXIT_BAD_ARGS: Final = 2

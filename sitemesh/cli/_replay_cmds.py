@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from ..bus import Subjects, connect
+from ..agents import Registry
+from ..bus import Subjects
 from ..config import Settings
 from ..errors import SitemeshError
 from ..replay import (
@@ -42,6 +43,7 @@ from ..replay import (
     replay_tasks,
     select_tasks,
 )
+from ..runtime import connect
 from ._nats import nats_url
 
 EXIT_SAME: Final = 0
@@ -131,6 +133,7 @@ async def replay(
     *,
     stream: str | None = None,
     timeout_s: float = 120.0,
+    agent_paths: Sequence[str] = (),
 ) -> int:
     """``sitemesh replay``: select recorded tasks, re-run them in a sandbox, diff.
 
@@ -148,6 +151,8 @@ async def replay(
         keep: keep the sandbox streams (``TASKS_<site>_R<id>``...) for inspection.
         stream: the stream the ranges select from (default ``TASKS_<site>``).
         timeout_s: seconds to wait for the replayed tasks to end.
+        agent_paths: agents to register by import path (``--agent module:Class``),
+            for workflows with roles that are not installed.
 
     Returns:
         0 diff empty, 1 differences, 2 error.
@@ -170,14 +175,12 @@ async def replay(
     subjects = Subjects(settings.site)
     try:
         async with nats_url(settings, console) as url:
-            nc = await connect(
-                url, name="sitemesh-replay", timeout_s=settings.nats.connect_timeout_s
-            )
+            nc = await connect(settings, "operator", url=url, name="sitemesh-replay")
             try:
                 return await _replay(
                     settings, console, nc.jetstream(), subjects, selection,
                     rules_file=rules_file, speed=speed, live_models=live_models,
-                    keep=keep, timeout_s=timeout_s,
+                    keep=keep, timeout_s=timeout_s, agent_paths=agent_paths,
                 )  # fmt: skip
             finally:
                 await nc.drain()
@@ -200,8 +203,10 @@ async def _replay(
     live_models: bool,
     keep: bool,
     timeout_s: float,
+    agent_paths: Sequence[str],
 ) -> int:
     from ..policy import PiiScanner
+    from ..workflows import WorkflowStore
 
     with console.status("selecting recorded tasks..."):
         tasks = await select_tasks(js, subjects, selection)
@@ -215,15 +220,18 @@ async def _replay(
         js, settings.site, versions, rules_file=rules_file, configured=settings.policy.rules_file
     )
     models = ReplayModels(load_recorder(settings), live=live_models)
+    workflows = await WorkflowStore(js).current(settings.site)
+    registry = Registry.load(agent_paths)
     console.print(
         f"replaying {len(tasks)} task(s) of site {settings.site} (TASKS seq "
         f"{tasks[0][1].seq}-{tasks[-1][1].seq}) at speed {speed}, policy {policy.version}, "
-        f"model calls {models.mode}"
+        f"model calls {models.mode}, workflows {workflows.version}"
     )
     with console.status("loading the PII analyzer and the agents..."):
         scanner = PiiScanner.from_settings(settings.policy)
         await asyncio.to_thread(scanner.load)
-        agents = await asyncio.to_thread(build_agents)
+        roles = [r for r in workflows.roles if r in registry]
+        agents = await build_agents(registry, roles)
     progress = Progress(
         TextColumn("replaying"),
         BarColumn(),
@@ -242,6 +250,8 @@ async def _replay(
             policy=policy,
             scanner=scanner,
             agents=agents,
+            workflows=workflows,
+            registry=registry,
             models=models,
             speed=speed,
             backend_healthy=settings.hub.enabled,

@@ -9,18 +9,29 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ..bus import Subjects, connect, provision
+from ..agents import Registry
+from ..bus import Subjects, provision
 from ..config import Settings
-from ..edge_node import SITE_ROLES, Supervisor, child_env, process_environ
+from ..edge_node import Supervisor, child_env, process_environ
+from ..runtime import connect
+from ..workflows import Workflows
 from ._nats import nats_url
 from ._publish import prepare, publish
 
 
-def site_roles(replicas: int) -> list[str]:
-    """The processes of a site: one recorder and router, ``replicas`` per agent role."""
-    roles: list[str] = []
-    for role in SITE_ROLES:
-        roles.extend([role] * (1 if role in ("recorder", "router") else replicas))
+def site_roles(
+    replicas: int, workflows: Workflows | None = None, registry: Registry | None = None
+) -> list[str]:
+    """The processes of a site: one recorder and router, then ``replicas`` per agent role
+    that the workflows name and the registry has (default: the bundled workflows and
+    the installed agents). Roles the registry lacks are left out: deploy their workers
+    with ``sitemesh worker --agent``; their work waits for them on the bus."""
+    workflows = workflows if workflows is not None else Workflows.load()
+    registry = registry if registry is not None else Registry.load()
+    roles = ["recorder", "router"]
+    for role in workflows.roles:
+        if role in registry:
+            roles.extend([role] * replicas)
     return roles
 
 
@@ -47,11 +58,16 @@ def site_supervisor(settings: Settings, url: str, roles: list[str]) -> Superviso
 
 async def run_edge(settings: Settings, console: Console, *, replicas: int = 1) -> int:
     """Run a site until SIGTERM/SIGINT; returns the exit code."""
+    from ..workflows import WorkflowStore
+
     async with nats_url(settings, console) as url:
-        nc = await connect(url, name=f"sitemesh-edge-{settings.site}", timeout_s=5)
-        await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
-        await nc.drain()
-        sup = site_supervisor(settings, url, site_roles(replicas))
+        nc = await connect(settings, "operator", url=url, name=f"sitemesh-edge-{settings.site}")
+        try:
+            await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
+            workflows = await WorkflowStore(nc.jetstream()).current(settings.site)
+        finally:
+            await nc.drain()
+        sup = site_supervisor(settings, url, site_roles(replicas, workflows))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,14 +86,7 @@ async def run_publish(
     """Publish tasks from ``files``; prints one task id per line."""
     tasks = prepare(files, prefix=prefix, raw_kind=raw_kind)
     async with nats_url(settings, console) as url:
-        from ..edge_node._identity import nats_options
-
-        nc = await connect(
-            url,
-            name="sitemesh-publish",
-            timeout_s=settings.nats.connect_timeout_s,
-            options=nats_options(settings.nats, "client"),
-        )
+        nc = await connect(settings, "client", url=url, name="sitemesh-publish")
         try:
             if not settings.nats.has_identity:
                 await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
@@ -103,7 +112,7 @@ async def run_policy(
     from ..policy import PolicyStore
 
     async with nats_url(settings, console) as url:
-        nc = await connect(url, name="sitemesh-policy", timeout_s=settings.nats.connect_timeout_s)
+        nc = await connect(settings, "operator", url=url, name="sitemesh-policy")
         try:
             store = PolicyStore(nc.jetstream())
             if rules_text is not None:

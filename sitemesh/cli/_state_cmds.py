@@ -6,6 +6,7 @@ only wires them up (``raise typer.Exit(asyncio.run(show_task(...)))``).
 
 from __future__ import annotations
 
+import json
 import statistics
 from datetime import datetime
 from typing import Final
@@ -17,8 +18,7 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from ..config import Settings
-from ..state import Store, TaskSummary, TaskView
-from ..state._db import is_sqlite, sqlite_path
+from ..state import Store, TaskSummary, TaskView, is_sqlite, sqlite_path
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_TASK: Final = 1
@@ -196,6 +196,32 @@ def _steps(view: TaskView) -> Table:
     return table
 
 
+OUTPUT_CHARS = 600
+"""Characters of a step's output JSON shown by ``show`` (the whole of it is in the
+task's event; ``sitemesh trace`` and the database keep it)."""
+
+
+def _outputs(view: TaskView) -> Table:
+    """Each workflow step's output (custom agents' included), as compact JSON."""
+    table = Table(title="step outputs", title_justify="left")
+    table.add_column("step")
+    table.add_column("role")
+    table.add_column("type")
+    table.add_column("output", overflow="fold")
+    for ev in view.events:
+        output = ev.payload.get("output")
+        if output is None:
+            continue
+        text = json.dumps(output, separators=(",", ":"), ensure_ascii=False)
+        if len(text) > OUTPUT_CHARS:
+            text = text[:OUTPUT_CHARS] + f"... ({len(text)} characters)"
+        table.add_row(
+            _t(ev.payload.get("step", "")), _t(ev.role), _t(ev.payload.get("output_type", "")),
+            _t(text),
+        )
+    return table
+
+
 def _decision(view: TaskView) -> Table | Text:
     d = view.decision
     if d is None:
@@ -275,6 +301,9 @@ async def show_task(settings: Settings, task_id: str, console: Console) -> int:
     console.print(_header(view))
     if view.events:
         console.print(_steps(view))
+        outputs = _outputs(view)
+        if outputs.row_count:
+            console.print(outputs)
     console.print(_decision(view))
     if view.task.status == "answered":
         console.print(_outcome(view))

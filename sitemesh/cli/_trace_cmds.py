@@ -14,6 +14,7 @@ app only wires it up.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,8 +27,7 @@ from rich.tree import Tree
 
 from ..bus import HDR_TRACEPARENT, Subjects
 from ..config import Settings
-from ..state import Store, TaskEventView, TaskView
-from ..state._db import create_engine
+from ..state import Store, TaskEventView, TaskView, create_engine
 from ._state_cmds import EXIT_OK, EXIT_UNKNOWN_TASK, _missing_sqlite
 
 MODEL_CALLS: Final = "model_calls"
@@ -52,6 +52,18 @@ class _Step:
     at: datetime | None
     took_ms: float | None
     deliveries: int
+    output: str = ""
+
+
+TRACE_OUTPUT_CHARS = 240
+"""Characters of a step's output JSON a trace line shows (``show`` shows more)."""
+
+
+def _compact(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > TRACE_OUTPUT_CHARS:
+        return text[:TRACE_OUTPUT_CHARS] + f"... ({len(text)} characters)"
+    return text
 
 
 def _ms(value: float | None) -> str:
@@ -98,7 +110,14 @@ def _steps(view: TaskView, site: str, extra: Sequence[TaskEventView]) -> list[_S
                 )
             )
         role = e.role or ("escalation" if what == "final answer" else "-")
-        steps.append(_Step(where, role, what, summary, e.at, e.duration_ms, deliveries))
+        if e.payload.get("step"):
+            what = f"{what} {e.payload['step']}"
+        output = ""
+        if e.payload.get("output") is not None:
+            output = f"{e.payload.get('output_type', '')} " + _compact(e.payload["output"])
+        steps.append(
+            _Step(where, role, what, summary, e.at, e.duration_ms, deliveries, output=output)
+        )
     return steps
 
 
@@ -163,7 +182,8 @@ async def _stream_events(
 def _to_builtins(ev: object) -> dict[str, Any]:
     import msgspec
 
-    out = msgspec.to_builtins(ev)
+    # through JSON, not to_builtins: a step's output is raw JSON (msgspec.Raw)
+    out = msgspec.json.decode(msgspec.json.encode(ev))
     return out if isinstance(out, dict) else {}
 
 
@@ -235,7 +255,7 @@ async def show_trace(settings: Settings, task_id: str, console: Console) -> int:
         if not extra:
             console.print(f"unknown task {task_id!r} at site {settings.site}", highlight=False)
             return EXIT_UNKNOWN_TASK
-        from ..state._views import TaskSummary
+        from ..state import TaskSummary
 
         view = TaskView(
             task=TaskSummary(
@@ -277,7 +297,9 @@ async def show_trace(settings: Settings, task_id: str, console: Console) -> int:
             (f"  deliveries {step.deliveries}" if retried else "", "yellow"),
             (f"  {step.summary}" if step.summary else "", "dim"),
         )
-        tree.add(node)
+        branch = tree.add(node)
+        if step.output:
+            branch.add(Text(step.output, "dim"))
     for dl in view.dead_letters:
         tree.add(
             Text(

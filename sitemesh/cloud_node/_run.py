@@ -12,9 +12,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from ..bus import Subjects, Worker, connect
-from ..bus._streams import stream_config
-from ..bus._subjects import CLOUD_IN
+from ..bus import CLOUD_IN, Subjects, Worker, stream_config
 from ..config import BusSettings, Settings
 from ..errors import ConfigError
 from ..schemas import INCIDENT_DECODER
@@ -103,14 +101,9 @@ async def run_cloud(settings: Settings) -> int:
     if not settings.nats.url:
         raise ConfigError("nats.url", "set SITEMESH_NATS_URL to the hub's client URL")
     setup_telemetry(settings.telemetry, site=HUB, role=Synthesiser.role)  # before the Worker
-    from ..edge_node._identity import nats_options
+    from ..runtime import build_model_client, connect  # the runtime runs this service
 
-    nc = await connect(
-        settings.nats.url,
-        name="sitemesh-cloud",
-        timeout_s=5,
-        options=nats_options(settings.nats, "synthesiser"),
-    )
+    nc = await connect(settings, "synthesiser", name="sitemesh-cloud")
     js = nc.jetstream()
     if not settings.nats.has_identity:  # the hub provisioner does it in production
         if settings.hub.sites:
@@ -118,8 +111,6 @@ async def run_cloud(settings: Settings) -> int:
 
             await provision_hub(js, settings.hub.sites, settings.bus)
         await provision_cloud(js, settings.bus)
-    from ..edge_node._models import build_model_client
-
     client = build_model_client(settings)
     worker = synthesiser_worker(js, settings.bus, client)
     stop = asyncio.Event()

@@ -13,8 +13,7 @@ import inspect
 from collections.abc import Awaitable, Sequence
 from typing import ClassVar, Protocol
 
-from ..bus import Outbound, Subjects, msg_id
-from ..bus._types import MsgContext
+from ..bus import MsgContext, Outbound, Subjects, msg_id
 from ..schemas import CloudAnswer, CloudIncident
 
 COMPOSED_LABEL = "Composed from the anonymised findings and plan (no model configured)."

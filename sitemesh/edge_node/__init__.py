@@ -1,23 +1,23 @@
-"""What runs at a site: the ingress router, the agent workers, the recorder, and the
-supervisor that keeps them running as separate processes."""
+"""What runs at a site besides the agents: the ingress router, the cloud forwarder and
+inbox finaliser of the boundary, and the supervisor that keeps a site's worker
+processes running."""
 
 from ._batching import BatchingDecider
-from ._ingress import Ingress, task_decoder, task_id_of
-from ._pipeline import agent_handler
-from ._roles import WORKER_ROLES, run_role, worker_name
-from ._supervisor import SITE_ROLES, Supervisor, child_env, process_environ
+from ._forward import CloudForwarder, InboxFinaliser, forwards, pending_kv
+from ._ingress import Ingress, start_workflow, task_decoder, task_id_of
+from ._supervisor import Supervisor, child_env, process_environ
 
 __all__ = [
-    "SITE_ROLES",
-    "WORKER_ROLES",
     "BatchingDecider",
+    "CloudForwarder",
+    "InboxFinaliser",
     "Ingress",
     "Supervisor",
-    "agent_handler",
     "child_env",
+    "forwards",
+    "pending_kv",
     "process_environ",
-    "run_role",
+    "start_workflow",
     "task_decoder",
     "task_id_of",
-    "worker_name",
 ]

@@ -32,18 +32,20 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from ..bus import Outbound, Subjects, msg_id, token
-from ..bus._types import MsgContext
+from ..bus import MsgContext, Outbound, Subjects, msg_id, token
 from ..errors import EgressBlocked, PermanentError
 from ..schemas import (
     CloudAnswer,
     CloudIncident,
+    Diagnosis,
     FinalAnswer,
+    Plan,
     StepCompleted,
     SupportTicket,
     WorkItem,
     utcnow,
 )
+from ..workflows import cloud_allowed
 
 _DRAFT = msgspec.json.Decoder(FinalAnswer)
 _ENC = msgspec.json.Encoder()
@@ -89,11 +91,7 @@ async def pending_kv(js: JetStreamContext, site: str) -> KeyValue:
 def forwards(item: WorkItem, answer: FinalAnswer) -> bool:
     """Whether the task goes to the cloud: escalated, and the policy allows it
     (``allow_cloud``, or ``require_approval`` after a person approved)."""
-    d = item.decision
-    allowed = d.action == "allow_cloud" or (
-        d.action == "require_approval" and d.approved_by is not None
-    )
-    return answer.outcome == "escalate" and allowed
+    return answer.outcome == "escalate" and cloud_allowed(item.decision)
 
 
 def _structured_identifiers(item: WorkItem) -> dict[str, list[str]]:
@@ -116,9 +114,10 @@ def _texts(item: WorkItem, answer: FinalAnswer) -> dict[str, str]:
         texts["text"] = "\n".join(p for p in (task.title, task.body) if p)
     else:
         texts["text"] = task.summary or f"{task.metric} on {task.device}"
-    for step in item.plan.steps if item.plan else []:
+    plan, diagnosis = item.output(Plan), item.output(Diagnosis)
+    for step in plan.steps if plan else []:
         texts[f"step.{step.n}"] = step.description
-    for i, f in enumerate(item.diagnosis.findings if item.diagnosis else []):
+    for i, f in enumerate(diagnosis.findings if diagnosis else []):
         texts[f"finding.{i}"] = f.evidence
     for i, r in enumerate(answer.reasons):
         texts[f"reason.{i}"] = r
@@ -161,13 +160,14 @@ class CloudForwarder:
         done = await self._pseudo.pseudonymize(tid, texts, known=known)
         anon: dict[str, str] = done.texts  # type: ignore[attr-defined]
         mapping: dict[str, str] = done.mapping  # type: ignore[attr-defined]
+        plan, diagnosis = item.output(Plan), item.output(Diagnosis)
         steps = [
             msgspec.structs.replace(s, description=anon.get(f"step.{s.n}", s.description))
-            for s in (item.plan.steps if item.plan else [])
+            for s in (plan.steps if plan else [])
         ]
         findings = [
             msgspec.structs.replace(f, evidence=anon.get(f"finding.{i}", f.evidence))
-            for i, f in enumerate(item.diagnosis.findings if item.diagnosis else [])
+            for i, f in enumerate(diagnosis.findings if diagnosis else [])
         ]
         # Data minimisation (GDPR Art. 5(1)(c)): the customer's free text never
         # leaves, not even pseudonymised — NER misses what it misses (see
@@ -188,7 +188,7 @@ class CloudForwarder:
             placeholders=present,
             findings=findings,
             steps=steps,
-            runbook=item.plan.runbook if item.plan else None,
+            runbook=plan.runbook if plan else None,
             reasons=[anon.get(f"reason.{i}", r) for i, r in enumerate(answer.reasons)],
         )
         self._guard.check(incident)  # raises: nothing leaves

@@ -16,9 +16,8 @@ from typing import Protocol
 
 import msgspec
 
-from ..bus import HDR_MSG_ID, HDR_TASK_ID, Outbound, Subjects, msg_id, next_role
-from ..bus._types import MsgContext
-from ..errors import MessageTooLarge, PolicyDenied, SchemaError
+from ..bus import HDR_MSG_ID, HDR_TASK_ID, MsgContext, Outbound, Subjects, msg_id
+from ..errors import MessageTooLarge, NoWorkflow, PolicyDenied, SchemaError
 from ..schemas import (
     TASK_DECODER,
     TASK_KINDS,
@@ -33,6 +32,7 @@ from ..schemas import (
     schema_tag,
     utcnow,
 )
+from ..workflows import Workflows, dispatch, first_step
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -96,11 +96,25 @@ class Ingress:
     Args:
         subjects: the site's subject map.
         decider: the policy router; must fail closed (raise) when it cannot decide.
+        workflows: the workflows in force (a :class:`~sitemesh.workflows.LiveWorkflows`
+            follows KV); default: the bundled ones.
     """
 
-    def __init__(self, subjects: Subjects, decider: Decider) -> None:
+    def __init__(
+        self,
+        subjects: Subjects,
+        decider: Decider,
+        workflows: Callable[[], Workflows] | None = None,
+    ) -> None:
         self._subjects = subjects
         self._decider = decider
+        if workflows is None:
+            bundled = Workflows.load()
+
+            def workflows() -> Workflows:
+                return bundled
+
+        self._workflows = workflows
 
     async def __call__(self, task: Task, ctx: MsgContext) -> Sequence[Outbound]:
         """Classify ``task`` and hand it to the first agent.
@@ -109,6 +123,7 @@ class Ingress:
             SchemaError: the task's type does not match the subject kind, or the
                 task id from a header is not a valid id.
             PolicyDenied: the policy denied the task.
+            NoWorkflow: no workflow in force serves the task's kind.
         """
         kind = ctx.subject.rsplit(".", 1)[-1]
         expected = TASK_KINDS.get(kind)
@@ -134,6 +149,13 @@ class Ingress:
                 f"task id {task_id[:64]!r} must be 1-128 characters of [A-Za-z0-9._:-]",
                 field=HDR_TASK_ID,
             )
+        workflow = self._workflows().for_kind(kind)
+        if workflow is None:
+            raise NoWorkflow(
+                f"no workflow serves kind {kind!r}: add one to the workflows document "
+                "(`sitemesh workflows`)",
+                field="kind",
+            )
         now = utcnow()
         # latency is measured from when the bus stored the task, not from a time the
         # caller wrote into it (an alert may describe a window hours in the past)
@@ -155,8 +177,6 @@ class Ingress:
             accepted_at=now,
         )
         event = self._subjects.event(task_id)
-        first = next_role("router")
-        assert first is not None
         accepted = TaskAccepted(
             task_id=task_id,
             site=self._subjects.site,
@@ -165,16 +185,24 @@ class Ingress:
             title=_title(task, kind),
             submitted_at=submitted_at,
             accepted_at=now,
+            workflow=workflow.name,
+            workflow_version=workflow.version,
         )
         tid, dclass = task_id, decision.data_class
-        item = WorkItem(envelope=envelope, task=task, decision=decision)
+        item = WorkItem(
+            envelope=envelope,
+            task=task,
+            decision=decision,
+            workflow=workflow,
+            step=workflow.steps[0].name,
+        )
         outs = [
             Outbound(event, accepted, msg_id(tid, "accepted", "router"), tid, dclass),
             Outbound(event, decision, msg_id(tid, "decision", "router"), tid, dclass),
         ]
         if decision.action == "require_approval" and decision.approved_by is None:
-            # parked: the recorder stores the item; `sitemesh approve` publishes it
-            # with msg id <task>:work:retriever, which is why it is not used here
+            # parked: the recorder stores the item; `sitemesh approve` starts its
+            # workflow (start_workflow) once a person decided
             parked = ApprovalRequested(
                 task_id=tid,
                 site=self._subjects.site,
@@ -185,7 +213,17 @@ class Ingress:
             )
             outs.append(Outbound(event, parked, msg_id(tid, "approval", "router"), tid, dclass))
             return outs
-        outs.append(
-            Outbound(self._subjects.work(first), item, msg_id(tid, "work", first), tid, dclass)
-        )
-        return outs
+        return [*outs, *start_workflow(item, self._subjects)]
+
+
+def start_workflow(item: WorkItem, subjects: Subjects) -> list[Outbound]:
+    """The messages that start ``item``'s workflow: a ``StepSkipped`` per step passed
+    over, and the item for the first step that runs (``<task>:work:<step>``).
+
+    Used by the router and by ``sitemesh approve`` (the approved item).
+
+    Raises:
+        WorkflowError: the workflow has no step to run (it cannot, once validated).
+    """
+    _, outs = dispatch(item, first_step(item), subjects)
+    return outs

@@ -21,18 +21,6 @@ from pathlib import Path
 
 log = logging.getLogger("sitemesh.supervisor")
 
-SITE_ROLES: tuple[str, ...] = (
-    "recorder",
-    "router",
-    "retriever",
-    "diagnostics",
-    "planner",
-    "validator",
-    "escalation",
-)
-"""Processes a site runs: the state recorder, the ingress router and the five agents."""
-
-
 @dataclass
 class _Child:
     role: str

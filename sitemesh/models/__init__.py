@@ -19,6 +19,7 @@ from ._agents import (
 from ._backends import AnthropicBackend, DeltaCallback, ModelBackend, OpenAIBackend, object_schema
 from ._client import FALLBACK_MODEL, REPAIR_PROMPT, ModelClient, Structured, call_key
 from ._hooks import Budget, NoBudget
+from ._ledger import COST_KEYS, CostRow, cost_rollup, ledger_for_settings, total
 from ._recorder import CallRecorder, InMemoryRecorder, NullRecorder
 from ._resilience import BreakerState, CircuitBreaker, RetryPolicy, parse_retry_after
 from ._routing import ModelRef, Router
@@ -39,6 +40,7 @@ from ._types import (
 from ._vllm import VllmServer, vllm_health
 
 __all__ = [
+    "COST_KEYS",
     "FALLBACK_MODEL",
     "MODEL_FALLBACK_NOTE",
     "REPAIR_PROMPT",
@@ -51,6 +53,7 @@ __all__ = [
     "CallRecorder",
     "ChatMessage",
     "CircuitBreaker",
+    "CostRow",
     "DeltaCallback",
     "InMemoryRecorder",
     "ModelBackend",
@@ -77,7 +80,10 @@ __all__ = [
     "Usage",
     "VllmServer",
     "call_key",
+    "cost_rollup",
+    "ledger_for_settings",
     "object_schema",
     "parse_retry_after",
+    "total",
     "vllm_health",
 ]

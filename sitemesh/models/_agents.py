@@ -15,12 +15,27 @@ from typing import Final
 
 import msgspec
 
-from ..agents._actions import ACTION_DESCRIPTIONS, ALLOWED_ACTIONS
-from ..agents._planner import FALLBACK_MESSAGE, TICKET_MESSAGE, RunbookPlanner, diagnosis_ref
+from ..agents import (
+    ACTION_DESCRIPTIONS,
+    ALLOWED_ACTIONS,
+    FALLBACK_MESSAGE,
+    TICKET_MESSAGE,
+    RunbookPlanner,
+    diagnosis_ref,
+)
 from ..cloud_node import COMPOSED_LABEL, ComposingSynthesiser
 from ..errors import InvalidModelOutput, ModelError
 from ..policy import estimate_complexity, task_text
-from ..schemas import CloudAnswer, CloudIncident, Plan, PlanStep, SupportTicket, WorkItem
+from ..schemas import (
+    CloudAnswer,
+    CloudIncident,
+    Diagnosis,
+    Plan,
+    PlanStep,
+    RetrievalResult,
+    SupportTicket,
+    WorkItem,
+)
 from ._client import ModelClient
 from ._types import CallContext, ChatMessage, ModelRequest
 
@@ -106,12 +121,13 @@ class ModelPlanner:
         """
         refs: set[str] = set()
         sources: list[str] = []
-        if item.retrieval is not None:
-            for p in item.retrieval.passages[:6]:
+        retrieval, diagnosis = item.output(RetrievalResult), item.output(Diagnosis)
+        if retrieval is not None:
+            for p in retrieval.passages[:6]:
                 refs.add(p.passage_id)
                 sources.append(f"[{p.passage_id}] {p.title} / {p.section}\n{p.text[:1200]}")
-        if item.diagnosis is not None:
-            for n, f in enumerate(item.diagnosis.findings, start=1):
+        if diagnosis is not None:
+            for n, f in enumerate(diagnosis.findings, start=1):
                 refs.add(diagnosis_ref(n))
                 where = f"{f.device} {f.interface or ''}".strip()
                 sources.append(

@@ -40,8 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..errors import BudgetExceeded, TransientError
 from ..schemas import utcnow
-from ..state import Store
-from ..state._model_calls import BudgetCounterRow, BudgetHoldRow
+from ..state import BudgetCounterRow, BudgetHoldRow, Store
 from ._budget import BudgetLedger, BudgetUsage, Charge, Reservation, exceeded
 from ._budget_policy import BudgetKey, BudgetPolicy, Scope, _Counter
 from ._prices import PriceTable, from_nanos

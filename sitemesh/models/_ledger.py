@@ -30,8 +30,7 @@ from sqlalchemy import Select, case, func, select
 
 from ..config import Settings
 from ..errors import UnknownModelPrice
-from ..state import Store
-from ..state._model_calls import ModelCallRow
+from ..state import ModelCallRow, Store
 from ._budget import LedgerBudget
 from ._budget_policy import BudgetPolicy
 from ._budget_sql import SqlBudgetLedger

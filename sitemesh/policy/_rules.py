@@ -311,6 +311,27 @@ class Policy:
             raise PolicyError(f"{path}: cannot read rules file: {exc}") from exc
         return cls.from_toml(text, source=str(path))
 
+    def may_leave_site(self, kind: str) -> bool:
+        """Whether any task of ``kind`` can be let out of the site by this policy.
+
+        Rules are read in order: a rule that matches every task of ``kind`` (no
+        condition but ``kinds``) and keeps it (``pin_edge``/``deny``) ends the search
+        with ``False``; a rule that may match ``kind`` and lets it out
+        (``allow_cloud``, ``require_approval``) gives ``True``. The default rule keeps
+        everything on site. Used to refuse a workflow step in zone ``cloud`` that no
+        task could ever reach.
+        """
+        for rule in self.rules:
+            m = rule.match
+            if m.kinds is not UNSET and kind not in m.kinds:
+                continue
+            if rule.action in ("allow_cloud", "require_approval"):
+                return True
+            others = msgspec.structs.replace(m, kinds=UNSET)
+            if others == Match():
+                return False
+        return False
+
     def decide(self, facts: DecisionFacts) -> RuleMatch:
         """Apply the first rule whose conditions all hold.
 

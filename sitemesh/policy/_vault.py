@@ -35,8 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import VaultKeyError
-from ..state._db import create_engine, migrate
-from ..state._vault_models import PseudonymVaultRow
+from ..state import PseudonymVaultRow, create_engine, migrate
 
 if TYPE_CHECKING:
     from pydantic import SecretStr

@@ -20,8 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from ..bus import HDR_MSG_ID, Subjects
-from ..bus._deadletter import dead_letter_msg_id
+from ..bus import HDR_MSG_ID, Subjects, dead_letter_msg_id
 from ..errors import PermanentError
 from ..schemas import DLQ_DECODER, DeadLetter, utcnow
 from ._readback import read_all

@@ -24,6 +24,7 @@ from ..schemas import (
     FinalAnswer,
     PolicyDecision,
     StepCompleted,
+    StepSkipped,
     TaskAccepted,
     TaskFailed,
 )
@@ -55,12 +56,10 @@ VOLATILE: Final[frozenset[str]] = frozenset(
 _DENIED: Final = re.compile(r"^policy (?P<version>\S+) rule '(?P<rule>[^']+)' denies")
 """``PolicyDenied`` text of :class:`sitemesh.edge_node.Ingress`."""
 
-_STEP_FIELDS: Final = ("retrieval", "diagnosis", "plan", "validation")
-"""``WorkItem`` fields holding the step outputs, in pipeline order."""
-
 Outcome = dict[str, Any]
 """A task's comparable outcome: JSON-like builtins keyed ``status``, ``accepted``,
-``decision``, ``steps``, ``summaries``, ``final``, ``failed``, ``approval``."""
+``decision``, ``steps`` (every step's output, by step name, custom agents' included),
+``summaries``, ``skipped``, ``final``, ``failed``, ``approval``."""
 
 
 def strip_volatile(value: Any) -> Any:
@@ -123,7 +122,9 @@ class OutcomeBuilder:
                     self._versions[ev.task_id] = ev.policy_version
                     out["decision"] = _plain(ev)
                 case StepCompleted():
-                    out.setdefault("summaries", {})[ev.role] = ev.summary
+                    out.setdefault("summaries", {})[ev.step or ev.role] = ev.summary
+                case StepSkipped():
+                    out.setdefault("skipped", {})[ev.step] = ev.reason
                 case FinalAnswer():
                     out["final"] = _plain(ev)
                     out["status"] = "answered"
@@ -148,10 +149,8 @@ class OutcomeBuilder:
             if item.envelope.task_id not in self._ids:
                 continue
             steps = self._of(item.envelope.task_id).setdefault("steps", {})
-            for name in _STEP_FIELDS:
-                output = getattr(item, name)
-                if output is not None:
-                    steps[name] = _plain(output)
+            for name, out in item.outputs.items():
+                steps[name] = strip_volatile(msgspec.json.decode(out.output))
 
     def policy_version(self, task_id: str) -> str | None:
         """The policy version that decided ``task_id`` (reported, not compared)."""

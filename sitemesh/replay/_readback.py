@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from ..bus._worker import _ack_metadata
+from ..bus import ack_metadata
 
 DEFAULT_BATCH: Final = 4096
 """Messages per pull request of a read-back."""
@@ -139,7 +139,7 @@ async def read_stream(
                 )
                 wake.set()
             return
-        _, _, seq, stored_ns = _ack_metadata(msg.reply)
+        _, _, seq, stored_ns = ack_metadata(msg.reply)
         state["outstanding"] -= 1
         chunk.append(
             StreamRecord(stream, seq, msg.subject, hdrs or _NO_HEADERS, msg.data, stored_ns)

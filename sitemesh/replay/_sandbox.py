@@ -20,12 +20,12 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from ..agents import Agent
-from ..bus import HDR_MSG_ID, HDR_TASK_ID, Outbound, Publisher, Subjects
-from ..bus._streams import stream_configs
+from ..agents import Agent, Registry
+from ..bus import HDR_MSG_ID, HDR_TASK_ID, Outbound, Publisher, Subjects, stream_configs
 from ..config import BusSettings
 from ..policy import PiiScanner, Policy
 from ..schemas import EVENT_DECODER, ApprovalRequested, FinalAnswer, TaskFailed
+from ..workflows import Workflows
 from ._diff import DiffReport, diff_task
 from ._models import ReplayModels
 from ._outcome import OutcomeBuilder
@@ -123,6 +123,8 @@ async def replay_tasks(
     policy: Policy,
     scanner: PiiScanner,
     agents: Mapping[str, Agent] | None = None,
+    workflows: Workflows | None = None,
+    registry: Registry | None = None,
     models: ReplayModels | None = None,
     speed: Speed = "max",
     backend_healthy: bool = False,
@@ -141,7 +143,9 @@ async def replay_tasks(
         tasks: ``(task id, task message)`` from :func:`select_tasks`.
         policy: the rules the sandbox router applies.
         scanner: a loaded PII scanner.
-        agents: role -> agent; default: freshly built deterministic agents.
+        agents: role -> agent (set up); default: freshly built from ``registry``.
+        workflows: the workflows the sandbox router starts; default: the bundled ones.
+        registry: the agent registry; default: the installed agents.
         models: where model calls are answered from (recorded by default).
         speed: ``max`` or ``original`` (the recorded gaps between tasks).
         backend_healthy: the ``backend_healthy`` policy fact in the sandbox.
@@ -195,6 +199,8 @@ async def replay_tasks(
             scanner=scanner,
             agents=agents,
             backend_healthy=backend_healthy,
+            workflows=workflows,
+            registry=registry,
         ):
             publisher = Publisher(js)
             outs = [_outbound(sandbox, tid, rec) for tid, rec in tasks]

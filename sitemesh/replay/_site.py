@@ -1,26 +1,28 @@
-"""A site's router and five agents as in-process workers on any subject map.
+"""A site's router and agents as in-process workers on any subject map.
 
-The replay sandbox runs the pipeline this way on ``Subjects.sandbox(site, id)``;
+The replay sandbox runs the workflows this way on ``Subjects.sandbox(site, id)``;
 tests use it on a live ``Subjects(site)`` to record a run without OS processes.
 The handlers are the production ones (:class:`sitemesh.edge_node.Ingress`,
-:func:`sitemesh.edge_node.agent_handler`); only the process boundary is missing.
+:func:`sitemesh.runtime.step_handler`); only the process boundary is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from nats.js import JetStreamContext
 
-from ..agents import AGENT_ROLES, Agent, build_agent
+from ..agents import Agent, AgentResources, Registry
 from ..bus import HDR_TASK_ID, Subjects, Worker, provision
 from ..config import BusSettings
-from ..edge_node import BatchingDecider, Ingress, agent_handler, task_decoder, task_id_of
+from ..edge_node import BatchingDecider, Ingress, task_decoder, task_id_of
 from ..policy import PiiScanner, Policy, PolicyRouter
+from ..runtime import step_handler
 from ..schemas import WORK_DECODER, WorkItem, decode
+from ..workflows import Workflows
 
 
 def _work_task_id(data: bytes, headers: Mapping[str, str]) -> str | None:
@@ -32,9 +34,23 @@ def _decode_work(data: bytes) -> WorkItem:
     return decode(data, WORK_DECODER)
 
 
-def build_agents() -> dict[str, Agent]:
-    """The five deterministic agents, loaded (knowledge base, telemetry, analyzer)."""
-    return {role: build_agent(role) for role in AGENT_ROLES}
+async def build_agents(
+    registry: Registry | None = None, roles: Iterable[str] | None = None
+) -> dict[str, Agent]:
+    """The agents of ``roles`` (default: every registered one), set up with no model
+    client (replays serve recorded model calls, see ``sitemesh.replay``).
+
+    Args:
+        registry: where the roles come from; default: the installed agents.
+        roles: which roles to build.
+    """
+    registry = registry if registry is not None else Registry.load()
+    agents: dict[str, Agent] = {}
+    for role in roles if roles is not None else registry.roles:
+        agent = registry.spec(role).create()
+        await agent.setup(AgentResources(""))
+        agents[role] = agent
+    return agents
 
 
 class InProcessSite:
@@ -49,7 +65,10 @@ class InProcessSite:
         bus: worker settings.
         policy: the rules the router applies.
         scanner: a PII scanner (loaded once, shared: loading Presidio is slow).
-        agents: role -> agent; default :func:`build_agents`.
+        agents: role -> agent (set up); default: :func:`build_agents` for the roles
+            the workflows name.
+        workflows: the workflows the router starts; default: the bundled ones.
+        registry: the agent registry; default: the installed agents.
         backend_healthy: the ``backend_healthy`` policy fact (``True`` only where
             a hub is linked; the sandbox never forwards to one).
     """
@@ -64,8 +83,12 @@ class InProcessSite:
         scanner: PiiScanner,
         agents: Mapping[str, Agent] | None = None,
         backend_healthy: bool = False,
+        workflows: Workflows | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self._js = js
+        self.workflows = workflows if workflows is not None else Workflows.load()
+        self.registry = registry if registry is not None else Registry.load()
         self.subjects = subjects
         self._bus = bus
         self._agents = dict(agents) if agents is not None else None
@@ -74,9 +97,9 @@ class InProcessSite:
         self._stack: contextlib.AsyncExitStack | None = None
         self.workers: list[Worker[Any]] = []
 
-    def _build(self) -> list[Worker[Any]]:
+    def _build(self, agents: Mapping[str, Agent]) -> list[Worker[Any]]:
         s, bus = self.subjects, self._bus
-        agents = self._agents if self._agents is not None else build_agents()
+        docs = self.workflows
         self._decider = BatchingDecider(self.router, max_batch=bus.batch)
         stream, durable, _ = s.consumer_for("router")
         workers: list[Worker[Any]] = [
@@ -87,13 +110,13 @@ class InProcessSite:
                 stream=stream,
                 durable=durable,
                 decoder=task_decoder(bus.max_task_bytes),
-                handler=Ingress(s, self._decider),
+                handler=Ingress(s, self._decider, lambda: docs),
                 settings=bus,
                 task_id_of=task_id_of,
                 subjects=s,
             )
         ]
-        for role in AGENT_ROLES:
+        for role, agent in agents.items():
             stream, durable, _ = s.consumer_for(role)
             workers.append(
                 Worker(
@@ -103,7 +126,7 @@ class InProcessSite:
                     stream=stream,
                     durable=durable,
                     decoder=_decode_work,
-                    handler=agent_handler(agents[role], s),
+                    handler=step_handler(self.registry.spec(role), s, agent=agent),
                     settings=bus,
                     task_id_of=_work_task_id,
                     subjects=s,
@@ -114,8 +137,12 @@ class InProcessSite:
     async def __aenter__(self) -> Self:
         """Provision the map and start every worker."""
         self.router.scanner.load()
-        await provision(self._js, self.subjects, self._bus)
-        self.workers = self._build()
+        roles = [r for r in self.workflows.roles if r in self.registry]
+        agents = self._agents
+        if agents is None:
+            agents = await build_agents(self.registry, roles)
+        await provision(self._js, self.subjects, self._bus, roles=("router", *agents))
+        self.workers = self._build(agents)
         async with contextlib.AsyncExitStack() as stack:
             for worker in self.workers:
                 await stack.enter_async_context(worker)

@@ -11,6 +11,7 @@ from ._base import (
     Message,
     Role,
     Site,
+    StepName,
     TaskId,
     Zone,
     utcnow,
@@ -28,14 +29,23 @@ from ._codec import (
     encode,
     schema_tag,
 )
-from ._events import ApprovalRequested, DeadLetter, Event, StepCompleted, TaskAccepted, TaskFailed
-from ._jsonschema import ALL_MESSAGES, json_schemas, write_json_schemas
+from ._events import (
+    ApprovalRequested,
+    DeadLetter,
+    Event,
+    StepCompleted,
+    StepSkipped,
+    TaskAccepted,
+    TaskFailed,
+)
+from ._jsonschema import ALL_MESSAGES, SCHEMA_DIR, json_schemas, write_json_schemas
 from ._outputs import (
     Diagnosis,
     Envelope,
     Escalation,
     FinalAnswer,
     Finding,
+    FindingKind,
     Outcome,
     Passage,
     Plan,
@@ -47,6 +57,7 @@ from ._outputs import (
 )
 from ._policy import Action, EntityCount, PolicyDecision
 from ._tasks import TASK_KINDS, SupportTicket, Task, TelemetryAlert
+from ._workflow import Condition, Jump, StepOutput, WorkflowSpec, WorkflowStep
 
 __all__ = [
     "ALL_MESSAGES",
@@ -56,6 +67,7 @@ __all__ = [
     "ENCODER",
     "EVENT_DECODER",
     "INCIDENT_DECODER",
+    "SCHEMA_DIR",
     "TASK_DECODER",
     "TASK_KINDS",
     "WORK_DECODER",
@@ -63,6 +75,7 @@ __all__ = [
     "ApprovalRequested",
     "CloudAnswer",
     "CloudIncident",
+    "Condition",
     "DataClass",
     "DeadLetter",
     "Diagnosis",
@@ -72,6 +85,8 @@ __all__ = [
     "Event",
     "FinalAnswer",
     "Finding",
+    "FindingKind",
+    "Jump",
     "Message",
     "Outcome",
     "Passage",
@@ -82,6 +97,9 @@ __all__ = [
     "Role",
     "Site",
     "StepCompleted",
+    "StepName",
+    "StepOutput",
+    "StepSkipped",
     "SupportTicket",
     "Task",
     "TaskAccepted",
@@ -91,6 +109,8 @@ __all__ = [
     "ValidationIssue",
     "ValidationReport",
     "WorkItem",
+    "WorkflowSpec",
+    "WorkflowStep",
     "Zone",
     "decode",
     "encode",

@@ -16,8 +16,14 @@ DATA_CLASS_ORDER: tuple[DataClass, ...] = ("public", "internal", "confidential",
 Zone = Literal["edge", "cloud"]
 """Where a step runs: on the site (edge / on-prem) or in the cloud hub."""
 
-Role = Literal["router", "retriever", "diagnostics", "planner", "validator", "escalation"]
-"""A site worker role. ``router`` is the ingress (policy) role."""
+_NAME = msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_]{0,31}$")
+
+Role = Annotated[str, _NAME]
+"""A worker role name: a lower-case letter, then up to 31 of ``[a-z0-9_]`` (one subject
+token). Which roles exist is the agent registry's business (``sitemesh agents``)."""
+
+StepName = Annotated[str, _NAME]
+"""A workflow step name, spelled like a role (``retrieve``, ``triage``)."""
 
 TaskId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
 """A task id: 1-128 characters of ``[A-Za-z0-9._:-]`` (safe as a subject token

@@ -22,6 +22,10 @@ class TaskAccepted(Message, frozen=True, kw_only=True, tag="task_accepted.v1"):
     """A short, PII-free label (the kind and source record), never the ticket text."""
     submitted_at: datetime
     accepted_at: datetime = msgspec.field(default_factory=utcnow)
+    workflow: str = ""
+    """The workflow the task follows (``sitemesh workflows`` shows it)."""
+    workflow_version: str = ""
+    """Hash of the ``workflows`` document in force when the task was accepted."""
 
 
 class StepCompleted(Message, frozen=True, kw_only=True, tag="step_completed.v1"):
@@ -38,6 +42,31 @@ class StepCompleted(Message, frozen=True, kw_only=True, tag="step_completed.v1")
     """How many times the step's input was delivered (1 = no redelivery)."""
     worker: str = ""
     """``<host>:<pid>`` of the process that ran it."""
+    step: str = ""
+    """The workflow step (``""`` on events recorded before workflows existed)."""
+    workflow: str = ""
+    workflow_version: str = ""
+    """Hash of the ``workflows`` document the task follows."""
+    output_type: str = ""
+    """The output's ``<type>.v<N>`` tag."""
+    output: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    """The step's output (JSON; ``null`` for a final answer, which is its own event),
+    for ``show``/``trace`` and replay. Site-local: the event stream never leaves the
+    site. (``Raw | None`` would not decode: msgspec takes ``Raw`` only on its own.)"""
+
+
+class StepSkipped(Message, frozen=True, kw_only=True, tag="step_skipped.v1"):
+    """A workflow step did not run for a task, and why."""
+
+    task_id: str
+    site: Site
+    step: str
+    role: str
+    reason: str
+    """``when`` condition false, or the policy keeps the task on site (PII-free)."""
+    workflow: str = ""
+    workflow_version: str = ""
+    skipped_at: datetime = msgspec.field(default_factory=utcnow)
 
 
 class TaskFailed(Message, frozen=True, kw_only=True, tag="task_failed.v1"):
@@ -89,6 +118,12 @@ class DeadLetter(Message, frozen=True, kw_only=True, tag="dead_letter.v1"):
 
 
 Event = (
-    TaskAccepted | PolicyDecision | StepCompleted | FinalAnswer | TaskFailed | ApprovalRequested
+    TaskAccepted
+    | PolicyDecision
+    | StepCompleted
+    | StepSkipped
+    | FinalAnswer
+    | TaskFailed
+    | ApprovalRequested
 )
 """Everything published on a task's event subject."""

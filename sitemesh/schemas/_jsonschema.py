@@ -9,7 +9,14 @@ from typing import Any
 import msgspec
 
 from ._cloud import CloudAnswer, CloudIncident
-from ._events import ApprovalRequested, DeadLetter, StepCompleted, TaskAccepted, TaskFailed
+from ._events import (
+    ApprovalRequested,
+    DeadLetter,
+    StepCompleted,
+    StepSkipped,
+    TaskAccepted,
+    TaskFailed,
+)
 from ._outputs import (
     Diagnosis,
     Escalation,
@@ -35,6 +42,7 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     PolicyDecision,
     TaskAccepted,
     StepCompleted,
+    StepSkipped,
     TaskFailed,
     DeadLetter,
     CloudIncident,

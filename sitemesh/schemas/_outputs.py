@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
-from ._base import DataClass, Message, Site, TaskId, Zone, utcnow
+from ..errors import SchemaError
+from ._base import DataClass, Message, Site, StepName, TaskId, Zone, utcnow
 from ._policy import PolicyDecision
 from ._tasks import Task
+from ._workflow import StepOutput, WorkflowSpec
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,16 +151,96 @@ class Escalation(Message, frozen=True, kw_only=True, tag="escalation.v1"):
     severity: Literal["info", "minor", "major", "critical"] = "minor"
 
 
-class WorkItem(Message, frozen=True, kw_only=True, tag="work_item.v1"):
-    """What travels on ``sm.v1.work.<site>.<role>``: the task and everything found so far."""
+T = TypeVar("T", bound=msgspec.Struct)
+
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+_ENCODER = msgspec.json.Encoder()
+
+
+def _decoder(cls: type[T]) -> msgspec.json.Decoder[T]:
+    dec = _DECODERS.get(cls)
+    if dec is None:
+        dec = _DECODERS[cls] = msgspec.json.Decoder(cls)
+    return dec
+
+
+class WorkItem(Message, frozen=True, kw_only=True, tag="work_item.v2"):
+    """What travels on ``sm.v1.work.<site>.<role>``: the task, its workflow, the step
+    it is addressed to, and the outputs of the steps before it.
+
+    ``v2`` replaced v1's fixed fields (``retrieval``, ``diagnosis``, ``plan``,
+    ``validation``) with :attr:`outputs` keyed by step name, so that any agent's
+    output reaches later steps (see ``docs/agents.md``).
+    """
 
     envelope: Envelope
     task: Task
     decision: PolicyDecision
-    retrieval: RetrievalResult | None = None
-    diagnosis: Diagnosis | None = None
-    plan: Plan | None = None
-    validation: ValidationReport | None = None
+    workflow: WorkflowSpec
+    """The task's workflow, as resolved by the router when it accepted the task."""
+    step: StepName
+    """The step this item is addressed to (a name in :attr:`workflow`)."""
+    outputs: dict[str, StepOutput] = {}
+    """Earlier steps' outputs by step name, in the order they ran."""
+    skipped: list[str] = []
+    """Steps skipped so far (their ``when`` did not hold, or the policy pinned the
+    task on site and the step runs in the cloud)."""
+
+    def with_output(
+        self, step: str, output: msgspec.Struct, *, role: str | None = None
+    ) -> WorkItem:
+        """A copy with ``output`` recorded as step ``step``'s (what the runtime does after
+        each step; useful to build items in an agent's unit tests).
+
+        Args:
+            step: the step name.
+            output: a tagged Struct.
+            role: the role that produced it; default: the role of ``step`` in
+                :attr:`workflow`, else ``step``.
+        """
+        if role is None:
+            role = next((s.role for s in self.workflow.steps if s.name == step), step)
+        record = StepOutput(
+            role=role,
+            type=str(output.__struct_config__.tag),
+            output=msgspec.Raw(_ENCODER.encode(output)),
+        )
+        return msgspec.structs.replace(self, outputs={**self.outputs, step: record})
+
+    def output(self, key: str | type[T], cls: type[T] | None = None) -> T | None:
+        """An earlier step's output, decoded.
+
+        ``item.output(RetrievalResult)`` returns the latest output of that type,
+        whichever step produced it; ``item.output("triage", Triage)`` the output of
+        step ``triage``. ``None`` when there is none.
+
+        Args:
+            key: a step name, or the output type to look for.
+            cls: the output type, when ``key`` is a step name.
+
+        Raises:
+            TypeError: ``key`` is a step name and ``cls`` is missing.
+            sitemesh.errors.SchemaError: the stored output is not a valid ``cls``.
+        """
+        if isinstance(key, str):
+            if cls is None:
+                raise TypeError("output(step, cls): give the output type too")
+            found = self.outputs.get(key)
+            if found is None or found.type != cls.__struct_config__.tag:
+                return None
+            return _decode_output(found.output, cls)
+        tag = key.__struct_config__.tag
+        for out in reversed(self.outputs.values()):
+            if out.type == tag:
+                return _decode_output(out.output, key)
+        return None
+
+
+def _decode_output(raw: msgspec.Raw, cls: type[T]) -> T:
+    try:
+        return _decoder(cls).decode(raw)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"stored {cls.__name__} is invalid: {exc}", field="$.outputs") from exc
 
 
 class FinalAnswer(Message, frozen=True, kw_only=True, tag="final_answer.v1"):
@@ -179,3 +261,7 @@ class FinalAnswer(Message, frozen=True, kw_only=True, tag="final_answer.v1"):
     incident and re-identified on the site."""
     proposal: str = ""
     """The cloud's upgrade / mitigation proposal (re-identified), when routed there."""
+    workflow: str = ""
+    """Name of the workflow the task followed."""
+    workflow_version: str = ""
+    """Hash of the ``workflows`` document that workflow came from."""

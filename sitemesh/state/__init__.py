@@ -6,10 +6,29 @@ fills the :class:`Store` from a site's ``EVENTS`` and ``DLQ`` streams; the CLI
 reads it (``sitemesh status``, ``sitemesh show TASK_ID``).
 """
 
-from ._db import alembic_config, create_engine, migrate
+# ``_models`` first: it imports the other table modules (approvals, model calls, the
+# vault) at its end, and they import ``Base`` back from it.
 from ._models import Base, DeadLetterRow, PolicyDecisionRow, TaskEventRow, TaskRow
+
+# isort: split
+from ._approvals import (
+    APPROVAL_STATUSES,
+    ApprovalAlreadyDecided,
+    ApprovalRecord,
+    ApprovalRow,
+    ApprovalStatus,
+    UnknownApproval,
+    decide_approval,
+    get_approval,
+    list_approvals,
+    request_approval,
+    undo_decision,
+)
+from ._db import alembic_config, create_engine, is_sqlite, migrate, sqlite_path
+from ._model_calls import BudgetCounterRow, BudgetHoldRow, ModelCallRow
 from ._recorder import RECORDER_DURABLE, Recorder
 from ._store import STATUSES, Store
+from ._vault_models import PseudonymVaultRow
 from ._views import (
     DeadLetterView,
     DecisionView,
@@ -21,14 +40,23 @@ from ._views import (
 )
 
 __all__ = [
+    "APPROVAL_STATUSES",
     "RECORDER_DURABLE",
     "STATUSES",
+    "ApprovalAlreadyDecided",
+    "ApprovalRecord",
+    "ApprovalRow",
+    "ApprovalStatus",
     "Base",
+    "BudgetCounterRow",
+    "BudgetHoldRow",
     "DeadLetterRow",
     "DeadLetterView",
     "DecisionView",
     "EntityCountView",
+    "ModelCallRow",
     "PolicyDecisionRow",
+    "PseudonymVaultRow",
     "Recorder",
     "StatusCounts",
     "Store",
@@ -37,7 +65,15 @@ __all__ = [
     "TaskRow",
     "TaskSummary",
     "TaskView",
+    "UnknownApproval",
     "alembic_config",
     "create_engine",
+    "decide_approval",
+    "get_approval",
+    "is_sqlite",
+    "list_approvals",
     "migrate",
+    "request_approval",
+    "sqlite_path",
+    "undo_decision",
 ]

@@ -22,8 +22,7 @@ from typing import Final
 from nats.js import JetStreamContext
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..bus import RECORDER, Subjects, Worker
-from ..bus._types import MsgContext, Outbound
+from ..bus import RECORDER, MsgContext, Outbound, Subjects, Worker
 from ..config import BusSettings
 from ..errors import TransientError
 from ..schemas import DLQ_DECODER, EVENT_DECODER, ApprovalRequested, DeadLetter, Event

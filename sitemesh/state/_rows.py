@@ -10,12 +10,14 @@ import msgspec
 from sqlalchemy import RowMapping
 
 from ..schemas import (
+    ENCODER,
     ApprovalRequested,
     DeadLetter,
     Event,
     FinalAnswer,
     PolicyDecision,
     StepCompleted,
+    StepSkipped,
     TaskAccepted,
     TaskFailed,
     schema_tag,
@@ -64,7 +66,10 @@ def event_row(stream: str, stream_seq: int, event: Event) -> dict[str, Any]:
             summary = f"{event.action} by rule {event.rule_id} ({event.data_class})"
         case StepCompleted():
             role, at, started_at = event.role, event.finished_at, event.started_at
-            summary = event.summary
+            summary = f"{event.step}: {event.summary}" if event.step else event.summary
+        case StepSkipped():
+            role, at = event.role, event.skipped_at
+            summary = f"{event.step} skipped: {event.reason}"
         case FinalAnswer():
             role, at = None, event.answered_at
             summary = f"answered: {event.outcome}"
@@ -74,7 +79,8 @@ def event_row(stream: str, stream_seq: int, event: Event) -> dict[str, Any]:
         case ApprovalRequested():
             role, at = "router", event.requested_at
             summary = f"awaiting approval: rule {event.rule_id} ({event.data_class})"
-    payload = msgspec.to_builtins(event)
+    # through JSON, not to_builtins: a step's output is raw JSON (msgspec.Raw)
+    payload = msgspec.json.decode(ENCODER.encode(event))
     if isinstance(event, ApprovalRequested):
         payload.pop("item", None)  # the parked item lives in the approvals table
     return {

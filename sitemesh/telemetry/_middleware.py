@@ -23,7 +23,7 @@ exception is recorded by its class name, never its message (which may quote data
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -32,9 +32,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from ..bus._acking import Action, Decision
-from ..bus._subjects import HDR_DATA_CLASS, HDR_MSG_ID, HDR_TASK_ID
-from ..bus._types import Outbound
+from ..bus import (
+    HDR_DATA_CLASS,
+    HDR_MSG_ID,
+    HDR_TASK_ID,
+    Action,
+    Outbound,
+    Settle,
+)
 from . import _setup
 from ._propagation import extract, inject
 from ._redact import guard_attributes
@@ -42,7 +47,7 @@ from ._redact import guard_attributes
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from ..bus._publish import PubAck
+    from ..bus import PubAck
 
 SYSTEM: Final = "nats"
 """``messaging.system`` of every messaging span."""
@@ -83,8 +88,6 @@ class _Process:
 
 _PROCESS: ContextVar[_Process | None] = ContextVar("sitemesh_process", default=None)
 
-Settle = Callable[["Msg"], Awaitable[tuple[Decision, Exception | None]]]
-"""The runtime's per-message function: returns how the message was settled and why."""
 
 
 class WorkerMiddleware:

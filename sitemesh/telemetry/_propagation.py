@@ -15,7 +15,7 @@ from typing import Final
 from opentelemetry.context import Context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ..bus._subjects import HDR_TRACEPARENT, HDR_TRACESTATE
+from ..bus import HDR_TRACEPARENT, HDR_TRACESTATE
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 

@@ -165,6 +165,11 @@ def setup_telemetry(
         meter_provider=meter_provider,
         redactor=redactor,
     )
+    from ..bus import install_middleware
+    from ._middleware import publish_middleware, worker_middleware
+
+    # injected into the bus runtime: workers and publishers built from now on are traced
+    install_middleware(worker=worker_middleware, publish=publish_middleware)
     log.info("telemetry: exporter %s, sampling %.2f", settings.exporter, settings.sample_ratio)
     return _active
 

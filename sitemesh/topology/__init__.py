@@ -15,7 +15,7 @@ slice of ``CLOUD_OUT``, and :class:`InboxRelay` moves it into SITE's
 ``INBOX_<site>``. See ``docs/topology.md``.
 """
 
-from ..bus._subjects import ALL_IN, ALL_OUT, CLOUD_IN, CLOUD_OUT
+from ..bus import ALL_IN, ALL_OUT, CLOUD_IN, CLOUD_OUT
 from ._config import (
     CLOUD_ACCOUNT,
     EGRESS_ACCOUNT,

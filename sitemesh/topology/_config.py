@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Final, TypeAlias
 from urllib.parse import quote
 
-from ..bus._subjects import CLOUD_OUT, PREFIX, Subjects
+from ..bus import CLOUD_OUT, PREFIX, Subjects
 from ._creds import Security
 from ._model import HUB_DOMAIN, Credentials, HubSpec, SiteSpec, TopologySpec
 

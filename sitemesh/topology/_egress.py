@@ -45,8 +45,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
-from ..bus._streams import stream_config
-from ..bus._subjects import ALL_IN, CLOUD_IN, CLOUD_OUT, HDR_MSG_ID, Subjects
+from ..bus import ALL_IN, CLOUD_IN, CLOUD_OUT, HDR_MSG_ID, Subjects, stream_config
 from ..config import BusSettings
 from ._model import HUB_DOMAIN
 

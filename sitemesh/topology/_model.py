@@ -32,7 +32,7 @@ from typing import Annotated, Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from ..bus._server import free_port
+from ..bus import free_port
 
 HUB_DOMAIN: Final = "hub"
 """JetStream domain of the hub (``$JS.hub.API``); sites use their own name."""

@@ -27,26 +27,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ..bus._streams import DEADLETTER, RECORDER
-from ..bus._subjects import ALL_IN, CLOUD_IN, PIPELINE, PREFIX, REPLAY_PREFIX, Subjects
+from ..bus import (
+    ALL_IN,
+    CLOUD_IN,
+    DEADLETTER,
+    PREFIX,
+    RECORDER,
+    REPLAY_PREFIX,
+    Subjects,
+    installed_roles,
+)
 
 JS_API: Final = "$JS.API"
 """The local JetStream API prefix (clients reach their own server's domain)."""
 
-SITE_IDENTITIES: Final[tuple[str, ...]] = (
-    "router",
-    "retriever",
-    "diagnostics",
-    "planner",
-    "validator",
-    "escalation",
-    "recorder",
-    "client",
-    "operator",
-    "provisioner",
-)
-"""Identities of a site's ``SITE`` account: the six worker roles, the state
-recorder, task submitters (``client``), operators (the CLI) and the provisioner."""
+SERVICE_IDENTITIES: Final[tuple[str, ...]] = ("recorder", "client", "operator", "provisioner")
+"""Identities of a site's ``SITE`` account besides the router and the agent roles: the
+state recorder, task submitters (``client``), operators (the CLI) and the provisioner."""
+
+SITE_IDENTITIES: Final[tuple[str, ...]] = (*installed_roles(), *SERVICE_IDENTITIES)
+"""Identities of a site's ``SITE`` account: the router, every installed agent role
+(the ``sitemesh.agents`` entry points), then :data:`SERVICE_IDENTITIES`. A role added by
+import path gets its identity with ``sitemesh creds --role NAME``."""
 
 EGRESS_IDENTITIES: Final[tuple[str, ...]] = ("relay",)
 """Identities of a site's ``EGRESS`` account: the inbox relay."""
@@ -58,7 +60,7 @@ POLICY_BUCKET: Final = "sitemesh_policy"
 """Mirror of :data:`sitemesh.policy.POLICY_BUCKET` (the policy package imports the bus)."""
 
 INBOX_DURABLE: Final = "inbox"
-"""Mirror of :data:`sitemesh.edge_node._roles.INBOX_DURABLE` (escalation's inbox consumer)."""
+"""Mirror of :data:`sitemesh.runtime.INBOX_DURABLE` (escalation's inbox consumer)."""
 
 RELAY_DURABLE: Final = "relay"
 """Mirror of :data:`sitemesh.topology.RELAY` (the inbox relay's consumer)."""
@@ -146,7 +148,7 @@ def site_permissions(site: str, role: str) -> Permissions:
 
     Args:
         site: the site name.
-        role: one of :data:`SITE_IDENTITIES`.
+        role: one of :data:`SITE_IDENTITIES`, or any other agent role name.
 
     Returns:
         The role's permissions, spelled through ``Subjects(site)``.
@@ -156,18 +158,16 @@ def site_permissions(site: str, role: str) -> Permissions:
     """
     s = Subjects(site)
     inbox = f"{inbox_prefix(role)}.>"
-    if role in PIPELINE or role == "router":
+    if role not in SERVICE_IDENTITIES:  # the router or an agent role
         stream, durable, _ = s.consumer_for(role)
-        pub = [*_consume(stream, durable), s.all_events, s.dlq(role)]
+        # the next step comes from the task's workflow, so any role's work subject
+        pub = [*_consume(stream, durable), s.all_events, s.dlq(role), s.all_work]
         if role == "router":
-            pub += [s.work(r) for r in PIPELINE]
             # MaxDeliveriesSweeper: reads the advisories, fetches the exhausted
             # message and dead-letters it on behalf of its role
             pub += _consume(s.advisories_stream, DEADLETTER)
             pub += [*_get_msg(s.tasks_stream), *_get_msg(s.work_stream), s.all_dlq]
             pub += _kv(POLICY_BUCKET, write=True, create=True)
-        elif (nxt := _next(role)) is not None:
-            pub.append(s.work(nxt))
         if role == "escalation":
             pending = f"sm_pending_{site}"
             pub += [
@@ -217,11 +217,6 @@ def site_permissions(site: str, role: str) -> Permissions:
             (inbox,),
         )
     raise KeyError(f"unknown site identity {role!r}; expected one of {SITE_IDENTITIES}")
-
-
-def _next(role: str) -> str | None:
-    i = PIPELINE.index(role)
-    return PIPELINE[i + 1] if i + 1 < len(PIPELINE) else None
 
 
 def egress_permissions(site: str, role: str) -> Permissions:

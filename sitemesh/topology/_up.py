@@ -18,8 +18,7 @@ from urllib.parse import quote
 import nats.errors
 from nats.aio.client import Client
 
-from ..bus._server import NatsServer, ServerBinary, find_nats_server
-from ..bus._subjects import CLOUD_IN, Subjects
+from ..bus import CLOUD_IN, NatsServer, ServerBinary, Subjects, find_nats_server
 from ..config import BusSettings
 from ..errors import BusConnectionError, NatsServerError
 from ._config import render_hub_config, render_site_config

@@ -28,7 +28,7 @@ def build_model_client(settings: Settings) -> ModelClient | None:
 def _accounting(settings: Settings) -> tuple[CallRecorder, Budget]:
     """The call recorder and budget ledger on the site's database (prices and budgets
     from ``<state_dir>/prices.toml``, else the bundled example table)."""
-    from ..models._ledger import ledger_for_settings
+    from ..models import ledger_for_settings
 
     recorder, budget = ledger_for_settings(settings)
     return recorder, budget

@@ -1,0 +1,299 @@
+"""Entry point of one worker process: ``sitemesh worker ROLE --site SITE``.
+
+The one place that turns settings + a role into running services: the runtime's own
+services (:data:`SERVICE_ROLES`) and every agent role of the registry
+(:class:`sitemesh.agents.Registry`), built-in or yours, run the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Final, Protocol
+
+from nats.js.client import JetStreamContext
+
+from ..agents import AgentResources, AgentSpec, Registry, import_agent
+from ..bus import (
+    HDR_TASK_ID,
+    MaxDeliveriesSweeper,
+    Subjects,
+    Worker,
+    consumer_config,
+    provision,
+)
+from ..config import Settings
+from ..edge_node import (
+    BatchingDecider,
+    CloudForwarder,
+    InboxFinaliser,
+    Ingress,
+    pending_kv,
+    task_decoder,
+    task_id_of,
+)
+from ..errors import ConfigError
+from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
+from ..telemetry import setup_telemetry, shutdown_telemetry
+from ._connect import connect
+from ._models import build_model_client
+from ._steps import step_handler
+
+log = logging.getLogger("sitemesh.worker")
+
+SERVICE_ROLES: Final[Mapping[str, str]] = {
+    "recorder": "the site's only database writer (events and dead letters)",
+    "router": "ingress: classifies each task, applies the policy, starts its workflow",
+    "relay": "moves cloud answers from the site's EGRESS account into SITE",
+    "synthesiser": "the cloud agent on the hub (anonymised incidents in, answers out)",
+}
+"""The runtime's own services (not agents); with the registry's agent roles they are
+every role ``sitemesh worker`` can run."""
+
+
+def worker_roles(registry: Registry) -> tuple[str, ...]:
+    """Every role ``sitemesh worker`` can run: the services, then the agent roles."""
+    return (*SERVICE_ROLES, *registry.roles)
+
+
+_SIGNALLED: list[int] = []
+"""Signals received before the event loop's handlers were installed."""
+
+
+def catch_early_signals() -> None:
+    """Remember SIGTERM/SIGINT from process start on, so a worker told to stop while it
+    is still loading (models, indexes) exits cleanly once it can, instead of dying."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: _SIGNALLED.append(signum))
+
+
+class Service(Protocol):
+    async def run(self) -> None: ...
+    async def shutdown(self) -> None: ...
+
+
+def worker_name() -> str:
+    """``<host>:<pid>`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _work_task_id(data: bytes, headers: Mapping[str, str]) -> str | None:
+    return headers.get(HDR_TASK_ID)
+
+
+def _decode_work(data: bytes) -> WorkItem:
+    return decode(data, WORK_DECODER)
+
+
+async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
+    from ..policy import PiiScanner, PolicyRouter, PolicyStore
+    from ..workflows import WorkflowStore
+
+    subjects = Subjects(settings.site)
+    policies = PolicyStore(js)
+    if settings.policy.rules_file is not None:
+        # an explicitly configured rules file is this site's override (rules.<site>)
+        version = await policies.publish(
+            settings.policy.rules_file.read_text("utf-8"), site=settings.site
+        )
+        log.info("published %s as policy %s", settings.policy.rules_file, version)
+    live = await policies.live(settings.site).start()
+    workflows = await WorkflowStore(js).live(settings.site).start()
+    hub_enabled = settings.hub.enabled
+    router = PolicyRouter(
+        live.policy,
+        PiiScanner.from_settings(settings.policy),
+        policy_source=live,
+        backend_healthy=lambda: hub_enabled,
+    )
+    router.scanner.load()
+    stream, durable, _ = subjects.consumer_for("router")
+    worker: Service = Worker(
+        js,
+        site=settings.site,
+        role="router",
+        stream=stream,
+        durable=durable,
+        decoder=task_decoder(settings.bus.max_task_bytes),
+        handler=Ingress(subjects, BatchingDecider(router, max_batch=settings.bus.batch), workflows),
+        settings=settings.bus,
+        task_id_of=task_id_of,
+    )
+    sweeper = MaxDeliveriesSweeper(
+        js, site=settings.site, settings=settings.bus, task_id_of=_work_task_id
+    )
+    return [worker, sweeper, live, workflows]
+
+
+async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> list[Service]:
+    subjects = Subjects(settings.site)
+    resources = AgentResources(
+        settings.site, settings, models=lambda: build_model_client(settings)
+    )
+    agent = spec.create()
+    await agent.setup(resources)  # indexes, models, analyzers: before the first message
+    extra: list[Service] = []
+    finaliser = None
+    if spec.final and settings.hub.enabled:
+        finaliser, inbox = await _boundary(settings, js, subjects)
+        extra.append(inbox)
+    stream, durable, _ = subjects.consumer_for(spec.role)
+    worker = Worker(
+        js,
+        site=settings.site,
+        role=spec.role,
+        stream=stream,
+        durable=durable,
+        decoder=_decode_work,
+        handler=step_handler(spec, subjects, agent=agent, resources=resources, finaliser=finaliser),
+        settings=settings.bus,
+        task_id_of=_work_task_id,
+    )
+    return [worker, *extra]
+
+
+async def _build_services(
+    settings: Settings, role: str, js: JetStreamContext, registry: Registry
+) -> list[Service]:
+    """Build the long-running services of ``role`` (loads models/indexes first)."""
+    if role == "recorder":
+        from ..state import Recorder, Store, migrate
+
+        await migrate(settings.db_url)
+        store = Store(settings.db_url)
+        return [Recorder(js, store, settings.site, settings.bus)]
+    if role == "router":
+        return await _router(settings, js)
+    return await _agent(settings, registry.spec(role), js)
+
+
+INBOX_DURABLE = "inbox"
+"""Durable consumer of ``INBOX_<site>`` (cloud answers), bound by the escalation role."""
+
+
+async def _boundary(
+    settings: Settings, js: JetStreamContext, subjects: Subjects
+) -> tuple[CloudForwarder, Service]:
+    """The forwarder (outbox side) and the inbox worker of a site linked to a hub."""
+    from ..policy import EgressGuard, PiiScanner, Pseudonymizer, Vault, load_vault_key
+
+    scanner = PiiScanner.from_settings(settings.policy)
+    scanner.load()
+    vault = Vault(settings.db_url, load_vault_key(settings.privacy, settings.state_dir))
+    pseudo = Pseudonymizer(scanner, vault)
+    pending = await pending_kv(js, settings.site)
+    if not settings.nats.has_identity:
+        from ..topology import provision_inbox
+
+        await provision_inbox(js, subjects, settings.bus)
+    await js.add_consumer(
+        subjects.inbox_stream, consumer_config(settings.bus, INBOX_DURABLE, subjects.all_in)
+    )
+    forwarder = CloudForwarder(subjects, pseudo, EgressGuard(scanner), pending)
+    inbox = Worker(
+        js,
+        site=settings.site,
+        role="escalation",
+        stream=subjects.inbox_stream,
+        durable=INBOX_DURABLE,
+        decoder=ANSWER_DECODER.decode,
+        handler=InboxFinaliser(subjects, pseudo, pending),
+        settings=settings.bus,
+        task_id_of=_work_task_id,
+    )
+    return forwarder, inbox
+
+
+async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str] = ()) -> int:
+    """Run ``role`` for ``settings.site`` until SIGTERM/SIGINT; returns the exit code.
+
+    Args:
+        settings: the process settings.
+        role: a service (:data:`SERVICE_ROLES`) or an agent role of the registry;
+            ``None``: the role of the single agent named in ``agents``.
+        agents: import paths (``module:Class``) of agents to register besides the
+            installed ones.
+
+    Raises:
+        ConfigError: unknown role, or no NATS URL (``SITEMESH_NATS_URL``).
+        AgentError: an entry point or import path does not load.
+    """
+    registry = Registry.load(agents)
+    if role is None:
+        if len(agents) != 1:
+            raise ConfigError("role", "name a role, or exactly one --agent module:Class")
+        role = import_agent(agents[0]).role
+    if role not in SERVICE_ROLES and role not in registry:
+        raise ConfigError(
+            "role", f"unknown role {role!r}; expected one of {list(worker_roles(registry))}"
+        )
+    if role == "synthesiser":
+        from ..cloud_node import run_cloud
+
+        return await run_cloud(settings)
+    if role == "relay":
+        return await _run_relay(settings)
+    setup_telemetry(settings.telemetry, site=settings.site, role=role)  # before any Worker
+    nc = await connect(settings, role)
+    js = nc.jetstream()
+    if not settings.nats.has_identity:  # restricted identities may not create streams
+        roles = ("router", *registry.roles)
+        await provision(js, Subjects(settings.site), settings.bus, roles=roles)
+    services = await _build_services(settings, role, js, registry)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def _on_signal() -> None:
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal)
+    if _SIGNALLED:  # told to stop while starting: stop before taking any work
+        stopping.set()
+    log.info("%s ready at site %s (pid %d)", role, settings.site, os.getpid())
+    runs = [asyncio.create_task(s.run()) for s in services]
+    stop_wait = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([*runs, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for t in runs:
+        if t in done and t.exception() is not None:
+            log.error("%s failed: %r", role, t.exception())
+            code = 1
+    log.info("%s stopping: finishing in-flight work", role)
+    await asyncio.gather(*(s.shutdown() for s in services), return_exceptions=True)
+    await asyncio.gather(*runs, return_exceptions=True)
+    stop_wait.cancel()
+    await nc.drain()
+    shutdown_telemetry()  # flushes buffered spans and metrics
+    log.info("%s stopped", role)
+    return code
+
+
+async def _run_relay(settings: Settings) -> int:
+    """``sitemesh worker relay``: provision the site's EGRESS streams and move cloud
+    answers into SITE's ``INBOX_<site>`` until SIGTERM (``SITEMESH_NATS_URL`` is the
+    site server with the EGRESS account's credentials)."""
+    from ..topology import InboxRelay, provision_egress
+
+    if not settings.nats.url:
+        raise ConfigError("nats.url", "set SITEMESH_NATS_URL to the site's EGRESS URL")
+    nc = await connect(settings, "relay")
+    subjects = Subjects(settings.site)
+    if not settings.nats.has_identity:
+        await provision_egress(nc.jetstream(), subjects, settings.bus)
+    relay = InboxRelay(nc, subjects)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    run = asyncio.create_task(relay.run())
+    log.info("relay ready at site %s", settings.site)
+    await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    await relay.shutdown()
+    await asyncio.gather(run, return_exceptions=True)
+    await nc.drain()
+    return 0
