@@ -27,7 +27,7 @@ demo: install
 TEST_PG ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
 test: install
-	$(BIN)/python -m ruff check sitemesh tests bench compose
+	$(BIN)/python -m ruff check sitemesh tests bench compose examples
 	$(BIN)/python -m mypy sitemesh
 	$(BIN)/python -m pytest
 	@if [ -n "$(TEST_PG)" ]; then \
@@ -36,7 +36,7 @@ test: install
 	else echo "TEST_PG is empty: PostgreSQL pass skipped"; fi
 
 lint: install
-	$(BIN)/python -m ruff check sitemesh tests bench compose
+	$(BIN)/python -m ruff check sitemesh tests bench compose examples
 	$(BIN)/python -m mypy sitemesh
 
 schemas: install

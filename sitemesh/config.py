@@ -138,6 +138,28 @@ class TelemetrySettings(_Group):
     attributes are ids and names, never message text)."""
 
 
+class HealthSettings(_Group):
+    """Readiness of worker processes: the bus registry and the optional HTTP endpoint
+    (see ``docs/observability.md``, "Readiness")."""
+
+    port: int = Field(default=0, ge=0, le=65535)
+    """Port of this process's HTTP endpoint (``/healthz``, ``/readyz``); ``0``: no
+    endpoint. One per process: a supervisor (``sitemesh edge``) does not pass it on
+    to its children, which would all try the same port."""
+    host: str = "127.0.0.1"
+    """Interface the endpoint binds (``0.0.0.0`` in a container whose probes come
+    from outside it)."""
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    """Seconds between a worker's re-registrations in ``sitemesh_workers_<site>``
+    (at most a third of the bucket's TTL is used)."""
+    ttl_s: float = Field(default=20.0, ge=1)
+    """Seconds an entry of ``sitemesh_workers_<site>`` lives without a heartbeat, so a
+    killed worker disappears; set when the bucket is created (by the provisioner, or
+    by the first worker on a site without identities)."""
+    ready_timeout_s: float = Field(default=180.0, gt=0)
+    """Seconds ``sitemesh edge``/``up``/``demo`` wait for every worker to be ready."""
+
+
 class ModelsSettings(_Group):
     """Model backends, routing and resilience (``sitemesh.models``; docs/models.md).
 
@@ -231,6 +253,7 @@ class Settings(BaseSettings):
     hub: HubSettings = HubSettings()
     models: ModelsSettings = ModelsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    health: HealthSettings = HealthSettings()
 
     @property
     def db_url(self) -> str:

@@ -125,6 +125,23 @@ class BusConnectionError(SitemeshError, ConnectionError):
         self.url = url
 
 
+class NotReadyError(SitemeshError, TimeoutError):
+    """Worker processes did not report ready in time (``sitemesh edge``/``up``/``demo``).
+
+    Attributes:
+        missing: the processes still loading, ``<role>`` or ``<site>/<role>``, with
+            the count when several of a role are missing (``planner x2``).
+        timeout_s: the seconds waited.
+    """
+
+    def __init__(self, missing: list[str], timeout_s: float) -> None:
+        super().__init__(
+            f"not ready after {timeout_s:.0f} s: {', '.join(missing)} (see their logs)"
+        )
+        self.missing = missing
+        self.timeout_s = timeout_s
+
+
 class PiiAnalyzerError(PermanentError):
     """The PII analyzer failed to load or to analyse a text.
 

@@ -19,9 +19,7 @@ import pytest
 from rich.console import Console
 
 from sitemesh.bus import Subjects, connect
-from sitemesh.cli._demo import _wait_ready
 from sitemesh.cli._hybrid import hybrid_stack
-from sitemesh.cli._run import site_roles
 from sitemesh.config import BusSettings, Settings
 from sitemesh.policy import PolicyStore
 from sitemesh.schemas import EVENT_DECODER, FinalAnswer, SupportTicket, TaskFailed, decode
@@ -87,7 +85,6 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
                 ended[ev.task_id] = ev
 
         await js.subscribe(f"sm.v1.event.{site}.>", cb=on_event)
-        await _wait_ready(js, Subjects(site), site_roles(1), timeout_s=120)
     by_task: dict[str, dict[str, Any]] = {}
     sites = list(stack.sites)
     for i, record in enumerate(records):

@@ -19,10 +19,10 @@ import pytest
 from nats.js.client import JetStreamContext
 
 from sitemesh.bus import NatsServer, Subjects, connect, provision
-from sitemesh.cli._demo import _wait_ready
 from sitemesh.cli._run import site_roles
 from sitemesh.config import BusSettings, DbSettings, NatsSettings, Settings
 from sitemesh.edge_node import Supervisor, child_env, process_environ
+from sitemesh.runtime import wait_ready
 from sitemesh.schemas import EVENT_DECODER, FinalAnswer, decode
 from sitemesh.state import Store, migrate
 from tests.conftest import (
@@ -127,7 +127,7 @@ async def _site_run(nats_server: NatsServer, tmp: Path, db_url: str) -> AsyncIte
     store = Store(settings.db_url)
     await sup.start()
     try:
-        await _wait_ready(js, subjects, roles, timeout_s=120)
+        await wait_ready([(js, sup)], timeout_s=120)  # every process registered ready
         yield SiteRun(settings, js, sup, store, subjects, tmp)
     finally:
         codes = await sup.stop()
@@ -227,7 +227,7 @@ async def test_sigkilled_workers_lose_nothing(site_run: SiteRun, tmp_path: Path)
     answers = await _final_answers(run)
     assert all(answers[t] == 1 for t in valid), {t: answers[t] for t in valid if answers[t] != 1}
     # the restarted processes are back at work (and so stop cleanly at teardown)
-    await _wait_ready(run.js, run.subjects, ["retriever", "planner"], timeout_s=120)
+    await wait_ready([(run.js, run.sup)], timeout_s=120)  # their new pids, not the old records
 
 
 async def _some_answered(store: Store, prefix: str) -> bool:

@@ -36,9 +36,12 @@ PUBLIC = {
         "task_decoder", "task_id_of"
     ],
     "sitemesh.runtime": [
-        "Finaliser", "INBOX_DURABLE", "SERVICE_ROLES", "Service", "build_model_client",
-        "catch_early_signals", "connect", "nats_options", "run_role", "step_handler",
-        "worker_name", "worker_roles"
+        "Finaliser", "HealthServer", "INBOX_DURABLE", "ProbeState", "ProcessState",
+        "Processes", "Readiness", "SERVICE_ROLES", "Service", "WORKERS_BUCKET_PREFIX",
+        "WorkerPresence", "WorkerRecord", "WorkerState", "build_model_client",
+        "catch_early_signals", "connect", "nats_options", "presence_key",
+        "provision_workers", "read_worker", "read_workers", "ready_by_role", "run_role",
+        "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket"
     ],
     "sitemesh.workflows": [
         "Advance", "BUNDLED_WORKFLOWS", "Condition", "LiveWorkflows", "PolicyView",

@@ -100,7 +100,7 @@ def test_public_api() -> None:
             "TaskDiff", "build_agents", "delete_sandbox", "diff_task", "diff_values",
             "find_dead_letter", "list_dead_letters", "load_recorder", "new_replay_id",
             "original_outcomes", "read_all", "read_outcomes", "read_stream",
-            "recorded_task_id", "redrive", "redrive_msg_id", "replay_policy",
+            "recorded_task_id", "redrive", "redrive_msg_id", "replay_policy", "replay_workflows",
             "replay_tasks", "select_tasks", "strip_volatile",
         ]
     )  # fmt: skip

@@ -263,6 +263,9 @@ async def test_operator_is_broad_inside_the_site_but_never_publishes_the_outbox(
     info = await s.js.stream_info(EU1.tasks_stream)
     assert info.config.name == EU1.tasks_stream
     await s.denied_publish(EU1.out("escalation"))
+    # nor subscribe there: that interest would let a push consumer it creates
+    # (deliver_subject on the outbox) copy a stream into the outbox
+    await s.denied_subscribe(EU1.all_out)
 
 
 async def test_provisioner_creates_streams_but_moves_no_data(topo: Topology) -> None:

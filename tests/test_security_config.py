@@ -45,6 +45,10 @@ def test_retriever_permissions_are_exactly_its_job() -> None:
         EU1.all_work,  # the next step comes from the task's (live) workflow
         EU1.all_events,
         EU1.dlq("retriever"),
+        # its own record in the worker registry (readiness), nobody else's
+        "$JS.API.STREAM.INFO.KV_sitemesh_workers_eu1",
+        "$JS.API.DIRECT.GET.KV_sitemesh_workers_eu1.$KV.sitemesh_workers_eu1.retriever.>",
+        "$KV.sitemesh_workers_eu1.retriever.>",
     }
     assert p.subscribe == ("_INBOX.retriever.>",)
 
@@ -182,3 +186,16 @@ def test_commands_and_logs_never_show_a_secret(
         assert secret not in text
         for line in secret.splitlines()[1:-1]:  # key material lines of PEM files
             assert line not in text
+
+
+def test_an_agent_added_by_import_path_gets_an_agents_identity(tmp_path: Path) -> None:
+    bundle = generate_creds(tmp_path / "creds", ["eu1"], roles=["tone"])
+    tone = bundle.get("eu1", "tone")
+    assert tone.seed_file.is_file()
+    publish = set(tone.permissions.publish)
+    assert "$JS.API.CONSUMER.MSG.NEXT.WORK_eu1.tone" in publish
+    assert EU1.all_work in publish
+    assert EU1.out("escalation") not in publish
+    assert ("SITE", "eu1", "tone") not in {
+        (i.account, i.site, i.role) for i in generate_creds(tmp_path / "c2", ["eu1"]).identities
+    }

@@ -339,6 +339,13 @@ class EmbeddedNats:
             return str(info["url"])
         return None
 
+    def live_url(self) -> str | None:
+        """The URL of the live server ``<state_dir>/nats.json`` names, else ``None``.
+
+        Never starts one (``sitemesh status`` asks whether a site is running).
+        """
+        return self._live_url()
+
     async def start(self) -> str:
         """Reuse or start the server.
 

@@ -94,13 +94,21 @@ def worker(
 def edge(
     site: SiteOpt = None,
     replicas: Annotated[int, typer.Option(help="Processes per agent role.")] = 1,
+    agent: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--agent", metavar="MODULE:CLASS", help="Also run this agent (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Run a site's whole set: embedded NATS (unless SITEMESH_NATS_URL is set), the
-    recorder, the router and the five agents, each as its own process."""
+    recorder, the router and a process per agent role the workflows in force name
+    (installed agents, plus those named with --agent), each as its own process."""
     from ._run import run_edge
 
     _logging()
-    raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas)))
+    agents = tuple(agent or ())
+    raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents)))
 
 
 @app.command()
@@ -125,7 +133,8 @@ def publish(
 
 @app.command()
 def status(site: SiteOpt = None) -> None:
-    """Counts of tasks by status, outcome and data class, and the latest tasks."""
+    """Counts of tasks by status, outcome and data class, the latest tasks, and per role
+    its ready workers and queued work on NATS (roles with work and no worker in red)."""
     from ._state_cmds import show_status
 
     raise typer.Exit(_run(show_status(_settings(site), console)))
@@ -421,29 +430,48 @@ def dlq_redrive(seq_or_task_id: str, site: SiteOpt = None) -> None:
     raise typer.Exit(_run(cmd(_settings(site), console, seq_or_task_id)))
 
 
-SitesOpt = Annotated[str, typer.Option("--sites", help="Comma-separated site names.")]
+SitesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--sites",
+        "--site",
+        metavar="SITE[,SITE...]",
+        help="Site names, comma-separated and/or repeated (--site eu1 --site us1); "
+        "default eu1,us1.",
+    ),
+]
+
+
+def _site_names(sites: list[str] | None) -> list[str]:
+    """``--sites eu1,us1`` and ``--site eu1 --site us1`` alike; default ``eu1, us1``."""
+    names = [s.strip() for arg in sites or ["eu1,us1"] for s in arg.split(",") if s.strip()]
+    return list(dict.fromkeys(names))
 
 
 @app.command()
 def creds(
-    sites: SitesOpt = "eu1,us1",
+    sites: SitesOpt = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <state>/creds).")] = None,
     rotate: Annotated[bool, typer.Option(help="Replace existing identities.")] = False,
     show_permissions: Annotated[bool, typer.Option(help="Print each role's permissions.")] = False,
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", help="An agent role besides the installed ones (repeatable)."),
+    ] = None,
 ) -> None:
     """NKey identities per role and site, each allowed only its own subjects."""
     from ._secure_cmds import creds_cmd
 
-    names = [s.strip() for s in sites.split(",") if s.strip()]
+    names = _site_names(sites)
     raise typer.Exit(
         creds_cmd(_settings().state_dir, names, console, out_dir=out, rotate=rotate,
-                  show_permissions=show_permissions)
+                  show_permissions=show_permissions, roles=tuple(role or ()))
     )  # fmt: skip
 
 
 @app.command()
 def certs(
-    sites: SitesOpt = "eu1,us1",
+    sites: SitesOpt = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default <state>/certs).")] = None,
     host: Annotated[
         list[str] | None, typer.Option("--host", help="Extra SAN (repeatable).")
@@ -453,7 +481,7 @@ def certs(
     """A development CA and TLS certificates for the hub, the sites and clients."""
     from ._secure_cmds import certs_cmd
 
-    names = [s.strip() for s in sites.split(",") if s.strip()]
+    names = _site_names(sites)
     raise typer.Exit(
         certs_cmd(_settings().state_dir, names, console, out_dir=out, hosts=host, days=days)
     )

@@ -33,9 +33,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..bus import Outbound, Publisher, Subjects, connect, msg_id
+from ..bus import Outbound, Publisher, Subjects, msg_id
 from ..config import Settings
 from ..edge_node import start_workflow
+from ..runtime import connect
 from ..schemas import TaskFailed, WorkItem, utcnow
 from ..state import (
     ApprovalAlreadyDecided,
@@ -296,9 +297,7 @@ async def _decide(
             console.print(Text(f"cannot {verb}: {_already(record)}", "red"))
             return EXIT_ALREADY_DECIDED
         async with nats_url(settings, console) as url:
-            nc = await connect(
-                url, name="sitemesh-approvals", timeout_s=settings.nats.connect_timeout_s
-            )
+            nc = await connect(settings, "operator", url=url, name="sitemesh-approvals")
             try:
                 record = await decide_and_publish(
                     store, nc.jetstream(), record.approval_id, approve, who, reason

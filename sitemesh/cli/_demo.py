@@ -2,7 +2,7 @@
 
 1. start (or reuse) the embedded ``nats-server`` and migrate the SQLite database;
 2. start the site's processes (recorder, router, five agents) with the supervisor
-   and wait until each has a pull request waiting on its consumer;
+   and wait until each has registered ready on the bus (``sitemesh_workers_<site>``);
 3. publish the real tickets, the telemetry alerts and the malformed tasks with
    ``sitemesh publish`` (a subprocess: the public path);
 4. follow the task events until every task has a final answer or a dead letter;
@@ -31,9 +31,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..bus import Subjects, connect, provision
+from ..bus import Subjects, provision
 from ..config import Settings
 from ..edge_node import child_env, process_environ
+from ..runtime import connect, provision_workers
 from ..schemas import (
     EVENT_DECODER,
     FinalAnswer,
@@ -43,6 +44,7 @@ from ..schemas import (
     utcnow,
 )
 from ._nats import nats_url
+from ._ready import pids_line, wait_workers
 from ._run import on_url, site_roles, site_supervisor
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
@@ -95,24 +97,6 @@ async def _sh_publish(
     return [ln.strip() for ln in out.decode().splitlines() if ln.strip().startswith(prefix)]
 
 
-async def _wait_ready(js: Any, subjects: Subjects, roles: list[str], timeout_s: float) -> float:
-    """Wait until every role's consumer has a pull request waiting; returns seconds."""
-    t0 = time.monotonic()
-    wanted = [subjects.consumer_for(r)[:2] for r in dict.fromkeys(roles) if r != "recorder"]
-    wanted.append((subjects.events_stream, "recorder"))
-    while True:
-        waiting = []
-        for stream, durable in wanted:
-            info = await js.consumer_info(stream, durable)
-            waiting.append((info.num_waiting or 0) > 0)
-        if all(waiting):
-            return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout_s:
-            missing = [d for (_, d), ok in zip(wanted, waiting, strict=True) if not ok]
-            raise TimeoutError(f"workers not ready after {timeout_s:.0f} s: {missing}")
-        await asyncio.sleep(0.2)
-
-
 def _pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -139,19 +123,22 @@ async def run_demo(
 
     async with nats_url(settings, console) as url:
         await migrate(settings.db_url)
-        nc = await connect(url, name="sitemesh-demo", timeout_s=settings.nats.connect_timeout_s)
+        nc = await connect(settings, "operator", url=url, name="sitemesh-demo")
         js = nc.jetstream()
         await provision(js, subjects, settings.bus)
+        await provision_workers(js, settings.site, settings.health)
         roles = site_roles(1)
         sup = site_supervisor(settings, url, roles)
         store = Store(settings.db_url)
         try:
             await sup.start()
-            with console.status("starting workers (loading Presidio, BM25 index, telemetry)..."):
-                ready_s = await _wait_ready(js, subjects, roles, timeout_s=120)
+            # every process registered ready (sitemesh_workers_<site>): loaded, taking work
+            ready_s = await wait_workers(
+                console, [(js, sup)], timeout_s=settings.health.ready_timeout_s
+            )
             console.print(
-                f"{len(roles)} worker processes ready in {ready_s:.1f} s: "
-                + ", ".join(f"{r}={p}" for r, p in sup.pids.items())
+                f"{len(roles)} worker processes ready in {ready_s or 0:.1f} s: {pids_line([sup])}",
+                highlight=False,
             )
 
             def on_event(data: bytes) -> None:

@@ -24,10 +24,10 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
 from rich.table import Table
 
-from ..bus import Subjects, connect
 from ..config import Settings
 from ..edge_node import child_env, process_environ
 from ..policy import PolicyStore
+from ..runtime import connect
 from ..schemas import (
     EVENT_DECODER,
     ApprovalRequested,
@@ -38,9 +38,8 @@ from ..schemas import (
     decode,
     utcnow,
 )
-from ._demo import DEFAULT_DATA, _pct, _sh_publish, _wait_ready
+from ._demo import DEFAULT_DATA, _pct, _sh_publish
 from ._hybrid import hybrid_stack
-from ._run import site_roles
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 DEMO_POLICY = Path(__file__).resolve().parents[2] / "examples" / "policy" / "hybrid-demo.toml"
@@ -87,7 +86,7 @@ async def run_hybrid_demo(
     failed: dict[str, TaskFailed] = {}
     parked: dict[str, str] = {}
     async with hybrid_stack(settings, sites, console) as stack:
-        hub_nc = await connect(stack.topo.hub_url, name="demo-hub-watch", timeout_s=5)
+        hub_nc = await connect(stack.hub, "operator", url=stack.topo.hub_url, name="demo-hub-watch")
 
         async def on_hub(msg: Any) -> None:
             crossed.append(msg.subject.encode() + b" " + msg.data)
@@ -95,7 +94,7 @@ async def run_hybrid_demo(
         await hub_nc.subscribe(">", cb=on_hub)
         site_ncs = {}
         for site, s in stack.sites.items():
-            nc = await connect(s.nats.url or "", name=f"demo-{site}", timeout_s=5)
+            nc = await connect(s, "operator", name=f"demo-{site}")
             site_ncs[site] = nc
             version = await PolicyStore(nc.jetstream()).publish(policy_text)
             js = nc.jetstream()
@@ -118,9 +117,8 @@ async def run_hybrid_demo(
                 f"sm.v1.event.{site}.>", cb=on_event, ordered_consumer=True,
                 config=ConsumerConfig(deliver_policy=DeliverPolicy.NEW),
             )  # fmt: skip
-            await _wait_ready(js, Subjects(site), site_roles(1), timeout_s=120)
         console.print(f"hub and sites {', '.join(sites)} up; policy {version} published to "
-                      f"every site's KV bucket; workers ready")  # fmt: skip
+                      f"every site's KV bucket")  # fmt: skip
 
         tmp = settings.state_dir.resolve() / "demo-input"
         tmp.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..bus import Subjects, connect
+from ..bus import Subjects
 from ..config import Settings
 from ..errors import SitemeshError
 from ..replay import (
@@ -30,6 +30,7 @@ from ..replay import (
     list_dead_letters,
     redrive,
 )
+from ..runtime import connect
 from ._nats import nats_url
 
 EXIT_OK: Final = 0
@@ -41,7 +42,7 @@ EXIT_ERROR: Final = 2
 @contextlib.asynccontextmanager
 async def _js(settings: Settings, console: Console) -> AsyncIterator[JetStreamContext]:
     async with nats_url(settings, console) as url:
-        nc = await connect(url, name="sitemesh-dlq", timeout_s=settings.nats.connect_timeout_s)
+        nc = await connect(settings, "operator", url=url, name="sitemesh-dlq")
         try:
             yield nc.jetstream()
         finally:

@@ -9,16 +9,19 @@ runs as a process on the hub.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Console
 
-from ..bus import Subjects, connect, provision
+from ..bus import Subjects, provision
 from ..config import HubSettings, Settings
 from ..edge_node import Supervisor, child_env, process_environ
+from ..runtime import connect, provision_workers
 from ..topology import Topology, TopologySpec
+from ._ready import pids_line, wait_workers
 from ._run import site_roles
 
 HUB_SITE = "hub"
@@ -33,6 +36,8 @@ class HybridStack:
     """Settings of each site's processes (URL of its ``SITE`` account, own state)."""
     hub: Settings
     supervisors: list[Supervisor] = field(default_factory=list)
+    ready_s: float | None = None
+    """Seconds until every process was ready; ``None``: stopped before that."""
 
 
 def site_settings(base: Settings, site: str, url: str) -> Settings:
@@ -50,9 +55,26 @@ def site_settings(base: Settings, site: str, url: str) -> Settings:
 
 @contextlib.asynccontextmanager
 async def hybrid_stack(
-    settings: Settings, sites: Sequence[str], console: Console, *, replicas: int = 1
+    settings: Settings,
+    sites: Sequence[str],
+    console: Console,
+    *,
+    replicas: int = 1,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[HybridStack]:
-    """Start servers, sites and cloud; stop everything (workers first) on exit."""
+    """Start servers, sites and cloud, and wait until every worker process reports
+    ready on its server's bus; stop everything (workers first) on exit.
+
+    Args:
+        settings: the base settings (state dir, bus, health).
+        sites: the site names.
+        console: where the "still loading" spinner goes.
+        replicas: processes per agent role.
+        stop: stop waiting when it is set (the stack is yielded with ``ready_s=None``).
+
+    Raises:
+        NotReadyError: a process was not ready within ``health.ready_timeout_s``.
+    """
     from ..state import migrate
 
     state = settings.state_dir.resolve()
@@ -71,8 +93,9 @@ async def hybrid_stack(
             s.state_dir.mkdir(parents=True, exist_ok=True)
             stack.sites[site] = s
             await migrate(s.db_url)
-            nc = await connect(topo.site_url(site), name=f"up-{site}", timeout_s=5)
+            nc = await connect(s, "provisioner", url=topo.site_url(site), name=f"up-{site}")
             await provision(nc.jetstream(), Subjects(site), s.bus)
+            await provision_workers(nc.jetstream(), site, s.health)
             await nc.drain()
             stack.supervisors.append(
                 Supervisor(
@@ -95,27 +118,52 @@ async def hybrid_stack(
         try:
             for sup in stack.supervisors:
                 await sup.start()
+            stack.ready_s = await _wait_stack(stack, console, settings, stop)
             yield stack
         finally:
             for sup in stack.supervisors:
                 await sup.stop()
 
 
+async def _wait_stack(
+    stack: HybridStack, console: Console, settings: Settings, stop: asyncio.Event | None
+) -> float | None:
+    """Wait for every site's and the hub's processes, each on its own server's registry."""
+    where = [*stack.sites.values(), stack.hub]
+    ncs = [await connect(s, "operator", name=f"up-ready-{s.site}") for s in where]
+    try:
+        groups = [(nc.jetstream(), sup) for nc, sup in zip(ncs, stack.supervisors, strict=True)]
+        return await wait_workers(
+            console, groups, timeout_s=settings.health.ready_timeout_s, stop=stop
+        )
+    finally:
+        for nc in ncs:
+            await nc.close()  # nothing to drain: it only read the registries
+
+
 async def run_up(settings: Settings, console: Console, sites: Sequence[str]) -> int:
-    """``sitemesh up``: run the hub, the sites and their workers until SIGINT/SIGTERM."""
-    import asyncio
+    """``sitemesh up``: run the hub, the sites and their workers until SIGINT/SIGTERM.
+
+    Says "ready" once every process of every site and the hub registered ready.
+
+    Raises:
+        NotReadyError: a process was not ready within ``health.ready_timeout_s``.
+    """
     import signal
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with hybrid_stack(settings, sites, console) as stack:
+    async with hybrid_stack(settings, sites, console, stop=stop) as stack:
         console.print(f"hub   {stack.topo.hub_url}   (cloud agents; CLOUD_IN / CLOUD_OUT)")
         for site, s in stack.sites.items():
             console.print(f"site  {site:<5} {s.nats.url}   (workers, operators: SITE account)")
-        for sup in stack.supervisors:
-            console.print(f"  {sup.site}: {sup.pids}", highlight=False)
+        if stack.ready_s is not None:
+            console.print(
+                f"[green]ready[/green] in {stack.ready_s:.1f} s: {pids_line(stack.supervisors)}",
+                highlight=False,
+            )
         console.print(f"logs in {settings.state_dir.resolve() / 'logs'}; Ctrl-C to stop")
         await stop.wait()
         console.print("stopping (workers finish in-flight work first)...")

@@ -37,3 +37,11 @@ async def nats_url(settings: Settings, console: Console) -> AsyncIterator[str]:
                 f"[dim]using the embedded nats-server already running at {embedded.url}[/dim]"
             )
         yield embedded.url
+
+
+def running_nats_url(settings: Settings) -> str | None:
+    """The NATS URL to *inspect*: ``SITEMESH_NATS_URL``, else the embedded server if
+    one is running under ``<state_dir>``; ``None`` otherwise (nothing is started)."""
+    if settings.nats.url:
+        return settings.nats.url
+    return EmbeddedNats(settings.state_dir, settings.nats.server_bin).live_url()

@@ -41,6 +41,7 @@ from ..replay import (
     original_outcomes,
     replay_policy,
     replay_tasks,
+    replay_workflows,
     select_tasks,
 )
 from ..runtime import connect
@@ -206,7 +207,6 @@ async def _replay(
     agent_paths: Sequence[str],
 ) -> int:
     from ..policy import PiiScanner
-    from ..workflows import WorkflowStore
 
     with console.status("selecting recorded tasks..."):
         tasks = await select_tasks(js, subjects, selection)
@@ -220,8 +220,17 @@ async def _replay(
         js, settings.site, versions, rules_file=rules_file, configured=settings.policy.rules_file
     )
     models = ReplayModels(load_recorder(settings), live=live_models)
-    workflows = await WorkflowStore(js).current(settings.site)
+    workflows = await replay_workflows(
+        js, settings.site, {v for t in ids if (v := original.workflow_version(t))}
+    )
     registry = Registry.load(agent_paths)
+    missing = [r for r in workflows.roles if r not in registry]
+    if missing:
+        console.print(
+            f"[red]workflows {workflows.version} name roles that are not installed here: "
+            f"{', '.join(missing)}; pass --agent module:Class for each[/red]"
+        )
+        return EXIT_ERROR
     console.print(
         f"replaying {len(tasks)} task(s) of site {settings.site} (TASKS seq "
         f"{tasks[0][1].seq}-{tasks[-1][1].seq}) at speed {speed}, policy {policy.version}, "

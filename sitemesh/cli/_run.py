@@ -13,10 +13,11 @@ from ..agents import Registry
 from ..bus import Subjects, provision
 from ..config import Settings
 from ..edge_node import Supervisor, child_env, process_environ
-from ..runtime import connect
+from ..runtime import connect, provision_workers
 from ..workflows import Workflows
 from ._nats import nats_url
 from ._publish import prepare, publish
+from ._ready import pids_line, wait_workers
 
 
 def site_roles(
@@ -45,36 +46,64 @@ def on_url(settings: Settings, url: str) -> Settings:
     )
 
 
-def site_supervisor(settings: Settings, url: str, roles: list[str]) -> Supervisor:
-    """The supervisor of ``settings.site``'s worker processes, joining NATS at ``url``."""
+def site_supervisor(
+    settings: Settings, url: str, roles: list[str], agents: Sequence[str] = ()
+) -> Supervisor:
+    """The supervisor of ``settings.site``'s worker processes, joining NATS at ``url``;
+    ``agents``: import paths every child registers (``--agent``)."""
     return Supervisor(
         settings.site,
         roles,
+        agents=agents,
         env=child_env(process_environ(), on_url(settings, url).to_env()),
         log_dir=settings.state_dir / "logs",
         graceful_timeout_s=settings.bus.graceful_timeout_s,
     )
 
 
-async def run_edge(settings: Settings, console: Console, *, replicas: int = 1) -> int:
-    """Run a site until SIGTERM/SIGINT; returns the exit code."""
+async def run_edge(
+    settings: Settings, console: Console, *, replicas: int = 1, agents: Sequence[str] = ()
+) -> int:
+    """Run a site until SIGTERM/SIGINT; returns the exit code.
+
+    Says "ready" only once every worker process registered ready on the bus
+    (``sitemesh_workers_<site>``); until then a spinner names what is still loading.
+
+    Raises:
+        NotReadyError: a role was not ready within ``health.ready_timeout_s``.
+    """
     from ..workflows import WorkflowStore
 
     async with nats_url(settings, console) as url:
         nc = await connect(settings, "operator", url=url, name=f"sitemesh-edge-{settings.site}")
         try:
             await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
+            await provision_workers(nc.jetstream(), settings.site, settings.health)
             workflows = await WorkflowStore(nc.jetstream()).current(settings.site)
-        finally:
-            await nc.drain()
-        sup = site_supervisor(settings, url, site_roles(replicas, workflows))
+        except BaseException:
+            await nc.close()
+            raise
+        roles = site_roles(replicas, workflows, Registry.load(agents))
+        sup = site_supervisor(settings, url, roles, agents)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with sup:
-            console.print(f"site [bold]{settings.site}[/bold] running at {url}: {sup.pids}")
+            console.print(f"site [bold]{settings.site}[/bold] starting at {url}")
             console.print(f"logs in {settings.state_dir / 'logs'}; Ctrl-C to stop")
+            try:
+                took = await wait_workers(
+                    console, [(nc.jetstream(), sup)],
+                    timeout_s=settings.health.ready_timeout_s, stop=stop,
+                )  # fmt: skip
+            finally:
+                await nc.close()  # not needed any more (and NATS may be going down)
+            if took is not None:
+                console.print(
+                    f"site [bold]{settings.site}[/bold] [green]ready[/green] in {took:.1f} s: "
+                    + pids_line([sup])
+                )
             await stop.wait()
             console.print("stopping workers (finishing in-flight work)...")
     return 0

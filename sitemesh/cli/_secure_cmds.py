@@ -39,8 +39,9 @@ def creds_cmd(
     out_dir: Path | None = None,
     rotate: bool = False,
     show_permissions: bool = False,
+    roles: Sequence[str] = (),
 ) -> int:
-    """``sitemesh creds --site eu1 --site us1 [--rotate] [--show-permissions]``.
+    """``sitemesh creds --site eu1 --site us1 [--role R] [--rotate] [--show-permissions]``.
 
     Writes one NKey seed per identity (mode 0600) and ``identities.json`` (public
     keys); existing seeds are kept unless ``rotate``. Restart the servers after a
@@ -53,13 +54,14 @@ def creds_cmd(
         out_dir: the creds directory; ``None``: ``<state_dir>/creds``.
         rotate: replace every seed.
         show_permissions: also print each identity's allowed subjects.
+        roles: extra agent roles to create identities for (``--role``).
 
     Returns:
         The exit code.
     """
     directory = out_dir or creds_dir(state_dir)
     try:
-        bundle = generate_creds(directory, list(sites), rotate=rotate)
+        bundle = generate_creds(directory, list(sites), rotate=rotate, roles=roles)
     except (SitemeshError, OSError) as exc:
         console.print(f"[red]creds: {exc}[/red]")
         return EXIT_ERROR

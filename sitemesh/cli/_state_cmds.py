@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from ..config import Settings
 from ..state import Store, TaskSummary, TaskView, is_sqlite, sqlite_path
+from ._queues import show_queues
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_TASK: Final = 1
@@ -104,10 +105,13 @@ def _tasks_table(tasks: list[TaskSummary]) -> Table:
 
 
 async def show_status(settings: Settings, console: Console, *, limit: int = 15) -> int:
-    """Print task counts by status, outcome and data class, latencies, and the latest tasks.
+    """Print task counts by status, outcome and data class, latencies, the latest tasks,
+    then per role its ready workers and queued work on NATS (flagging roles with work
+    waiting and no ready worker; a one-line note instead when NATS is not reachable).
 
     Args:
-        settings: the database is ``settings.db_url``.
+        settings: the database is ``settings.db_url``; NATS is ``settings.nats.url``
+            or the embedded server if one runs (none is started).
         console: where to render.
         limit: how many of the latest tasks to list.
 
@@ -117,11 +121,17 @@ async def show_status(settings: Settings, console: Console, *, limit: int = 15) 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
     """
+    await _show_database(settings, console, limit=limit)
+    await show_queues(settings, console)
+    return EXIT_OK
+
+
+async def _show_database(settings: Settings, console: Console, *, limit: int) -> None:
     url = settings.db_url
     console.print(f"site [bold]{settings.site}[/bold], state in {_db_label(url)}", highlight=False)
     if _missing_sqlite(url):
         console.print("no tasks recorded yet (the database does not exist)")
-        return EXIT_OK
+        return
     async with Store(url) as store:
         counts = await store.counts()
         latest = await store.list_tasks(limit=limit)
@@ -151,7 +161,6 @@ async def show_status(settings: Settings, console: Console, *, limit: int = 15) 
         )
     if latest:
         console.print(_tasks_table(latest))
-    return EXIT_OK
 
 
 def _header(view: TaskView) -> Table:

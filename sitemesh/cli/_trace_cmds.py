@@ -5,7 +5,11 @@ Built from what the site recorded (``task_events``, ``policy_decisions``,
 NATS server is reachable, the task's messages still in ``EVENTS_<site>`` (events
 the recorder has not written yet, and the trace id from their ``traceparent``).
 Only PII-free fields are printed: summaries, roles, ids, classes, counts and times;
-never a dead letter's reason or payload (they may quote the customer).
+never a dead letter's reason or payload (they may quote the customer). Step outputs
+are printed with their free text elided (:func:`elide_text`): numbers, booleans and
+short single-token strings (labels, codes, ids) stay, anything with a space or
+longer than :data:`TOKEN_CHARS` becomes ``<text N chars>``; ``sitemesh show`` has
+the whole output.
 
 A plain async function returning the exit code, like ``sitemesh show``; the typer
 app only wires it up.
@@ -58,9 +62,27 @@ class _Step:
 TRACE_OUTPUT_CHARS = 240
 """Characters of a step's output JSON a trace line shows (``show`` shows more)."""
 
+TOKEN_CHARS = 40
+"""Longest string (without white space) a trace shows as it is."""
+
+
+def elide_text(value: Any) -> Any:
+    """``value`` (JSON-like) with free text replaced by ``<text N chars>``: a string
+    is kept only if it has no white space and at most :data:`TOKEN_CHARS` characters
+    (labels such as ``negative``, action codes, ids), recursively."""
+    if isinstance(value, str):
+        if len(value) <= TOKEN_CHARS and not any(c.isspace() for c in value):
+            return value
+        return f"<text {len(value)} chars>"
+    if isinstance(value, dict):
+        return {k: elide_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [elide_text(v) for v in value]
+    return value
+
 
 def _compact(value: Any) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(elide_text(value), separators=(",", ":"), ensure_ascii=False)
     if len(text) > TRACE_OUTPUT_CHARS:
         return text[:TRACE_OUTPUT_CHARS] + f"... ({len(text)} characters)"
     return text
@@ -127,7 +149,7 @@ async def _stream_events(
     """The task's events still in ``EVENTS_<site>`` and its trace id; nothing if unreachable."""
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    from ..bus import connect
+    from ..runtime import connect
     from ..schemas import EVENT_DECODER, decode
 
     subjects = Subjects(settings.site)
@@ -136,7 +158,7 @@ async def _stream_events(
         return [], None
     found: list[TaskEventView] = []
     trace_id: str | None = None
-    nc = await connect(url, name="sitemesh-trace", timeout_s=settings.nats.connect_timeout_s)
+    nc = await connect(settings, "operator", url=url, name="sitemesh-trace")
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(

@@ -21,6 +21,7 @@ from ._synthesiser import Synthesiser
 
 if TYPE_CHECKING:
     from ..models import ModelClient
+    from ..runtime import Readiness
 
 log = logging.getLogger("sitemesh.cloud")
 
@@ -92,8 +93,13 @@ async def _resume_sources(js: JetStreamContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), RESUME_EVERY_S)
 
 
-async def run_cloud(settings: Settings) -> int:
+async def run_cloud(settings: Settings, *, readiness: Readiness | None = None) -> int:
     """Run the cloud agents against the hub at ``settings.nats.url`` until SIGTERM.
+
+    Args:
+        settings: the process settings (``nats.url`` is the hub).
+        readiness: told when the synthesiser is ready and when it stops (it registers
+            in the hub's ``sitemesh_workers_hub``); ``None``: not reported.
 
     Raises:
         ConfigError: no hub URL (``SITEMESH_NATS_URL``).
@@ -120,10 +126,16 @@ async def run_cloud(settings: Settings) -> int:
     run = asyncio.create_task(worker.run())
     resume = asyncio.create_task(_resume_sources(js, stop))
     log.info("cloud synthesiser ready")
+    if readiness is not None:
+        await readiness.ready(js, origin="sitemesh service")
     await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
     stop.set()
+    if readiness is not None:
+        await readiness.stopping()
     await worker.shutdown()
     await asyncio.gather(run, resume, return_exceptions=True)
+    if readiness is not None:
+        await readiness.shutdown()
     await nc.drain()
     shutdown_telemetry()  # flushes buffered spans and metrics
     return 0

@@ -21,6 +21,10 @@ from pathlib import Path
 
 log = logging.getLogger("sitemesh.supervisor")
 
+HEALTH_PORT_ENV = "SITEMESH_HEALTH_PORT"
+"""Not passed on to children (``settings.health.port``): each would try to bind it."""
+
+
 @dataclass
 class _Child:
     role: str
@@ -41,6 +45,8 @@ class Supervisor:
         log_dir: where ``<site>-<role>-<n>.log`` files go.
         graceful_timeout_s: seconds to wait after SIGTERM before SIGKILL.
         restart: restart children that exit on their own.
+        agents: import paths (``module:Class``) of agents every child registers
+            (``sitemesh worker --agent``), so a role of yours runs like a built-in one.
     """
 
     def __init__(
@@ -52,9 +58,13 @@ class Supervisor:
         log_dir: Path,
         graceful_timeout_s: float = 20.0,
         restart: bool = True,
+        agents: Sequence[str] = (),
     ) -> None:
         self.site = site
+        self._agent_args = [arg for path in agents for arg in ("--agent", path)]
         self._env = dict(env)
+        # one HTTP health port per process: children cannot all bind the same one
+        self._env.pop(HEALTH_PORT_ENV, None)
         self._log_dir = log_dir
         self._graceful_timeout_s = graceful_timeout_s
         self._restart = restart
@@ -65,6 +75,22 @@ class Supervisor:
             self._children.append(_Child(role=role, index=seen[role]))
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
+
+    @property
+    def roles(self) -> list[str]:
+        """One role per child process, in start order (a role once per replica)."""
+        return [c.role for c in self._children]
+
+    def log_path(self, role: str) -> Path:
+        """The log file of the first child running ``role``.
+
+        Raises:
+            KeyError: no child runs ``role``.
+        """
+        for c in self._children:
+            if c.role == role:
+                return self._log_dir / f"{self.site}-{c.role}-{c.index}.log"
+        raise KeyError(role)
 
     @property
     def pids(self) -> dict[str, list[int]]:
@@ -87,6 +113,7 @@ class Supervisor:
                 child.role,
                 "--site",
                 self.site,
+                *self._agent_args,
                 env=self._env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,

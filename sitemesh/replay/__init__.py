@@ -36,7 +36,7 @@ from ._dlq import (
 )
 from ._models import PromptLookup, ReplayModels, load_recorder
 from ._outcome import VOLATILE, Outcome, OutcomeBuilder, strip_volatile
-from ._policy import replay_policy
+from ._policy import replay_policy, replay_workflows
 from ._readback import DEFAULT_BATCH, StreamRecord, read_all, read_stream
 from ._sandbox import (
     Progress,
@@ -88,6 +88,7 @@ __all__ = [
     "redrive_msg_id",
     "replay_policy",
     "replay_tasks",
+    "replay_workflows",
     "select_tasks",
     "strip_volatile",
 ]

@@ -95,6 +95,7 @@ class OutcomeBuilder:
         self._ids = set(task_ids)
         self._out: dict[str, Outcome] = {}
         self._versions: dict[str, str] = {}
+        self._workflows: dict[str, str] = {}
 
     def _of(self, task_id: str) -> Outcome:
         got = self._out.get(task_id)
@@ -117,6 +118,7 @@ class OutcomeBuilder:
             out = self._of(ev.task_id)
             match ev:
                 case TaskAccepted():
+                    self._workflows[ev.task_id] = ev.workflow_version
                     out["accepted"] = _plain(ev)
                 case PolicyDecision():
                     self._versions[ev.task_id] = ev.policy_version
@@ -155,6 +157,10 @@ class OutcomeBuilder:
     def policy_version(self, task_id: str) -> str | None:
         """The policy version that decided ``task_id`` (reported, not compared)."""
         return self._versions.get(task_id)
+
+    def workflow_version(self, task_id: str) -> str | None:
+        """The workflows version ``task_id`` was accepted on, if recorded."""
+        return self._workflows.get(task_id)
 
     def outcomes(self) -> dict[str, Outcome]:
         """``task id -> outcome`` for every task seen (``status`` ``pending`` if unended).

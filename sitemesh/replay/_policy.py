@@ -1,4 +1,5 @@
-"""Which rules a replay applies: a given rules file, else those of the original run."""
+"""Which rules and workflows a replay applies: a given rules file, else those of the
+original run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from nats.js import JetStreamContext
 
 from ..policy import Policy, PolicyStore
+from ..workflows import Workflows, WorkflowStore
 
 log = logging.getLogger("sitemesh.replay")
 
@@ -63,3 +65,39 @@ async def replay_policy(
         log.info("replaying with the policy in force now (%s)", current.version)
         return current
     return candidates[0]
+
+
+async def replay_workflows(
+    js: JetStreamContext, site: str, original_versions: Collection[str]
+) -> Workflows:
+    """The workflows the sandbox router starts tasks on.
+
+    Those the original tasks ran on: found by version among the bundled workflows and
+    the KV history of ``workflows.<site>`` then ``workflows``. When the original run
+    used several versions, or none is found, the workflows in force now.
+
+    Args:
+        js: a JetStream context.
+        site: the site.
+        original_versions: workflow versions recorded on the tasks' acceptance
+            (``task_accepted.v1`` ``workflow_version``).
+    """
+    wanted = {v for v in original_versions if v}
+    bundled = Workflows.load()
+    store = WorkflowStore(js)
+    if len(wanted) == 1:
+        (version,) = wanted
+        if bundled.version == version:
+            return bundled
+        with contextlib.suppress(Exception):
+            for key_site in (site, None):
+                for rev in reversed(await store.history(key_site)):
+                    if rev.version == version:
+                        text = await store.text(key_site, revision=rev.revision)
+                        if text is not None:
+                            return Workflows.from_toml(text, source=f"{rev.key}@{rev.revision}")
+    with contextlib.suppress(Exception):
+        current = await store.current(site)
+        log.info("replaying with the workflows in force now (%s)", current.version)
+        return current
+    return bundled

@@ -6,15 +6,33 @@
   (:data:`SERVICE_ROLES`) and every agent of the registry, built the same way;
 * :func:`step_handler` — an agent as a :class:`sitemesh.bus.Worker` handler: checks,
   step events, the next step of the workflow;
-* :func:`build_model_client` — the process's model client, recording every call.
+* :func:`build_model_client` — the process's model client, recording every call;
+* :class:`Readiness` — a process's loading → ready → stopping, registered in the
+  site's ``sitemesh_workers_<site>`` KV bucket (:class:`WorkerPresence`) and served
+  on the optional ``/healthz``/``/readyz`` endpoint (:class:`HealthServer`);
+  :func:`wait_ready` waits for a set of processes, :func:`read_workers` lists them.
 
 Cross-cutting middleware (tracing, metrics) is injected into the bus runtime by
 :func:`sitemesh.telemetry.setup_telemetry` through :func:`sitemesh.bus.install_middleware`.
 """
 
 from ._connect import connect
+from ._health import Processes, ProcessState, Readiness, wait_ready
+from ._http import HealthServer, ProbeState
 from ._identity import nats_options
 from ._models import build_model_client
+from ._presence import (
+    WORKERS_BUCKET_PREFIX,
+    WorkerPresence,
+    WorkerRecord,
+    WorkerState,
+    presence_key,
+    provision_workers,
+    read_worker,
+    read_workers,
+    ready_by_role,
+    workers_bucket,
+)
 from ._roles import (
     INBOX_DURABLE,
     SERVICE_ROLES,
@@ -29,14 +47,30 @@ from ._steps import Finaliser, step_handler
 __all__ = [
     "INBOX_DURABLE",
     "SERVICE_ROLES",
+    "WORKERS_BUCKET_PREFIX",
     "Finaliser",
+    "HealthServer",
+    "ProbeState",
+    "ProcessState",
+    "Processes",
+    "Readiness",
     "Service",
+    "WorkerPresence",
+    "WorkerRecord",
+    "WorkerState",
     "build_model_client",
     "catch_early_signals",
     "connect",
     "nats_options",
+    "presence_key",
+    "provision_workers",
+    "read_worker",
+    "read_workers",
+    "ready_by_role",
     "run_role",
     "step_handler",
+    "wait_ready",
     "worker_name",
     "worker_roles",
+    "workers_bucket",
 ]

@@ -40,6 +40,7 @@ from ..errors import ConfigError
 from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
 from ..telemetry import setup_telemetry, shutdown_telemetry
 from ._connect import connect
+from ._health import Readiness
 from ._models import build_model_client
 from ._steps import step_handler
 
@@ -211,6 +212,12 @@ async def _boundary(
 async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str] = ()) -> int:
     """Run ``role`` for ``settings.site`` until SIGTERM/SIGINT; returns the exit code.
 
+    Readiness (:class:`Readiness`): with ``SITEMESH_HEALTH_PORT`` set, ``/healthz`` and
+    ``/readyz`` are served from the start; once the services are built (the agent's
+    ``setup()`` ran) the process registers ``ready`` in ``sitemesh_workers_<site>``
+    (the hub's for the synthesiser), ``stopping`` on SIGTERM, and removes itself
+    after draining.
+
     Args:
         settings: the process settings.
         role: a service (:data:`SERVICE_ROLES`) or an agent role of the registry;
@@ -231,12 +238,25 @@ async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str
         raise ConfigError(
             "role", f"unknown role {role!r}; expected one of {list(worker_roles(registry))}"
         )
-    if role == "synthesiser":
-        from ..cloud_node import run_cloud
+    readiness = Readiness(settings, role, site="hub" if role == "synthesiser" else None)
+    await readiness.start()  # /healthz answers (and /readyz says 503) while loading
+    try:
+        if role == "synthesiser":
+            from ..cloud_node import run_cloud
 
-        return await run_cloud(settings)
-    if role == "relay":
-        return await _run_relay(settings)
+            return await run_cloud(settings, readiness=readiness)
+        if role == "relay":
+            return await _run_relay(settings, readiness)
+        origin = registry.spec(role).origin if role in registry else "sitemesh service"
+        return await _run_site_role(settings, role, registry, readiness, origin)
+    finally:
+        await readiness.shutdown()
+
+
+async def _run_site_role(
+    settings: Settings, role: str, registry: Registry, readiness: Readiness, origin: str
+) -> int:
+    """Body of :func:`run_role` for the site's own roles (services and agents)."""
     setup_telemetry(settings.telemetry, site=settings.site, role=role)  # before any Worker
     nc = await connect(settings, role)
     js = nc.jetstream()
@@ -256,6 +276,8 @@ async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str
         stopping.set()
     log.info("%s ready at site %s (pid %d)", role, settings.site, os.getpid())
     runs = [asyncio.create_task(s.run()) for s in services]
+    if not stopping.is_set():  # loaded: registered in sitemesh_workers_<site>, /readyz 200
+        await readiness.ready(js, origin=origin)
     stop_wait = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait([*runs, stop_wait], return_when=asyncio.FIRST_COMPLETED)
     code = 0
@@ -264,16 +286,18 @@ async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str
             log.error("%s failed: %r", role, t.exception())
             code = 1
     log.info("%s stopping: finishing in-flight work", role)
+    await readiness.stopping()
     await asyncio.gather(*(s.shutdown() for s in services), return_exceptions=True)
     await asyncio.gather(*runs, return_exceptions=True)
     stop_wait.cancel()
+    await readiness.shutdown()  # the record goes before the connection does
     await nc.drain()
     shutdown_telemetry()  # flushes buffered spans and metrics
     log.info("%s stopped", role)
     return code
 
 
-async def _run_relay(settings: Settings) -> int:
+async def _run_relay(settings: Settings, readiness: Readiness) -> int:
     """``sitemesh worker relay``: provision the site's EGRESS streams and move cloud
     answers into SITE's ``INBOX_<site>`` until SIGTERM (``SITEMESH_NATS_URL`` is the
     site server with the EGRESS account's credentials)."""
@@ -292,7 +316,9 @@ async def _run_relay(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     run = asyncio.create_task(relay.run())
     log.info("relay ready at site %s", settings.site)
+    await readiness.ready(None)  # EGRESS has no worker registry: the HTTP probes only
     await asyncio.wait([run, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    await readiness.stopping()
     await relay.shutdown()
     await asyncio.gather(run, return_exceptions=True)
     await nc.drain()

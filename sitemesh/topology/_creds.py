@@ -152,11 +152,12 @@ class CredsBundle:
         raise KeyError(f"no identity {account}/{role} for {server} in {self.directory}")
 
 
-def _plan(sites: Iterable[str]) -> list[tuple[str, str, str, str]]:
+def _plan(sites: Iterable[str], roles: Iterable[str] = ()) -> list[tuple[str, str, str, str]]:
     """``(account, server, role, seed path relative to the creds dir)`` of every identity."""
     out = [("CLOUD", HUB_SITE, r, f"{HUB_SITE}/{r}.nk") for r in HUB_IDENTITIES]
+    site_roles = tuple(dict.fromkeys((*SITE_IDENTITIES, *roles)))
     for site in sites:
-        out += [("SITE", site, r, f"{site}/{r}.nk") for r in SITE_IDENTITIES]
+        out += [("SITE", site, r, f"{site}/{r}.nk") for r in site_roles]
         out += [("EGRESS", site, r, f"{site}/egress-{r}.nk") for r in EGRESS_IDENTITIES]
     return out
 
@@ -170,7 +171,9 @@ def _write_secret(path: Path, text: str) -> None:
     path.chmod(0o600)
 
 
-def generate_creds(directory: Path, sites: Sequence[str], *, rotate: bool = False) -> CredsBundle:
+def generate_creds(
+    directory: Path, sites: Sequence[str], *, rotate: bool = False, roles: Sequence[str] = ()
+) -> CredsBundle:
     """Create the NKey identities of the hub and of ``sites`` (``sitemesh creds``).
 
     Existing seeds are kept (so re-running after adding a site changes nothing
@@ -180,6 +183,8 @@ def generate_creds(directory: Path, sites: Sequence[str], *, rotate: bool = Fals
         directory: the creds directory (created mode 0700).
         sites: site names.
         rotate: replace every seed with a new one.
+        roles: agent roles besides the installed ones (:data:`SITE_IDENTITIES`), e.g.
+            one registered by import path; each gets an agent's permissions.
 
     Returns:
         The bundle; render it into the server configs with :class:`Security`.
@@ -189,7 +194,7 @@ def generate_creds(directory: Path, sites: Sequence[str], *, rotate: bool = Fals
     directory.chmod(0o700)
     manifest: list[dict[str, str]] = []
     identities: list[Identity] = []
-    for account, server, role, rel in _plan(sites):
+    for account, server, role, rel in _plan(sites, roles):
         path = directory / rel
         if rotate or not path.is_file():
             _write_secret(path, new_user_seed().get_secret_value())

@@ -65,6 +65,10 @@ INBOX_DURABLE: Final = "inbox"
 RELAY_DURABLE: Final = "relay"
 """Mirror of :data:`sitemesh.topology.RELAY` (the inbox relay's consumer)."""
 
+WORKERS_BUCKET_PREFIX: Final = "sitemesh_workers_"
+"""Mirror of :data:`sitemesh.runtime.WORKERS_BUCKET_PREFIX` (the worker registry of a
+site, ``sitemesh_workers_<site>``; the runtime imports the topology)."""
+
 HUB_SITE: Final = "hub"
 """Site token of the hub's own subjects (``sm.v1.dlq.hub.synthesiser``)."""
 
@@ -135,6 +139,18 @@ def _kv(bucket: str, *, write: bool, create: bool) -> list[str]:
     return out
 
 
+def _presence(site: str, role: str) -> list[str]:
+    """Register in site ``site``'s worker registry as ``role``: put, read and delete
+    the keys ``<role>.*`` of ``sitemesh_workers_<site>`` (the provisioner creates it)."""
+    bucket = f"{WORKERS_BUCKET_PREFIX}{site}"
+    stream = f"KV_{bucket}"
+    return [
+        f"{JS_API}.STREAM.INFO.{stream}",
+        f"{JS_API}.DIRECT.GET.{stream}.$KV.{bucket}.{role}.>",
+        f"$KV.{bucket}.{role}.>",
+    ]
+
+
 def _get_msg(stream: str) -> list[str]:
     return [
         f"{JS_API}.STREAM.MSG.GET.{stream}",
@@ -162,6 +178,7 @@ def site_permissions(site: str, role: str) -> Permissions:
         stream, durable, _ = s.consumer_for(role)
         # the next step comes from the task's workflow, so any role's work subject
         pub = [*_consume(stream, durable), s.all_events, s.dlq(role), s.all_work]
+        pub += _presence(site, role)
         if role == "router":
             # MaxDeliveriesSweeper: reads the advisories, fetches the exhausted
             # message and dead-letters it on behalf of its role
@@ -181,13 +198,17 @@ def site_permissions(site: str, role: str) -> Permissions:
         return Permissions(tuple(pub), (inbox,))
     if role == "recorder":
         pub = [*_consume(s.events_stream, RECORDER), *_consume(s.dlq_stream, RECORDER)]
+        pub += _presence(site, role)
         return Permissions(tuple(pub), (inbox,))
     if role == "client":
         # submit tasks; follow a task's progress and answer
         return Permissions((s.all_tasks,), (inbox, s.all_events))
     if role == "operator":
         # the CLI: everything inside the site (publish, approve, redrive, replay,
-        # inspect), but never the outbox: only the privacy path may publish there
+        # inspect), but never the outbox: only the privacy path may publish there.
+        # Nor may it subscribe to the outbox subjects: a subscription there would give
+        # a push consumer it creates (deliver_subject sm.v1.out.<site>...) the interest
+        # it needs to deliver, i.e. to copy any stream into the outbox.
         return Permissions(
             (
                 f"{PREFIX}.*.{site}.>",
@@ -197,7 +218,15 @@ def site_permissions(site: str, role: str) -> Permissions:
                 "$KV.>",
                 "$JS.FC.>",
             ),
-            (inbox, f"{PREFIX}.*.{site}.>", f"{REPLAY_PREFIX}.>"),
+            (
+                inbox,
+                s.all_tasks,
+                s.all_work,
+                s.all_events,
+                s.all_dlq,
+                s.all_in,
+                f"{REPLAY_PREFIX}.>",
+            ),
             deny_publish=(s.all_out,),
         )
     if role == "provisioner":
@@ -266,6 +295,7 @@ def hub_permissions(role: str) -> Permissions:
                 hub.dlq("synthesiser"),
                 f"{JS_API}.STREAM.INFO.{CLOUD_IN}",
                 f"{JS_API}.STREAM.UPDATE.{CLOUD_IN}",
+                *_presence(HUB_SITE, role),
             ),
             (inbox,),
         )
