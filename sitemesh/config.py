@@ -1,7 +1,8 @@
 """Settings: loaded in one place, frozen, from ``SITEMESH_*`` environment variables.
 
 Nested groups use one underscore after the group name, so ``SITEMESH_NATS_URL`` sets
-``settings.nats.url`` and ``SITEMESH_DB_URL`` sets ``settings.db.url``. No other
+``settings.nats.url`` and ``SITEMESH_DB_URL`` sets ``settings.db.url``
+(``SITEMESH_HUB_MODELS_CLOUD_CHAIN`` sets ``settings.hub_models.cloud_chain``). No other
 module reads ``os.environ``; processes started by sitemesh get their settings
 through the environment built by :func:`Settings.to_env`.
 """
@@ -12,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -100,7 +101,7 @@ class PrivacySettings(_Group):
 
 
 class HubSettings(_Group):
-    """The site's link to a cloud hub."""
+    """The site's link to a cloud hub, and what the hub knows of its sites."""
 
     enabled: bool = False
     """This site forwards allowed, anonymised incidents to a cloud hub (``sitemesh up``
@@ -110,6 +111,12 @@ class HubSettings(_Group):
     """On the hub (the synthesiser): the sites whose ``OUTBOX_<site>`` ``CLOUD_IN``
     sources; the synthesiser provisions ``CLOUD_IN``/``CLOUD_OUT`` for them
     (JSON list in the environment: ``SITEMESH_HUB_SITES='["eu1","us1"]'``)."""
+    site_endpoints: list[str] = []
+    """On the hub: base URLs of the sites' own model servers (their
+    ``SITEMESH_MODELS_VLLM_BASE_URL``, e.g. ``["http://vllm-eu1:8000/v1"]``). The hub's
+    model settings (``hub_models``) may not point at any of them: the cloud node refuses
+    to start if one does (same host and port). ``sitemesh up`` fills it in from the
+    sites' settings."""
 
 
 class TelemetrySettings(_Group):
@@ -133,6 +140,12 @@ class TelemetrySettings(_Group):
     semconv_stability_opt_in: str = ""
     """Like ``OTEL_SEMCONV_STABILITY_OPT_IN``: ``gen_ai_latest_experimental`` turns on the
     (experimental) GenAI attributes of model-call spans."""
+    task_ids: Literal["reference", "raw", "omit"] = "reference"
+    """How task ids appear in spans (attributes, message ids, subjects) that go to the
+    collector: ``reference`` (default), the site's opaque boundary reference
+    (``sitemesh.policy.BoundaryRefs``, an HMAC of site and task id), so a collector
+    outside the site correlates a task's spans without learning caller-chosen ids;
+    ``raw`` as given (only for a collector inside the site); ``omit`` none at all."""
     max_attribute_chars: int = Field(default=256, ge=16)
     """Longest string attribute a span may carry; longer ones are refused (our
     attributes are ids and names, never message text)."""
@@ -167,6 +180,9 @@ class ModelsSettings(_Group):
     server on the site (vLLM, llama.cpp, Ollama) at ``vllm_base_url``; ``openai/...``
     and ``anthropic/...`` are the cloud APIs. Lists are JSON in the environment, e.g.
     ``SITEMESH_MODELS_SITE_CHAIN='["vllm/qwen2.5-7b-instruct"]'``.
+
+    Each side has its own group: ``Settings.models`` (``SITEMESH_MODELS_*``) for site
+    processes, ``Settings.hub_models`` (``SITEMESH_HUB_MODELS_*``) for the hub's.
     """
 
     site_chain: list[str] = []
@@ -252,8 +268,31 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     hub: HubSettings = HubSettings()
     models: ModelsSettings = ModelsSettings()
+    """The site's models (``SITEMESH_MODELS_*``), for site processes only: a hub process
+    refuses to start with any of them set (``sitemesh.runtime.models_for``)."""
+    hub_models: ModelsSettings = ModelsSettings()
+    """The hub's models (``SITEMESH_HUB_MODELS_*``), for the cloud node only: cloud
+    providers, never a site endpoint (checked at start,
+    ``sitemesh.models.check_hub_models``); a site process refuses to start with any of
+    them set."""
     telemetry: TelemetrySettings = TelemetrySettings()
     health: HealthSettings = HealthSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hub_models_are_not_hub_keys(cls, data: Any) -> Any:
+        """Keep ``SITEMESH_HUB_MODELS_*`` out of the ``hub`` group.
+
+        With one split after the group name, the environment source offers
+        ``SITEMESH_HUB_MODELS_CLOUD_CHAIN`` both to ``hub_models`` (as ``cloud_chain``)
+        and to ``hub`` (as ``models_cloud_chain``, which ``hub`` would refuse); it is
+        ``hub_models``'s only.
+        """
+        hub = data.get("hub") if isinstance(data, dict) else None
+        if isinstance(hub, dict):
+            kept = {k: v for k, v in hub.items() if k != "models" and not k.startswith("models_")}
+            data = {**data, "hub": kept}
+        return data
 
     @property
     def db_url(self) -> str:

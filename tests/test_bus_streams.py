@@ -32,8 +32,8 @@ EXPECTED_EXPORTS = {
     "TaskIdOf", "Worker", "WorkerMiddlewareFactory", "ack_metadata", "backoff_s", "connect",
     "consumer_config", "consumer_configs", "dead_letter_msg_id", "decide", "find_nats_server",
     "free_port", "install_middleware", "installed_roles", "msg_id", "provision",
-    "publish_middleware", "run_worker_until_signalled", "stream_config", "stream_configs",
-    "token", "worker_middlewares",
+    "publish_middleware", "redact_url", "run_worker_until_signalled", "stream_config",
+    "stream_configs", "token", "worker_middlewares",
 }  # fmt: skip
 
 

@@ -50,5 +50,5 @@ async def test_handler_answers_on_the_sites_inbox_subject() -> None:
     )  # fmt: skip
     (out,) = await Synthesiser()(INCIDENT, ctx)
     assert out.subject == "sm.v1.in.eu1.t-1"
-    assert out.msg_id == "t-1:answer:synthesiser"
+    assert out.msg_id == "eu1:t-1:answer:synthesiser"  # site-scoped: sites never collide
     assert isinstance(out.payload, CloudAnswer)

@@ -30,7 +30,7 @@ from sitemesh.bus import find_nats_server
 from sitemesh.cli._app import app
 from sitemesh.cli._run import site_roles
 from sitemesh.config import Settings
-from sitemesh.runtime import worker_roles
+from sitemesh.runtime import models_for, worker_roles
 from sitemesh.topology import TopologySpec, render_hub_config, render_site_config
 from sitemesh.topology._compose import (
     ENTRYPOINT,
@@ -297,6 +297,46 @@ def test_sitemesh_env_loads(compose: dict[str, Any], monkeypatch: pytest.MonkeyP
             assert settings.privacy.vault_key is not None
             assert f"@nats-{params['site']}:4222" in settings.nats.url
         assert settings.telemetry.exporter == "otlp"
+
+
+def test_each_side_gets_its_own_model_settings(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub's synthesiser gets ``SITEMESH_HUB_MODELS_*`` and never a site's
+    ``SITEMESH_MODELS_*`` (nor the other way round), and each service's settings pass
+    its side's start check: the hub's chain cannot name a site endpoint."""
+    env = {**filled_env(), "CLOUD_CHAIN": '["openai/gpt-4.1"]'}
+    sides = {"hub": 0, "site": 0}
+    for name, svc in services(compose).items():
+        if not is_sitemesh(svc):
+            continue
+        keys = set(env_of(svc))
+        _, params = parse_cli(svc["command"])
+        side = "hub" if params["role"] == "synthesiser" else "site"
+        sides[side] += 1
+        if side == "hub":
+            assert not {k for k in keys if k.startswith("SITEMESH_MODELS_")}, name
+            assert "SITEMESH_HUB_MODELS_CLOUD_CHAIN" in keys, name
+        else:
+            assert not {k for k in keys if k.startswith("SITEMESH_HUB_MODELS_")}, name
+            assert "SITEMESH_HUB_SITE_ENDPOINTS" not in keys, name
+        for key in settings_env_keys():
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env_of(svc).items():
+            if value is not None:
+                monkeypatch.setenv(key, interpolate(value, env))
+        settings = Settings()
+        models = models_for(settings, side)  # raises ConfigError naming the key
+        if side == "hub":
+            assert models.cloud_chain == ["openai/gpt-4.1"]
+            site_urls = {
+                url for svc in services(compose).values() if is_sitemesh(svc)
+                for key, url in env_of(svc).items() if key == "SITEMESH_MODELS_VLLM_BASE_URL"
+            }  # fmt: skip
+            assert site_urls
+            assert site_urls <= set(settings.hub.site_endpoints)
+    assert sides["hub"] == 1
+    assert sides["site"] > 1
 
 
 def test_every_variable_is_in_env_example(compose: dict[str, Any]) -> None:

@@ -39,7 +39,7 @@ PUBLIC = {
         "Finaliser", "HealthServer", "INBOX_DURABLE", "ProbeState", "ProcessState",
         "Processes", "Readiness", "SERVICE_ROLES", "Service", "WORKERS_BUCKET_PREFIX",
         "WorkerPresence", "WorkerRecord", "WorkerState", "build_model_client",
-        "catch_early_signals", "connect", "nats_options", "presence_key",
+        "catch_early_signals", "connect", "models_for", "nats_options", "presence_key",
         "provision_workers", "read_worker", "read_workers", "ready_by_role", "run_role",
         "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket"
     ],

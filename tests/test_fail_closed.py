@@ -16,7 +16,14 @@ from sitemesh.bus import Subjects, Worker, provision
 from sitemesh.config import BusSettings
 from sitemesh.edge_node import BatchingDecider, Ingress, task_decoder, task_id_of
 from sitemesh.edge_node._forward import CloudForwarder
-from sitemesh.policy import EgressGuard, PiiScanner, Policy, PolicyRouter, Pseudonymizer
+from sitemesh.policy import (
+    BoundaryRefs,
+    EgressGuard,
+    PiiScanner,
+    Policy,
+    PolicyRouter,
+    Pseudonymizer,
+)
 from sitemesh.runtime import step_handler
 from sitemesh.schemas import (
     DLQ_DECODER,
@@ -108,7 +115,7 @@ async def test_forwarder_with_broken_analyzer_sends_nothing(
     pseudo = Pseudonymizer(BrokenScanner() if broken == "pseudonymizer" else good)
     guard = EgressGuard(BrokenScanner() if broken == "guard" else good)
     kv = FakeKV()
-    forwarder = CloudForwarder(subjects, pseudo, guard, kv)  # type: ignore[arg-type]
+    forwarder = CloudForwarder(subjects, pseudo, guard, kv, BoundaryRefs(b"k" * 32))  # type: ignore[arg-type]
     stream, durable, _ = subjects.consumer_for("escalation")
     worker = Worker(
         js, site=site, role="escalation", stream=stream, durable=durable,

@@ -80,6 +80,7 @@ PUBLIC = [
     "SynthesisDraft", "ToolCall", "ToolSpec", "Usage", "VllmServer", "call_key",
     "object_schema", "parse_retry_after", "vllm_health",
     "COST_KEYS", "CostRow", "cost_rollup", "ledger_for_settings", "total",
+    "check_hub_models", "site_endpoints",
 ]  # fmt: skip
 
 

@@ -45,6 +45,11 @@ EXPECTED = {
     "load_vault_key",
     "pick_spans",
     "restore",
+    "REF_RE",
+    "BoundaryRefs",
+    "EGRESS_FIELD_SPECS",
+    "FieldFormat",
+    "UNEXPECTED_FORMAT",
 }
 
 

@@ -44,6 +44,7 @@ from sitemesh.config import BusSettings, DbSettings, Settings, TelemetrySettings
 from sitemesh.edge_node._forward import CloudForwarder, InboxFinaliser, pending_kv
 from sitemesh.edge_node._ingress import Ingress, task_decoder, task_id_of
 from sitemesh.errors import PermanentError, TransientError
+from sitemesh.policy import BoundaryRefs
 from sitemesh.runtime import step_handler
 from sitemesh.schemas import (
     ANSWER_DECODER,
@@ -228,7 +229,10 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
     exporter = InMemorySpanExporter()
     reader = InMemoryMetricReader()
     shutdown_telemetry()
-    telemetry = setup_telemetry(TelemetrySettings(), span_exporter=exporter, metric_reader=reader)
+    telemetry = setup_telemetry(
+        TelemetrySettings(), span_exporter=exporter, metric_reader=reader,
+        task_ref=lambda task_id: REFS.ref(SITE, task_id),
+    )  # fmt: skip
     assert telemetry is not None
     capture = _Capture()
     root, ours = logging.getLogger(), logging.getLogger("sitemesh")
@@ -260,7 +264,7 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
             )
             pending = await pending_kv(js, SITE)
             pseudo = LabelPseudonymizer()
-            forwarder = CloudForwarder(EU1, pseudo, NoGuard(), pending)
+            forwarder = CloudForwarder(EU1, pseudo, NoGuard(), pending, REFS)
 
             def work(role: str, handler: Any) -> Worker[Any]:
                 stream, durable, _ = EU1.consumer_for(role)
@@ -349,11 +353,30 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
 # -- helpers --------------------------------------------------------------------------
 
 
+REFS = BoundaryRefs(b"t" * 32)
+
+
+def ref(task_id: str) -> str:
+    """What a task id becomes in spans: the site's boundary reference."""
+    return REFS.ref(SITE, task_id)
+
+
+def test_no_span_carries_a_caller_chosen_task_id(run: Run) -> None:
+    assert run.spans  # positive control: the run produced spans
+    ids = [t for t in RECORDS]
+    assert any((s.attributes or {}).get("sitemesh.task_id") == ref(ids[0]) for s in run.spans)
+    for s in run.spans:
+        values = [s.name, *map(str, (s.attributes or {}).values())]
+        values += [str(v) for e in s.events for v in (e.attributes or {}).values()]
+        for tid in ids:
+            assert not any(tid in v for v in values), (tid, s.name, s.attributes)
+
+
 def _trace_of(spans: list[ReadableSpan], tid: str) -> list[ReadableSpan]:
     roots = [
         s
         for s in spans
-        if (s.attributes or {}).get("sitemesh.task_id") == tid
+        if (s.attributes or {}).get("sitemesh.task_id") == ref(tid)
         and (s.attributes or {}).get("sitemesh.role") == "router"
         and s.kind is SpanKind.CONSUMER
     ]
@@ -396,11 +419,11 @@ def test_one_trace_per_task_across_site_cloud_site(run: Run) -> None:
             if s.kind is SpanKind.CONSUMER and s.parent is not None:
                 assert by_id[s.parent.span_id].kind is SpanKind.PRODUCER, s.name
         # every span that names a task names this one: one trace per task
-        assert {(s.attributes or {}).get("sitemesh.task_id") for s in spans} <= {tid, None}
+        assert {(s.attributes or {}).get("sitemesh.task_id") for s in spans} <= {ref(tid), None}
         others = [
             s
             for s in run.spans
-            if (s.attributes or {}).get("sitemesh.task_id") == tid
+            if (s.attributes or {}).get("sitemesh.task_id") == ref(tid)
             and s.context.trace_id != roots[0].context.trace_id
         ]
         assert not others, f"{tid}: spans in another trace: {[s.name for s in others]}"
@@ -442,7 +465,7 @@ def test_messaging_conventions(run: Run) -> None:
             assert a["sitemesh.deliveries"] >= 1
             assert a["sitemesh.outcome"] == "ack"
             assert a["sitemesh.site"] in (SITE, "hub")
-            assert a["sitemesh.task_id"] == "pii-0"
+            assert a["sitemesh.task_id"] == ref("pii-0")
         else:
             assert s.kind is SpanKind.PRODUCER
             assert a["sitemesh.stream_seq"] >= 1

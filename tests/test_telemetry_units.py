@@ -48,8 +48,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def test_public_api() -> None:
     assert sorted(telemetry.__all__) == sorted(
         [
-            "GENAI_OPT_IN", "Instruments", "ModelCall", "PublishMiddleware",
-            "RedactingSpanExporter", "Telemetry", "WorkerMiddleware", "active",
+            "ALLOWED_ATTRIBUTES", "GENAI_OPT_IN", "Instruments", "ModelCall", "PublishMiddleware",
+            "RedactingSpanExporter", "Telemetry", "WorkerMiddleware", "active", "allowed_key",
             "destination_template", "extract", "guard_attributes", "inject", "model_call",
             "publish_middleware", "refuses", "setup_telemetry", "shutdown_telemetry",
             "tool_call", "worker_middleware",
@@ -149,15 +149,19 @@ def test_redacting_exporter_drops_and_counts() -> None:
     redactor = RedactingSpanExporter(inner, max_chars=64)
     span = ReadableSpan(
         name="s",
-        attributes={"ok": "pii-1", "bad": "mail jane.doe@example.com"},
+        attributes={
+            "sitemesh.task_id": "pii-1",
+            "sitemesh.note": "mail jane.doe@example.com",
+            "url.full": "https://api.example/v1?token=x",  # not on the allow-list
+        },
         status=Status(StatusCode.ERROR, "failed for Jane, +44 20 7946 0958"),
         kind=SpanKind.INTERNAL,
     )
     assert redactor.export([span]) is SpanExportResult.SUCCESS
     (out,) = inner.get_finished_spans()
-    assert dict(out.attributes or {}) == {"ok": "pii-1"}
+    assert dict(out.attributes or {}) == {"sitemesh.task_id": "pii-1"}
     assert out.status.description == "[refused]"
-    assert redactor.refused == 2
+    assert redactor.refused == 3
 
 
 def test_model_call_genai_and_sitemesh_attributes(spans: InMemorySpanExporter) -> None:

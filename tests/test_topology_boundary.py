@@ -8,6 +8,7 @@ reach (leaf users are ``CLOUD`` users; ``SYS`` is never bridged).
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -314,4 +315,7 @@ async def test_run_up_prints_urls_and_stops(tmp_path: Path) -> None:
     assert "site us1 (inbox relay" in text
     stop.set()
     await asyncio.wait_for(task, 20)
-    assert (tmp_path / "topology" / "conf" / "hub.conf").is_file()
+    hub_conf = (tmp_path / "topology" / "conf" / "hub.conf").read_text()
+    passwords = re.findall(r'password: "([^"]+)"', hub_conf)
+    assert passwords  # positive control: the passwords are in the (0600) config
+    assert not [pw for pw in passwords if pw in text], "run_up printed a password"

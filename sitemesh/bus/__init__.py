@@ -40,6 +40,7 @@ from ._middleware import (
     worker_middlewares,
 )
 from ._publish import PubAck, Publisher
+from ._redact import redact_url
 from ._server import EmbeddedNats, NatsServer, ServerBinary, find_nats_server, free_port
 from ._streams import (
     AGENT_ENTRY_POINTS,
@@ -134,6 +135,7 @@ __all__ = [
     "msg_id",
     "provision",
     "publish_middleware",
+    "redact_url",
     "run_worker_until_signalled",
     "stream_config",
     "stream_configs",

@@ -12,6 +12,7 @@ import nats
 from nats.aio.client import Client
 
 from ..errors import BusConnectionError
+from ._redact import redact_url
 
 log = logging.getLogger("sitemesh.bus")
 
@@ -41,20 +42,22 @@ async def connect(
         A connected client; close it with ``await nc.drain()``.
 
     Raises:
-        BusConnectionError: not connected within ``timeout_s``; names ``url``.
+        BusConnectionError: not connected within ``timeout_s``; names ``url`` without
+            its credentials (:func:`redact_url`), as every log line here does.
     """
     nc = Client()
     last_error: list[BaseException] = []
+    shown = redact_url(url)
 
     async def on_error(exc: Exception) -> None:
         last_error[:] = [exc]
-        log.warning("nats %s: %s", url, exc)
+        log.warning("nats %s: %s", shown, redact_url(str(exc)))
 
     async def on_disconnected() -> None:
-        log.info("nats %s: disconnected", url)
+        log.info("nats %s: disconnected", shown)
 
     async def on_reconnected() -> None:
-        log.info("nats %s: reconnected", url)
+        log.info("nats %s: reconnected", shown)
 
     try:
         await asyncio.wait_for(
@@ -79,7 +82,8 @@ async def connect(
         with contextlib.suppress(Exception):
             await nc.close()
         cause = last_error[0] if last_error else exc
+        reason = redact_url(str(cause) or "timed out")
         raise BusConnectionError(
-            url, f"{type(cause).__name__}: {cause or 'timed out'} (after {timeout_s}s)"
+            shown, f"{type(cause).__name__}: {reason} (after {timeout_s}s)"
         ) from exc
     return nc

@@ -11,7 +11,6 @@ come from the site's registry (``sitemesh_workers_<site>``, see
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
@@ -20,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..bus import RECORDER, Subjects
+from ..bus import RECORDER, Subjects, redact_url
 from ..config import Settings
 from ..errors import BusConnectionError
 from ..runtime import connect, read_workers
@@ -168,12 +167,13 @@ async def show_queues(settings: Settings, console: Console) -> None:
     try:
         nc = await connect(quick, "operator", url=url, name="sitemesh-status")
     except BusConnectionError:
-        console.print(Text(f"workers: NATS unreachable at {_safe(url)}", style="dim"))
+        console.print(Text(f"workers: NATS unreachable at {redact_url(url)}", style="dim"))
         return
     try:
         queues = await role_queues(nc.jetstream(), settings.site)
     except Exception as exc:  # a probe: say why, never a traceback
-        console.print(Text(f"workers: cannot read NATS at {_safe(url)}: {exc!r}", style="dim"))
+        why = redact_url(f"cannot read NATS at {url}: {exc!r}")
+        console.print(Text(f"workers: {why}", style="dim"))
         return
     finally:
         await nc.drain()
@@ -183,13 +183,3 @@ async def show_queues(settings: Settings, console: Console) -> None:
     console.print(queues_table(queues))
     for line in stranded_lines(queues):
         console.print(line)
-
-
-def _safe(url: str) -> str:
-    """``url`` without its password (hub and site URLs of ``sitemesh up`` carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))

@@ -10,10 +10,10 @@ from pathlib import Path
 from rich.console import Console
 
 from ..agents import Registry
-from ..bus import Subjects, provision
+from ..bus import Subjects, provision, redact_url
 from ..config import Settings
 from ..edge_node import Supervisor, child_env, process_environ
-from ..runtime import connect, provision_workers
+from ..runtime import connect, models_for, provision_workers
 from ..workflows import Workflows
 from ._nats import nats_url
 from ._publish import prepare, publish
@@ -70,10 +70,13 @@ async def run_edge(
     (``sitemesh_workers_<site>``); until then a spinner names what is still loading.
 
     Raises:
+        ConfigError: the hub's model settings (``SITEMESH_HUB_MODELS_*``) are given to
+            the site (its workers would refuse them).
         NotReadyError: a role was not ready within ``health.ready_timeout_s``.
     """
     from ..workflows import WorkflowStore
 
+    models_for(settings, "site")
     async with nats_url(settings, console) as url:
         nc = await connect(settings, "operator", url=url, name=f"sitemesh-edge-{settings.site}")
         try:
@@ -90,7 +93,7 @@ async def run_edge(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with sup:
-            console.print(f"site [bold]{settings.site}[/bold] starting at {url}")
+            console.print(f"site [bold]{settings.site}[/bold] starting at {redact_url(url)}")
             console.print(f"logs in {settings.state_dir / 'logs'}; Ctrl-C to stop")
             try:
                 took = await wait_workers(

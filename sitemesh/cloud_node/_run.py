@@ -96,18 +96,26 @@ async def _resume_sources(js: JetStreamContext, stop: asyncio.Event) -> None:
 async def run_cloud(settings: Settings, *, readiness: Readiness | None = None) -> int:
     """Run the cloud agents against the hub at ``settings.nats.url`` until SIGTERM.
 
+    The synthesiser's models come from ``settings.hub_models``
+    (``SITEMESH_HUB_MODELS_*``) only, checked before anything connects: no site
+    endpoint in the chain, no site settings (``SITEMESH_MODELS_*``) given
+    (:func:`sitemesh.runtime.models_for`).
+
     Args:
         settings: the process settings (``nats.url`` is the hub).
         readiness: told when the synthesiser is ready and when it stops (it registers
             in the hub's ``sitemesh_workers_hub``); ``None``: not reported.
 
     Raises:
-        ConfigError: no hub URL (``SITEMESH_NATS_URL``).
+        ConfigError: no hub URL (``SITEMESH_NATS_URL``); the hub's model chain names a
+            site endpoint, or site model settings were given (the key is named).
     """
     if not settings.nats.url:
         raise ConfigError("nats.url", "set SITEMESH_NATS_URL to the hub's client URL")
+    from ..runtime import build_model_client, connect, models_for  # the runtime runs this
+
+    models_for(settings, "hub")  # refuse a site endpoint before joining the hub
     setup_telemetry(settings.telemetry, site=HUB, role=Synthesiser.role)  # before the Worker
-    from ..runtime import build_model_client, connect  # the runtime runs this service
 
     nc = await connect(settings, "synthesiser", name="sitemesh-cloud")
     js = nc.jetstream()
@@ -117,7 +125,7 @@ async def run_cloud(settings: Settings, *, readiness: Readiness | None = None) -
 
             await provision_hub(js, settings.hub.sites, settings.bus)
         await provision_cloud(js, settings.bus)
-    client = build_model_client(settings)
+    client = build_model_client(settings, side="hub")
     worker = synthesiser_worker(js, settings.bus, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

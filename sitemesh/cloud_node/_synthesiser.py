@@ -106,7 +106,7 @@ class Synthesiser:
             Outbound(
                 Subjects(incident.site).inbox(incident.task_id),
                 answer,
-                msg_id(incident.task_id, "answer", self.role),
+                msg_id(f"{incident.site}:{incident.task_id}", "answer", self.role),
                 task_id=incident.task_id,
                 data_class="internal",
             )

@@ -51,6 +51,12 @@ _DRAFT = msgspec.json.Decoder(FinalAnswer)
 _ENC = msgspec.json.Encoder()
 
 
+class References(Protocol):
+    """What forwarding needs from ``sitemesh.policy.BoundaryRefs``."""
+
+    def ref(self, site: str, task_id: str) -> str: ...
+
+
 class Pseudonymizing(Protocol):
     """What forwarding needs from ``sitemesh.policy.Pseudonymizer``."""
 
@@ -127,20 +133,33 @@ def _texts(item: WorkItem, answer: FinalAnswer) -> dict[str, str]:
 class CloudForwarder:
     """Turns an escalated, cloud-allowed task into an anonymised outbox message.
 
+    The caller's task id never leaves: the incident, its subject, headers and
+    ``Nats-Msg-Id`` carry the task's opaque reference (``refs.ref(site, task_id)``),
+    and the draft answer waits in ``pending`` under that reference, which is how
+    :class:`InboxFinaliser` maps the cloud's answer back. The dedupe id on the hub,
+    ``<site>:<reference>:out:escalation``, is unique per site.
+
     Args:
         subjects: the site's subjects.
         pseudonymizer: replaces PII with placeholders and stores the mapping.
         guard: re-scans the finished incident (fail closed).
         pending: the site-local bucket for the draft answer.
+        refs: the site's reference function (:class:`sitemesh.policy.BoundaryRefs`).
     """
 
     def __init__(
-        self, subjects: Subjects, pseudonymizer: Pseudonymizing, guard: Guard, pending: KeyValue
+        self,
+        subjects: Subjects,
+        pseudonymizer: Pseudonymizing,
+        guard: Guard,
+        pending: KeyValue,
+        refs: References,
     ) -> None:
         self._subjects = subjects
         self._pseudo = pseudonymizer
         self._guard = guard
         self._pending = pending
+        self._refs = refs
 
     async def __call__(
         self, item: WorkItem, answer: FinalAnswer, ctx: MsgContext
@@ -155,6 +174,7 @@ class CloudForwarder:
             return None
         env = item.envelope
         tid = env.task_id
+        ref = self._refs.ref(env.site, tid)
         texts = _texts(item, answer)
         known = _structured_identifiers(item)
         done = await self._pseudo.pseudonymize(tid, texts, known=known)
@@ -178,7 +198,7 @@ class CloudForwarder:
             f"; identifiers on file: {', '.join(present)}" if present else ""
         )
         incident = CloudIncident(
-            task_id=tid,
+            task_id=ref,
             site=env.site,
             kind=env.kind,
             data_class=env.data_class,
@@ -196,7 +216,7 @@ class CloudForwarder:
         for entity_type, values in known.items():
             if any(v.encode() in wire for v in values):
                 raise EgressBlocked([("$", entity_type)])
-        await self._pending.put(token(tid), _ENC.encode(answer))
+        await self._pending.put(token(ref), _ENC.encode(answer))
         step = StepCompleted(
             task_id=tid,
             site=env.site,
@@ -213,8 +233,11 @@ class CloudForwarder:
         return [
             Outbound(self._subjects.event(tid), step, msg_id(tid, "forward", "escalation"),
                      tid, dclass),
+            # the causation id too: the default would be the input's msg id, which
+            # starts with the caller's task id
             Outbound(self._subjects.out("escalation"), incident,
-                     msg_id(tid, "out", "escalation"), tid, "internal"),
+                     msg_id(f"{env.site}:{ref}", "out", "escalation"), ref, "internal",
+                     causation_id=f"{env.site}:{ref}"),
         ]  # fmt: skip
 
 
@@ -240,14 +263,21 @@ class InboxFinaliser:
         Raises:
             PermanentError: no draft for the task (not forwarded by this site).
         """
-        tid = answer.task_id
+        ref = answer.task_id  # the opaque reference the incident carried
+        if answer.site != self._subjects.site:
+            raise PermanentError(
+                f"answer for site {answer.site!r} reached site {self._subjects.site!r}",
+                field="$.site",
+            )
         try:
-            entry = await self._pending.get(token(tid))
+            entry = await self._pending.get(token(ref))
         except KeyNotFoundError as exc:
             raise PermanentError(
-                f"no forwarded task {tid!r} at site {self._subjects.site}", field="$.task_id"
+                f"no forwarded task with reference {ref!r} at site {self._subjects.site}",
+                field="$.task_id",
             ) from exc
         draft = _DRAFT.decode(entry.value or b"")
+        tid = draft.task_id
         final = msgspec.structs.replace(
             draft,
             route="cloud",

@@ -23,6 +23,7 @@ from ._ledger import COST_KEYS, CostRow, cost_rollup, ledger_for_settings, total
 from ._recorder import CallRecorder, InMemoryRecorder, NullRecorder
 from ._resilience import BreakerState, CircuitBreaker, RetryPolicy, parse_retry_after
 from ._routing import ModelRef, Router
+from ._sides import check_hub_models, site_endpoints
 from ._types import (
     SITE_PROVIDERS,
     CallContext,
@@ -80,10 +81,12 @@ __all__ = [
     "Usage",
     "VllmServer",
     "call_key",
+    "check_hub_models",
     "cost_rollup",
     "ledger_for_settings",
     "object_schema",
     "parse_retry_after",
+    "site_endpoints",
     "total",
     "vllm_health",
 ]

@@ -14,7 +14,9 @@
 
 Privacy boundary: :class:`Pseudonymizer` swaps entities for typed placeholders
 (``<PERSON_1>``) kept in the encrypted :class:`Vault` and restores them in cloud
-answers; :class:`EgressGuard` re-scans what leaves; :class:`FastScanner` is the
+answers; :class:`EgressGuard` re-scans what leaves (platform fields such as ids are
+checked against their :class:`FieldFormat` instead, per message type:
+:data:`EGRESS_FIELD_SPECS`); :class:`FastScanner` is the
 prefiltered, batched analysis behind :class:`PiiScanner`.
 
 The privacy path fails closed: analyzer failures raise
@@ -25,7 +27,12 @@ dead-lettered, never forwarded.
 from ._analyzer import LANGUAGE, SPACY_MODEL, build_analyzer, use_bundled_suffix_list
 from ._classify import ENTITY_DATA_CLASS, UNKNOWN_ENTITY_DATA_CLASS, classify
 from ._complexity import estimate_complexity, task_text
-from ._egress import EgressGuard
+from ._egress import (
+    EGRESS_FIELD_SPECS,
+    UNEXPECTED_FORMAT,
+    EgressGuard,
+    FieldFormat,
+)
 from ._fastscan import FastScanner
 from ._kv import (
     POLICY_BUCKET,
@@ -38,6 +45,7 @@ from ._kv import (
 )
 from ._pii import DEFAULT_ENTITIES, DEFAULT_MIN_SCORES, DetectedEntity, PiiScanner, find_pii
 from ._pseudonym import PLACEHOLDER_RE, Pseudonymized, Pseudonymizer, pick_spans, restore
+from ._refs import REF_RE, BoundaryRefs
 from ._router import PolicyRouter, count_entities, task_kind
 from ._rules import DEFAULT_RULE, DecisionFacts, Match, Policy, Rule, RuleMatch
 from ._vault import Vault, generate_vault_key, load_vault_key
@@ -46,18 +54,23 @@ __all__ = [
     "DEFAULT_ENTITIES",
     "DEFAULT_MIN_SCORES",
     "DEFAULT_RULE",
+    "EGRESS_FIELD_SPECS",
     "ENTITY_DATA_CLASS",
     "LANGUAGE",
     "PLACEHOLDER_RE",
     "POLICY_BUCKET",
     "POLICY_HISTORY",
     "POLICY_KEY",
+    "REF_RE",
     "SPACY_MODEL",
+    "UNEXPECTED_FORMAT",
     "UNKNOWN_ENTITY_DATA_CLASS",
+    "BoundaryRefs",
     "DecisionFacts",
     "DetectedEntity",
     "EgressGuard",
     "FastScanner",
+    "FieldFormat",
     "LivePolicy",
     "Match",
     "PiiScanner",

@@ -6,7 +6,8 @@
   (:data:`SERVICE_ROLES`) and every agent of the registry, built the same way;
 * :func:`step_handler` — an agent as a :class:`sitemesh.bus.Worker` handler: checks,
   step events, the next step of the workflow;
-* :func:`build_model_client` — the process's model client, recording every call;
+* :func:`build_model_client` — the process's model client, recording every call,
+  from its side's model settings (:func:`models_for`: a site's or the hub's);
 * :class:`Readiness` — a process's loading → ready → stopping, registered in the
   site's ``sitemesh_workers_<site>`` KV bucket (:class:`WorkerPresence`) and served
   on the optional ``/healthz``/``/readyz`` endpoint (:class:`HealthServer`);
@@ -20,7 +21,7 @@ from ._connect import connect
 from ._health import Processes, ProcessState, Readiness, wait_ready
 from ._http import HealthServer, ProbeState
 from ._identity import nats_options
-from ._models import build_model_client
+from ._models import build_model_client, models_for
 from ._presence import (
     WORKERS_BUCKET_PREFIX,
     WorkerPresence,
@@ -61,6 +62,7 @@ __all__ = [
     "build_model_client",
     "catch_early_signals",
     "connect",
+    "models_for",
     "nats_options",
     "presence_key",
     "provision_workers",

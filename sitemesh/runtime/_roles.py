@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol
 
 from nats.js.client import JetStreamContext
@@ -41,7 +41,7 @@ from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
 from ..telemetry import setup_telemetry, shutdown_telemetry
 from ._connect import connect
 from ._health import Readiness
-from ._models import build_model_client
+from ._models import build_model_client, models_for
 from ._steps import step_handler
 
 log = logging.getLogger("sitemesh.worker")
@@ -132,9 +132,7 @@ async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
 
 async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> list[Service]:
     subjects = Subjects(settings.site)
-    resources = AgentResources(
-        settings.site, settings, models=lambda: build_model_client(settings)
-    )
+    resources = AgentResources(settings.site, settings, models=lambda: build_model_client(settings))
     agent = spec.create()
     await agent.setup(resources)  # indexes, models, analyzers: before the first message
     extra: list[Service] = []
@@ -172,6 +170,19 @@ async def _build_services(
     return await _agent(settings, registry.spec(role), js)
 
 
+def _task_ref(settings: Settings) -> Callable[[str], str] | None:
+    """The site's task id -> boundary reference function for span attributes (``None``
+    unless ``telemetry.task_ids`` is ``reference`` and telemetry is on)."""
+    t = settings.telemetry
+    if t.exporter == "none" or t.task_ids != "reference":
+        return None
+    from ..policy import BoundaryRefs, load_vault_key
+
+    refs = BoundaryRefs(load_vault_key(settings.privacy, settings.state_dir))
+    site = settings.site
+    return lambda task_id: refs.ref(site, task_id)
+
+
 INBOX_DURABLE = "inbox"
 """Durable consumer of ``INBOX_<site>`` (cloud answers), bound by the escalation role."""
 
@@ -180,11 +191,19 @@ async def _boundary(
     settings: Settings, js: JetStreamContext, subjects: Subjects
 ) -> tuple[CloudForwarder, Service]:
     """The forwarder (outbox side) and the inbox worker of a site linked to a hub."""
-    from ..policy import EgressGuard, PiiScanner, Pseudonymizer, Vault, load_vault_key
+    from ..policy import (
+        BoundaryRefs,
+        EgressGuard,
+        PiiScanner,
+        Pseudonymizer,
+        Vault,
+        load_vault_key,
+    )
 
     scanner = PiiScanner.from_settings(settings.policy)
     scanner.load()
-    vault = Vault(settings.db_url, load_vault_key(settings.privacy, settings.state_dir))
+    key = load_vault_key(settings.privacy, settings.state_dir)
+    vault = Vault(settings.db_url, key)
     pseudo = Pseudonymizer(scanner, vault)
     pending = await pending_kv(js, settings.site)
     if not settings.nats.has_identity:
@@ -194,7 +213,7 @@ async def _boundary(
     await js.add_consumer(
         subjects.inbox_stream, consumer_config(settings.bus, INBOX_DURABLE, subjects.all_in)
     )
-    forwarder = CloudForwarder(subjects, pseudo, EgressGuard(scanner), pending)
+    forwarder = CloudForwarder(subjects, pseudo, EgressGuard(scanner), pending, BoundaryRefs(key))
     inbox = Worker(
         js,
         site=settings.site,
@@ -257,7 +276,10 @@ async def _run_site_role(
     settings: Settings, role: str, registry: Registry, readiness: Readiness, origin: str
 ) -> int:
     """Body of :func:`run_role` for the site's own roles (services and agents)."""
-    setup_telemetry(settings.telemetry, site=settings.site, role=role)  # before any Worker
+    setup_telemetry(  # before any Worker; spans carry task references, not task ids
+        settings.telemetry, site=settings.site, role=role, task_ref=_task_ref(settings)
+    )
+    models_for(settings, "site")  # refuses the hub's model settings before joining the bus
     nc = await connect(settings, role)
     js = nc.jetstream()
     if not settings.nats.has_identity:  # restricted identities may not create streams

@@ -22,10 +22,17 @@ from ._middleware import (
     worker_middleware,
 )
 from ._propagation import extract, inject
-from ._redact import RedactingSpanExporter, guard_attributes, refuses
+from ._redact import (
+    ALLOWED_ATTRIBUTES,
+    RedactingSpanExporter,
+    allowed_key,
+    guard_attributes,
+    refuses,
+)
 from ._setup import Telemetry, active, setup_telemetry, shutdown_telemetry
 
 __all__ = [
+    "ALLOWED_ATTRIBUTES",
     "GENAI_OPT_IN",
     "Instruments",
     "ModelCall",
@@ -34,6 +41,7 @@ __all__ = [
     "Telemetry",
     "WorkerMiddleware",
     "active",
+    "allowed_key",
     "destination_template",
     "extract",
     "guard_attributes",

@@ -134,12 +134,12 @@ class WorkerMiddleware:
         attrs = dict(self._attrs)
         attrs.update(
             {
-                "messaging.destination.name": msg.subject,
-                "messaging.message.id": headers.get(HDR_MSG_ID),
+                "messaging.destination.name": destination_template(msg.subject),
+                "messaging.message.id": t.scrub(headers.get(HDR_MSG_ID), task_id),
                 "messaging.message.body.size": len(msg.data),
                 "sitemesh.stream_seq": seq,
                 "sitemesh.deliveries": delivered,
-                "sitemesh.task_id": task_id,
+                "sitemesh.task_id": t.task_ref(task_id) if task_id else None,
                 "sitemesh.data_class": headers.get(HDR_DATA_CLASS),
             }
         )
@@ -211,16 +211,18 @@ class PublishMiddleware:
             "messaging.system": SYSTEM,
             "messaging.operation.type": "send",
             "messaging.operation.name": "publish",
-            "messaging.destination.name": out.subject,
-            "messaging.message.id": out.msg_id,
-            "sitemesh.task_id": out.task_id,
+            "messaging.destination.name": destination_template(out.subject),
+            "messaging.message.id": self._t.scrub(out.msg_id, out.task_id),
+            "sitemesh.task_id": self._t.task_ref(out.task_id) if out.task_id else None,
             "sitemesh.data_class": out.data_class,
         }
         if proc is not None:
             attrs["sitemesh.site"] = proc.site
             attrs["sitemesh.role"] = proc.role
             if not proc.has_task_id and out.task_id is not None:  # e.g. ingress derives it
-                proc.span.set_attribute("sitemesh.task_id", out.task_id)
+                ref = self._t.task_ref(out.task_id)
+                if ref is not None:
+                    proc.span.set_attribute("sitemesh.task_id", ref)
                 proc.has_task_id = True
         span = self._t.tracer.start_span(
             f"send {destination_template(out.subject)}",

@@ -30,6 +30,34 @@ from opentelemetry.trace import Status
 DEFAULT_MAX_CHARS: Final = 256
 """Longest string attribute accepted by default (``telemetry.max_attribute_chars``)."""
 
+ALLOWED_ATTRIBUTES: Final[tuple[str, ...]] = (
+    "messaging.",
+    "sitemesh.",
+    "gen_ai.",
+    "error.type",
+    "exception.type",
+    "server.address",
+    "server.port",
+    "network.",
+    "http.request.method",
+    "http.response.status_code",
+    "url.scheme",
+    "otel.",
+)
+"""Attribute keys (exact, or prefixes ending in ``.``) a span may carry out of the
+process: the OpenTelemetry messaging, GenAI, error, server/network and HTTP-method
+conventions and sitemesh's own ``sitemesh.*``. Anything else (``url.full``,
+``http.url``, ``db.statement``, ``exception.message``...) could hold free text or
+credentials and is dropped by :class:`RedactingSpanExporter`, counted in
+:attr:`RedactingSpanExporter.refused`."""
+
+
+@functools.lru_cache(maxsize=1024)
+def allowed_key(key: str) -> bool:
+    """Whether attribute ``key`` is on :data:`ALLOWED_ATTRIBUTES`."""
+    return any(key == a or (a.endswith(".") and key.startswith(a)) for a in ALLOWED_ATTRIBUTES)
+
+
 REFUSED: Final = "[refused]"
 """What replaces a refused status description."""
 
@@ -74,8 +102,9 @@ def guard_attributes(
 class RedactingSpanExporter(SpanExporter):
     """Wraps an exporter; spans leave without refused attributes or descriptions.
 
-    Spans of the ``trusted_scope`` instrumentation (the runtime's own, whose
-    attributes already passed :func:`guard_attributes`) are passed on unchecked.
+    Attribute keys must be on :data:`ALLOWED_ATTRIBUTES`. Spans of the
+    ``trusted_scope`` instrumentation (the runtime's own, whose attributes already
+    passed :func:`guard_attributes`) get only that key check.
 
     Args:
         inner: the exporter spans are passed on to.
@@ -98,11 +127,12 @@ class RedactingSpanExporter(SpanExporter):
 
     def _clean(self, span: ReadableSpan) -> ReadableSpan:
         scope = span.instrumentation_scope
-        if self.trusted_scope is not None and scope and scope.name == self.trusted_scope:
+        attrs = span.attributes or {}
+        trusted = self.trusted_scope is not None and scope and scope.name == self.trusted_scope
+        if trusted and all(allowed_key(k) for k in attrs):
             return span
         n = self.max_chars
-        attrs = span.attributes or {}
-        bad = [k for k, v in attrs.items() if refuses(v, n)]
+        bad = [k for k, v in attrs.items() if not allowed_key(k) or refuses(v, n)]
         bad_events = [
             e for e in span.events if any(refuses(v, n) for v in (e.attributes or {}).values())
         ]

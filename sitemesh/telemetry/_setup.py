@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -62,10 +63,37 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     redactor: RedactingSpanExporter
+    task_ref: Callable[[str], str | None] = lambda task_id: None
+    """What a task id becomes in span attributes (``telemetry.task_ids``); ``None``: omit."""
+
+    def scrub(self, value: str | None, task_id: str | None) -> str | None:
+        """``value`` (a subject or message id) with ``task_id`` replaced by its span form;
+        ``None`` when the task id must be omitted and ``value`` contains it."""
+        if value is None or not task_id or task_id not in value:
+            return value
+        ref = self.task_ref(task_id)
+        if ref == task_id:
+            return value
+        return None if ref is None else value.replace(task_id, ref)
 
 
 _active: Telemetry | None = None
 _global_installed = False
+
+
+def _task_ref(
+    settings: TelemetrySettings, task_ref: Callable[[str], str] | None
+) -> Callable[[str], str | None]:
+    from ..policy import BoundaryRefs  # the reference format; policy does not import telemetry
+
+    if settings.task_ids == "raw":
+        return lambda task_id: task_id
+    if settings.task_ids == "omit":
+        return lambda task_id: None
+    if task_ref is None:
+        return lambda task_id: task_id if BoundaryRefs.is_ref(task_id) else None
+    mapper = task_ref
+    return lambda task_id: task_id if BoundaryRefs.is_ref(task_id) else mapper(task_id)
 
 
 def active() -> Telemetry | None:
@@ -98,6 +126,7 @@ def setup_telemetry(
     role: str | None = None,
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
+    task_ref: Callable[[str], str] | None = None,
 ) -> Telemetry | None:
     """Install tracing and metrics for this process. Idempotent.
 
@@ -109,6 +138,10 @@ def setup_telemetry(
             spans are exported synchronously as they end). Installs tracing even
             with ``exporter="none"``.
         metric_reader: read metrics with this reader instead (tests).
+        task_ref: the site's task id -> opaque reference function
+            (``BoundaryRefs(key).ref`` bound to the site), used when
+            ``settings.task_ids`` is ``reference``; without it only values that
+            already are references (on the hub) are kept.
 
     Returns:
         The process's telemetry; the one already set up when called again (the
@@ -158,6 +191,7 @@ def setup_telemetry(
         metrics.set_meter_provider(meter_provider)
         _global_installed = True
     _active = Telemetry(
+        task_ref=_task_ref(settings, task_ref),
         settings=settings,
         tracer=tracer_provider.get_tracer(INSTRUMENTATION),
         instruments=Instruments(meter_provider.get_meter(INSTRUMENTATION)),

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import nats.errors
 from nats.aio.client import Client
 
-from ..bus import CLOUD_IN, NatsServer, ServerBinary, Subjects, find_nats_server
+from ..bus import CLOUD_IN, NatsServer, ServerBinary, Subjects, find_nats_server, redact_url
 from ..config import BusSettings
 from ..errors import BusConnectionError, NatsServerError
 from ._config import render_hub_config, render_site_config
@@ -101,7 +101,7 @@ async def connect_as(
 
 
 async def _log_error(exc: Exception) -> None:
-    log.warning("nats: %s", exc)
+    log.warning("nats: %s", redact_url(str(exc)))
 
 
 def _leafz(monitor_url: str, timeout_s: float = 1.0) -> dict[str, Any]:
@@ -430,6 +430,10 @@ class Topology:
         await self.shutdown()
 
 
+def _user(creds: Credentials | None) -> str:
+    return creds.user if creds is not None else "(none)"
+
+
 class Console(Protocol):
     """What :func:`run_up` prints with (``rich.console.Console`` fits)."""
 
@@ -447,7 +451,9 @@ async def run_up(
 
     The hub's store is ``<state_dir>/topology/hub``, each site's
     ``<state_dir>/topology/sites/<site>``; ports are free ones; credentials are
-    generated per run and printed inside the URLs (loopback development use).
+    generated per run. The URLs are printed without them: the users and passwords
+    are in the rendered configs (``<state_dir>/topology/conf``, mode 0600), and
+    :attr:`Topology.hub_url` / :meth:`Topology.site_url` give URLs that carry them.
 
     Args:
         sites: site names, e.g. ``["eu1", "us1"]``.
@@ -466,11 +472,18 @@ async def run_up(
     try:
         async with Topology(spec) as topo:
             console.print(f"nats-server {topo.binary.version_str} ({topo.binary.origin})")
-            console.print(f"hub   (cloud agents, domain hub): {topo.hub_url}")
-            for name in topo.sites:
-                console.print(f"site {name} (workers, SITE account): {topo.site_url(name)}")
-                console.print(f"site {name} (inbox relay, EGRESS):   {topo.egress_url(name)}")
-            console.print(f"configs: {topo.conf_dir}  (Ctrl-C to stop)")
+            h = topo.spec.hub
+            console.print(
+                f"hub   (cloud agents, domain hub): {credentials_url(h.host, h.client_port, None)}"
+                f"  user {_user(h.cloud)}"
+            )
+            for s in topo.spec.sites:
+                url = credentials_url(s.host, s.client_port, None)
+                console.print(f"site {s.name} (workers, SITE account): {url}  user {_user(s.site)}")
+                console.print(
+                    f"site {s.name} (inbox relay, EGRESS):   {url}  user {_user(s.egress)}"
+                )
+            console.print(f"configs: {topo.conf_dir}  (passwords there, mode 0600; Ctrl-C to stop)")
             await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
