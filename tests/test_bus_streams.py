@@ -31,7 +31,7 @@ EXPECTED_EXPORTS = {
     "REPLAY_PREFIX", "Revision", "SendMiddleware", "ServerBinary", "Settle", "Subjects",
     "TaskIdOf", "Worker", "WorkerMiddlewareFactory", "ack_metadata", "backoff_s", "connect",
     "consumer_config", "consumer_configs", "dead_letter_msg_id", "decide", "find_nats_server",
-    "free_port", "install_middleware", "installed_roles", "msg_id", "provision",
+    "free_port", "install_middleware", "installed_roles", "load_toml", "msg_id", "provision",
     "publish_middleware", "redact_url", "run_worker_until_signalled", "stream_config",
     "stream_configs", "token", "worker_middlewares",
 }  # fmt: skip

@@ -35,7 +35,7 @@ from nats.js.client import JetStreamContext
 from sitemesh.agents import AgentContext, AgentResources, AgentSpec, Registry, import_agent
 from sitemesh.bus import NatsServer, Subjects, connect, provision
 from sitemesh.cli._trace_cmds import elide_text
-from sitemesh.config import BusSettings, DbSettings, NatsSettings, Settings
+from sitemesh.config import Settings
 from sitemesh.edge_node import Supervisor, child_env, process_environ
 from sitemesh.errors import WorkflowError
 from sitemesh.replay import delete_sandbox, read_outcomes
@@ -54,7 +54,8 @@ from sitemesh.schemas import (
 )
 from sitemesh.state import Store, migrate
 from sitemesh.workflows import Workflows, WorkflowStore, check_workflows, new_item, next_step
-from tests.conftest import TEST_STREAM_BYTES, StateDatabases, assert_eventually, stream_messages
+from tests._sites import process_site_settings
+from tests.conftest import StateDatabases, assert_eventually, stream_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "custom_agent"
@@ -269,20 +270,7 @@ async def _live(
     nats_server: NatsServer, tmp: Path, db_url: str, spec: AgentSpec
 ) -> AsyncIterator[LiveRun]:
     site = "c" + uuid.uuid4().hex[:7]
-    settings = Settings(
-        site=site,
-        state_dir=tmp,
-        nats=NatsSettings(url=nats_server.client_url),
-        db=DbSettings(url=db_url),
-        bus=BusSettings(
-            ack_wait_s=3,
-            max_deliver=5,
-            backoff_base_s=0.1,
-            backoff_max_s=1,
-            graceful_timeout_s=15,
-            max_bytes=TEST_STREAM_BYTES,
-        ),
-    )
+    settings = process_site_settings(site, tmp, nats_server.client_url, db_url)
     subjects = Subjects(site)
     nc = await connect(nats_server.client_url, name="custom-agent", timeout_s=5)
     js = nc.jetstream()

@@ -20,13 +20,13 @@ from nats.js.client import JetStreamContext
 
 from sitemesh.bus import NatsServer, Subjects, connect, provision
 from sitemesh.cli._run import site_roles
-from sitemesh.config import BusSettings, DbSettings, NatsSettings, Settings
+from sitemesh.config import Settings
 from sitemesh.edge_node import Supervisor, child_env, process_environ
 from sitemesh.runtime import wait_ready
 from sitemesh.schemas import EVENT_DECODER, FinalAnswer, decode
 from sitemesh.state import Store, migrate
+from tests._sites import process_site_settings
 from tests.conftest import (
-    TEST_STREAM_BYTES,
     StateDatabases,
     assert_eventually,
     stream_messages,
@@ -97,20 +97,7 @@ async def site_run(
 
 async def _site_run(nats_server: NatsServer, tmp: Path, db_url: str) -> AsyncIterator[SiteRun]:
     site = "e" + uuid.uuid4().hex[:7]
-    settings = Settings(
-        site=site,
-        state_dir=tmp,
-        nats=NatsSettings(url=nats_server.client_url),
-        db=DbSettings(url=db_url),
-        bus=BusSettings(
-            ack_wait_s=3,
-            max_deliver=5,
-            backoff_base_s=0.1,
-            backoff_max_s=1,
-            graceful_timeout_s=15,
-            max_bytes=TEST_STREAM_BYTES,
-        ),
-    )
+    settings = process_site_settings(site, tmp, nats_server.client_url, db_url)
     subjects = Subjects(site)
     nc = await connect(nats_server.client_url, name="e2e", timeout_s=5)
     js = nc.jetstream()

@@ -28,6 +28,7 @@ from ._documents import (
     DocumentStore,
     LiveDocument,
     Revision,
+    load_toml,
 )
 from ._middleware import (
     ProcessMiddleware,
@@ -132,6 +133,7 @@ __all__ = [
     "free_port",
     "install_middleware",
     "installed_roles",
+    "load_toml",
     "msg_id",
     "provision",
     "publish_middleware",

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
+import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.errors import NoKeysError as _NoKeysError
@@ -39,6 +41,33 @@ _BUCKET_MAX_BYTES: Final = 8 * 1024 * 1024
 
 MAX_DOCUMENT_BYTES: Final = 256 * 1024
 """Largest document accepted, in bytes."""
+
+
+H = TypeVar("H")
+
+
+def load_toml(text: str, header: type[H], *, source: str, error: type[SitemeshError]) -> H:
+    """Parse a TOML document into its ``header`` Struct (the shape every configuration
+    document shares: the policy rules, the workflows).
+
+    Args:
+        text: the TOML text.
+        header: the msgspec Struct of the document's top level.
+        source: where it came from, for the message.
+        error: the error class to raise (``PolicyError``, ``WorkflowError``).
+
+    Raises:
+        SitemeshError: of class ``error``: ``<source>: not valid TOML: ...`` or
+            ``<source>: <msgspec message naming the field>``.
+    """
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return msgspec.convert(doc, header)
+    except msgspec.ValidationError as exc:
+        raise error(f"{source}: {exc}") from exc
 
 
 class Document(Protocol):

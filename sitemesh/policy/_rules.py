@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from ..bus import load_toml
 from ..errors import PolicyError
 from ..schemas import Action, DataClass
 
@@ -254,14 +254,7 @@ class Policy:
                 rule index and id and the field, e.g. ``rule[3] (id='x'): Invalid
                 enum value 'cloud' - at `$.action```.
         """
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyError(f"{source}: not valid TOML: {exc}") from exc
-        try:
-            header = msgspec.convert(doc, _Header)
-        except msgspec.ValidationError as exc:
-            raise PolicyError(f"{source}: {exc}") from exc
+        header = load_toml(text, _Header, source=source, error=PolicyError)
         rules: list[Rule] = []
         seen: set[str] = set()
         for index, raw in enumerate(header.rule):

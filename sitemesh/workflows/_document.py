@@ -26,13 +26,13 @@ the agent registry (roles, zones, output fields) and the policy.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Annotated, Any, Final, Protocol
 
 import msgspec
 
+from ..bus import load_toml
 from ..errors import WorkflowError
 from ..schemas import TASK_KINDS, FinalAnswer, Jump, WorkflowSpec, WorkflowStep, Zone
 from ._conditions import Condition, parse_condition
@@ -109,14 +109,7 @@ class Workflows:
                 workflow, the step and the field, e.g. ``workflow 'support' step[2]
                 ('plan'): Expected `str`, got `int` - at `$.role```.
         """
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise WorkflowError(f"{source}: not valid TOML: {exc}") from exc
-        try:
-            header = msgspec.convert(doc, _Header)
-        except msgspec.ValidationError as exc:
-            raise WorkflowError(f"{source}: {exc}") from exc
+        header = load_toml(text, _Header, source=source, error=WorkflowError)
         specs: list[WorkflowSpec] = []
         served: dict[str, str] = {}
         for index, raw in enumerate(header.workflow):
