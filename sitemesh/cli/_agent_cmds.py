@@ -6,12 +6,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from nats.errors import Error as NatsError
+from nats.js.errors import APIError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..agents import Registry
-from ..bus import Subjects, consumer_config
+from ..bus import Subjects, provision
 from ..config import Settings
 from ..runtime import SERVICE_ROLES, connect
 from ..workflows import Workflows, WorkflowStore, check_workflows
@@ -138,6 +140,23 @@ async def run_workflows(
             check_workflows(doc, registry)
             console.print(f"{file}: valid workflows {doc.version} ({len(doc.workflows)})")
             return 0
+    try:
+        return await _show_or_publish(settings, console, file, text, doc, registry, site=site)
+    except (NatsError, APIError) as exc:  # one line, no traceback
+        console.print(f"[red]workflows: NATS refused: {type(exc).__name__}: {exc}[/red]")
+        return 2
+
+
+async def _show_or_publish(
+    settings: Settings,
+    console: Console,
+    file: Path | None,
+    text: str | None,
+    doc: Workflows | None,
+    registry: Registry,
+    *,
+    site: str | None,
+) -> int:
     from ..policy import PolicyStore
 
     async with nats_url(settings, console) as url:
@@ -157,11 +176,10 @@ async def run_workflows(
             policy = await PolicyStore(js).current(site or settings.site)
             check_workflows(doc, registry, policy)
             published = await store.publish(text, site=site)
+            # the streams (a new site has none yet) and every named role's consumer, so
+            # work for a role without workers waits, visible in `sitemesh status`
             subjects = Subjects(site or settings.site)
-            for role in published.roles:
-                stream, durable, filter_subject = subjects.consumer_for(role)
-                config = consumer_config(settings.bus, durable, filter_subject)
-                await js.add_consumer(stream, config)
+            await provision(js, subjects, settings.bus, roles=("router", *published.roles))
             console.print(
                 f"published workflows {published.version} ({published.label}) to "
                 f"{store.bucket}/{store.key_for(site)}; routers apply it to the next task"

@@ -86,7 +86,15 @@ async def run_edge(
         except BaseException:
             await nc.close()
             raise
-        roles = site_roles(replicas, workflows, Registry.load(agents))
+        registry = Registry.load(agents)
+        roles = site_roles(replicas, workflows, registry)
+        missing = [r for r in workflows.roles if r not in registry]
+        if missing:  # their work waits on the bus (see `sitemesh status`)
+            console.print(
+                f"[yellow]workflows {workflows.version} name roles not installed here: "
+                f"{', '.join(missing)}; run their workers with `sitemesh worker --agent "
+                "module:Class` (or pass --agent to edge)[/yellow]"
+            )
         sup = site_supervisor(settings, url, roles, agents)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
