@@ -174,6 +174,20 @@ async def test_history_is_kept(store: PolicyStore) -> None:
     assert status.history >= 5
 
 
+async def test_an_earlier_version_is_found_in_the_history(store: PolicyStore) -> None:
+    first = await store.publish(V1)
+    site_only = await store.publish(V2, site="eu1")
+    await store.publish(V1.replace("kv-1", "kv-1.later"))
+    found = await store.find(first, site="eu1")
+    assert found is not None
+    assert (found.version, found.label) == (first, "kv-1")
+    in_override = await store.find(site_only, site="eu1")
+    assert in_override is not None
+    assert in_override.label == "kv-2"
+    assert await store.find(site_only) is None  # only the site's override holds it
+    assert await store.find("0" * 16, site="eu1") is None
+
+
 class _NoPii:
     """A scanner stand-in: finds nothing (the router test covers Presidio)."""
 

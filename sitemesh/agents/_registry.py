@@ -24,7 +24,7 @@ import msgspec
 
 from ..bus import AGENT_ENTRY_POINTS
 from ..errors import AgentError
-from ..schemas import FinalAnswer, Task
+from ..schemas import TASK_KINDS, FinalAnswer, Task
 from ._base import Agent
 
 ENTRY_POINT_GROUP: Final = AGENT_ENTRY_POINTS
@@ -137,13 +137,8 @@ def check_agent_class(obj: object, origin: str) -> type[Agent]:
     return obj
 
 
-def _task_tags() -> frozenset[str]:
-    from ..schemas import TASK_KINDS
-
-    return frozenset(str(t.__struct_config__.tag) for t in TASK_KINDS.values())
-
-
-_TASK_TAGS: Final = _task_tags()
+_TASK_TAGS: Final = frozenset(str(t.__struct_config__.tag) for t in TASK_KINDS.values())
+"""Tags of the task types an agent may accept."""
 
 
 def import_agent(path: str) -> AgentSpec:

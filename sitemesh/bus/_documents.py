@@ -269,6 +269,18 @@ class DocumentStore(Generic[D]):
             out.append(Revision(key, e.revision or 0, d.version, d.label, created))
         return out
 
+    async def find(self, version: str, site: str | None = None) -> D | None:
+        """The stored document whose version hash is ``version``: searched in the history
+        of ``<key>.<site>`` (newest first), then of ``<key>``; ``None`` if neither holds it
+        (more than :attr:`max_history` revisions ago, or never stored)."""
+        for key_site in (site, None) if site is not None else (None,):
+            for rev in reversed(await self.history(key_site)):
+                if rev.version == version:
+                    text = await self.text(key_site, revision=rev.revision)
+                    if text is not None:
+                        return self.parse(text, f"{self.bucket}/{rev.key}@{rev.revision}")
+        return None
+
     async def text(self, site: str | None = None, revision: int | None = None) -> str | None:
         """The stored text of ``<key>[.<site>]`` (at ``revision``), ``None`` if absent."""
         kv = await self.kv()

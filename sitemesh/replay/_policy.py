@@ -54,12 +54,8 @@ async def replay_policy(
     if len(wanted) == 1:
         (version,) = wanted
         with contextlib.suppress(Exception):
-            kv = await store.kv()
-            for key_site in (site, None):
-                for rev in reversed(await store.history(key_site)):
-                    if rev.version == version:
-                        entry = await kv.get(rev.key, revision=rev.revision)
-                        return Policy.from_toml((entry.value or b"").decode())
+            if (found := await store.find(version, site)) is not None:
+                return found
     with contextlib.suppress(Exception):
         current = await store.current(site)
         log.info("replaying with the policy in force now (%s)", current.version)
@@ -90,12 +86,8 @@ async def replay_workflows(
         if bundled.version == version:
             return bundled
         with contextlib.suppress(Exception):
-            for key_site in (site, None):
-                for rev in reversed(await store.history(key_site)):
-                    if rev.version == version:
-                        text = await store.text(key_site, revision=rev.revision)
-                        if text is not None:
-                            return Workflows.from_toml(text, source=f"{rev.key}@{rev.revision}")
+            if (found := await store.find(version, site)) is not None:
+                return found
     with contextlib.suppress(Exception):
         current = await store.current(site)
         log.info("replaying with the workflows in force now (%s)", current.version)
