@@ -9,16 +9,19 @@ STAMP  := $(VENV)/.installed
 install: $(STAMP)
 
 # Re-installs only when the pins or the project metadata change.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-local.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sitemesh needs Python >= 3.11 (set PYTHON=python3.11)")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-local.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# MODEL=local: the planner and the synthesiser call SmolLM2-135M on CPU (xllamacpp).
+MODEL ?=
 demo: install
-	$(BIN)/sitemesh demo
+	$(BIN)/sitemesh demo $(if $(filter local,$(MODEL)),--local-model,)
 
 # The second pytest pass reruns every test that takes a state database (marker `db`,
 # set by the state_db_url/state_db fixtures) on PostgreSQL: TEST_PG is the admin URL of

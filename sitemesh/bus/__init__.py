@@ -20,6 +20,13 @@ from ._deadletter import (
     MaxDeliveriesSweeper,
     dead_letter_msg_id,
 )
+from ._objects import (
+    KNOWLEDGE_BUCKET_PREFIX,
+    ArtifactInfo,
+    ArtifactNotFound,
+    SiteArtifacts,
+    knowledge_bucket,
+)
 from ._documents import (
     CONFIG_BUCKET,
     CONFIG_HISTORY,
@@ -77,6 +84,11 @@ from ._types import Handler, MsgContext, Outbound, TaskIdOf
 from ._worker import Worker, ack_metadata, run_worker_until_signalled
 
 __all__ = [
+    "KNOWLEDGE_BUCKET_PREFIX",
+    "ArtifactInfo",
+    "ArtifactNotFound",
+    "SiteArtifacts",
+    "knowledge_bucket",
     "AGENT_ENTRY_POINTS",
     "ALL_IN",
     "ALL_OUT",

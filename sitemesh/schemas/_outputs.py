@@ -47,6 +47,18 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
     """Upstream location (repository and path) for attribution."""
     score: float
     """BM25 score (higher is better; not normalised)."""
+    kb: str = "runbooks"
+    """Name of the knowledge base the passage comes from (``sitemesh kb list``)."""
+    doc_kind: Literal["runbook", "article", "case", "faq"] = "runbook"
+    """``case``: a past resolved case (its text is pseudonymised); ``faq``: the answer
+    to one intent; ``article``: a help article; ``runbook``: an operations runbook."""
+    url: str | None = None
+    """The article URL a customer can be sent, when the document has one."""
+    intent: str | None = None
+    """The intent or category the document answers, when it is labelled."""
+    answer: str = ""
+    """For cases and FAQs: the reply that resolved it (pseudonymised for cases),
+    the text a grounded customer message is drafted from."""
 
 
 class RetrievalResult(Message, frozen=True, kw_only=True, tag="retrieval_result.v1"):
@@ -60,6 +72,54 @@ class RetrievalResult(Message, frozen=True, kw_only=True, tag="retrieval_result.
     """0..1: how well the best passage matches (see the retriever's docstring)."""
     index_version: str = ""
     took_ms: float = 0.0
+    kbs: list[str] = []
+    """The knowledge bases searched (chosen by the task's kind and tenant)."""
+    calibration: str = ""
+    """How :attr:`confidence` was calibrated for the best passage's knowledge base
+    (e.g. ``platt(leave-one-out, n=423)``)."""
+
+
+class LabelScore(msgspec.Struct, frozen=True, kw_only=True):
+    """A candidate label with its calibrated probability."""
+
+    label: str
+    p: float
+    """Calibrated probability, 0..1."""
+
+
+class Triage(Message, frozen=True, kw_only=True, tag="triage.v1"):
+    """The triage agent's reading of a ticket: what it is about, how urgent, in what
+    language, and how sure the classifier is."""
+
+    task_id: TaskId
+    label: str = ""
+    """Intent or category (``card_arrival``); empty when no model applies."""
+    label_set: str = ""
+    """Name of the triage model (``banking77``); empty when none applies."""
+    confidence: float = 0.0
+    """Calibrated probability of :attr:`label`, 0..1 (see ``sitemesh.triage``)."""
+    alternatives: list[LabelScore] = []
+    """The next most likely labels, best first (at most 3)."""
+    urgency: int = 3
+    """0 (critical) .. 3 (low)."""
+    urgency_source: Literal["ticket", "model", "rule", "default"] = "default"
+    language: str = "und"
+    """ISO 639-1 code, ``und`` when unknown."""
+    language_confidence: float = 0.0
+    model_version: str = ""
+    """Hash of the model's training data and library version."""
+
+
+class Resolution(msgspec.Struct, frozen=True, kw_only=True):
+    """What a resolved (or proposed) answer is grounded in."""
+
+    kb: str
+    doc_id: str
+    url: str | None = None
+    confidence: float
+    """The retriever's calibrated confidence in this document, 0..1."""
+    doc_kind: Literal["runbook", "article", "case", "faq"] = "article"
+    intent: str | None = None
 
 
 FindingKind = Literal[
@@ -265,3 +325,7 @@ class FinalAnswer(Message, frozen=True, kw_only=True, tag="final_answer.v1"):
     """Name of the workflow the task followed."""
     workflow_version: str = ""
     """Hash of the ``workflows`` document that workflow came from."""
+    resolution: Resolution | None = None
+    """The knowledge-base document the answer is grounded in, when there is one."""
+    triage: Triage | None = None
+    """The triage step's output, when the workflow has one."""

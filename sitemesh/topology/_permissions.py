@@ -36,6 +36,7 @@ from ..bus import (
     REPLAY_PREFIX,
     Subjects,
     installed_roles,
+    knowledge_bucket,
 )
 
 JS_API: Final = "$JS.API"
@@ -139,6 +140,21 @@ def _kv(bucket: str, *, write: bool, create: bool) -> list[str]:
     return out
 
 
+def _artifacts_read(site: str) -> list[str]:
+    """Read and watch the site's artifact bucket (``sitemesh_knowledge_<site>``: the
+    knowledge bases and triage examples, see :class:`sitemesh.bus.SiteArtifacts`):
+    stream info, message gets and ordered consumers on its ``OBJ_`` stream."""
+    stream = f"OBJ_{knowledge_bucket(site)}"
+    return [
+        f"{JS_API}.STREAM.INFO.{stream}",
+        *_get_msg(stream),
+        f"{JS_API}.CONSUMER.CREATE.{stream}",
+        f"{JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{JS_API}.CONSUMER.DELETE.{stream}.*",
+        "$JS.FC.>",
+    ]
+
+
 def _presence(site: str, role: str) -> list[str]:
     """Register in site ``site``'s worker registry as ``role``: put, read and delete
     the keys ``<role>.*`` of ``sitemesh_workers_<site>`` (the provisioner creates it)."""
@@ -179,6 +195,8 @@ def site_permissions(site: str, role: str) -> Permissions:
         # the next step comes from the task's workflow, so any role's work subject
         pub = [*_consume(stream, durable), s.all_events, s.dlq(role), s.all_work]
         pub += _presence(site, role)
+        if role != "router":
+            pub += _artifacts_read(site)
         if role == "router":
             # MaxDeliveriesSweeper: reads the advisories, fetches the exhausted
             # message and dead-letters it on behalf of its role
@@ -216,6 +234,7 @@ def site_permissions(site: str, role: str) -> Permissions:
                 f"{JS_API}.>",
                 "$JS.ACK.>",
                 "$KV.>",
+                f"$O.{knowledge_bucket(site)}.>",
                 "$JS.FC.>",
             ),
             (
