@@ -34,6 +34,9 @@ import msgspec
 from ..schemas import Task, WorkItem, Zone
 
 if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
+    from ..bus import SiteArtifacts
     from ..config import Settings
     from ..models import ModelClient
     from ._kb import KnowledgeBase
@@ -57,6 +60,8 @@ class AgentResources:
         settings: the process settings (``None`` in unit tests and replays).
         models: builds the model client on first use (the runtime passes one that
             reads ``settings.models``); ``None``: no models.
+        js: the process's JetStream context on its site (``None`` in unit tests and
+            replays), for :meth:`artifacts`.
     """
 
     def __init__(
@@ -65,12 +70,40 @@ class AgentResources:
         settings: Settings | None = None,
         *,
         models: Callable[[], ModelClient | None] | None = None,
+        js: JetStreamContext | None = None,
     ) -> None:
         self.site = site
         self.settings = settings
         self._models_factory = models
         self._models: ModelClient | None = None
         self._models_built = False
+        self.js = js
+        self._artifacts: SiteArtifacts | None = None
+        self.followers: list[Callable[[str], Awaitable[None]]] = []
+        """Callbacks the runtime calls with the name of every artifact put or deleted
+        in the site's bucket after setup (see :meth:`on_artifact_change`)."""
+
+    async def artifacts(self) -> SiteArtifacts | None:
+        """The site's artifact bucket (knowledge bases, triage examples), or ``None``
+        when the process has no bus (unit tests, replays) or the bucket does not
+        exist yet (nothing was added with ``sitemesh kb add`` / ``triage train
+        --publish``)."""
+        if self._artifacts is None and self.js is not None:
+            from ..bus import ArtifactNotFound, SiteArtifacts
+
+            try:
+                self._artifacts = await SiteArtifacts.open(self.js, self.site)
+            except ArtifactNotFound:
+                return None
+        return self._artifacts
+
+    def on_artifact_change(self, callback: Callable[[str], Awaitable[None]]) -> None:
+        """Have ``callback(name)`` called for each artifact (``kb/<name>``,
+        ``triage/<name>``) put or deleted while the process runs, to reload it.
+
+        Calls run one at a time, after :meth:`Agent.setup`; an exception is logged
+        and the watch goes on (the agent keeps what it had loaded)."""
+        self.followers.append(callback)
 
     @property
     def models(self) -> ModelClient | None:

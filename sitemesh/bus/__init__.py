@@ -20,13 +20,6 @@ from ._deadletter import (
     MaxDeliveriesSweeper,
     dead_letter_msg_id,
 )
-from ._objects import (
-    KNOWLEDGE_BUCKET_PREFIX,
-    ArtifactInfo,
-    ArtifactNotFound,
-    SiteArtifacts,
-    knowledge_bucket,
-)
 from ._documents import (
     CONFIG_BUCKET,
     CONFIG_HISTORY,
@@ -46,6 +39,13 @@ from ._middleware import (
     install_middleware,
     publish_middleware,
     worker_middlewares,
+)
+from ._objects import (
+    KNOWLEDGE_BUCKET_PREFIX,
+    ArtifactInfo,
+    ArtifactNotFound,
+    SiteArtifacts,
+    knowledge_bucket,
 )
 from ._publish import PubAck, Publisher
 from ._redact import redact_url
@@ -84,11 +84,6 @@ from ._types import Handler, MsgContext, Outbound, TaskIdOf
 from ._worker import Worker, ack_metadata, run_worker_until_signalled
 
 __all__ = [
-    "KNOWLEDGE_BUCKET_PREFIX",
-    "ArtifactInfo",
-    "ArtifactNotFound",
-    "SiteArtifacts",
-    "knowledge_bucket",
     "AGENT_ENTRY_POINTS",
     "ALL_IN",
     "ALL_OUT",
@@ -104,6 +99,7 @@ __all__ = [
     "HDR_TASK_ID",
     "HDR_TRACEPARENT",
     "HDR_TRACESTATE",
+    "KNOWLEDGE_BUCKET_PREFIX",
     "MAX_DELIVERIES_EXCEEDED",
     "MAX_DOCUMENT_BYTES",
     "MAX_MSG_BYTES",
@@ -111,6 +107,8 @@ __all__ = [
     "RECORDER",
     "REPLAY_PREFIX",
     "Action",
+    "ArtifactInfo",
+    "ArtifactNotFound",
     "Decision",
     "Document",
     "DocumentStore",
@@ -130,6 +128,7 @@ __all__ = [
     "SendMiddleware",
     "ServerBinary",
     "Settle",
+    "SiteArtifacts",
     "Subjects",
     "TaskIdOf",
     "Worker",
@@ -145,6 +144,7 @@ __all__ = [
     "free_port",
     "install_middleware",
     "installed_roles",
+    "knowledge_bucket",
     "load_toml",
     "msg_id",
     "provision",

@@ -175,8 +175,8 @@ class SiteArtifacts:
         try:
             while not stop.is_set():
                 try:
-                    info = await watcher.updates(timeout=1.0)
-                except (TimeoutError, asyncio.TimeoutError):
+                    info = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]
+                except TimeoutError:
                     continue
                 except NatsError as exc:
                     log.warning("artifact watch of site %s: %s", self.site, exc)
@@ -191,4 +191,4 @@ class SiteArtifacts:
                     log.exception("reloading artifact %s failed", name)
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await watcher.stop()  # type: ignore[no-untyped-call]

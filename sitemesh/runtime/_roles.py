@@ -8,6 +8,7 @@ services (:data:`SERVICE_ROLES`) and every agent role of the registry
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -130,12 +131,45 @@ async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
     return [worker, sweeper, live, workflows]
 
 
+class _ArtifactFollower:
+    """Calls an agent's :meth:`~sitemesh.agents.AgentResources.on_artifact_change`
+    callbacks while the process runs. Waits for the site's bucket to appear (it is
+    created by the first ``sitemesh kb add`` or ``triage train --publish``)."""
+
+    def __init__(self, resources: AgentResources) -> None:
+        self._resources = resources
+        self._stop = asyncio.Event()
+
+    async def _changed(self, name: str) -> None:
+        for callback in self._resources.followers:
+            try:
+                await callback(name)
+            except Exception:
+                log.exception("reloading artifact %s failed; keeping what was loaded", name)
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            artifacts = await self._resources.artifacts()
+            if artifacts is not None:
+                await artifacts.follow(self._changed, stop=self._stop)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=5.0)
+
+    async def shutdown(self) -> None:
+        self._stop.set()
+
+
 async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> list[Service]:
     subjects = Subjects(settings.site)
-    resources = AgentResources(settings.site, settings, models=lambda: build_model_client(settings))
+    resources = AgentResources(
+        settings.site, settings, models=lambda: build_model_client(settings), js=js
+    )
     agent = spec.create()
     await agent.setup(resources)  # indexes, models, analyzers: before the first message
     extra: list[Service] = []
+    if resources.followers:
+        extra.append(_ArtifactFollower(resources))
     finaliser = None
     if spec.final and settings.hub.enabled:
         finaliser, inbox = await _boundary(settings, js, subjects)
