@@ -21,6 +21,7 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 # MODEL=local: the planner and the synthesiser call SmolLM2-135M on CPU (xllamacpp).
 MODEL ?=
 demo: install
+	$(BIN)/sitemesh triage warm
 	$(BIN)/sitemesh demo $(if $(filter local,$(MODEL)),--local-model,)
 
 # The second pytest pass reruns every test that takes a state database (marker `db`,
@@ -32,6 +33,7 @@ TEST_PG ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 test: install
 	$(BIN)/python -m ruff check sitemesh tests bench compose examples
 	$(BIN)/python -m mypy sitemesh
+	$(BIN)/sitemesh triage warm
 	$(BIN)/python -m pytest
 	@if [ -n "$(TEST_PG)" ]; then \
 	  echo "== the state-database tests again, on PostgreSQL (SITEMESH_TEST_DB=$(TEST_PG))"; \

@@ -261,6 +261,9 @@ class Settings(BaseSettings):
     """The site this process belongs to (subject token and JetStream domain)."""
     state_dir: Path = Path(".sitemesh")
     """Where the embedded NATS store, SQLite database and logs live."""
+    cache_dir: Path | None = None
+    """Where trained triage models are cached (``SITEMESH_CACHE_DIR``; ``None``:
+    ``~/.cache/sitemesh``). Rebuildable: safe to delete; see ``sitemesh.triage``."""
     nats: NatsSettings = NatsSettings()
     db: DbSettings = DbSettings()
     bus: BusSettings = BusSettings()

@@ -8,6 +8,7 @@ from sitemesh.schemas import TASK_KINDS, Envelope, PolicyDecision, Task, WorkIte
 from sitemesh.workflows import new_item
 
 STEP_OF: dict[str, str] = {
+    "triage.v1": "triage",
     "retrieval_result.v1": "retrieve",
     "diagnosis.v1": "diagnose",
     "plan.v1": "plan",

@@ -42,7 +42,7 @@ ALERT = TelemetryAlert(device="r1", window_start=T0, window_end=T0 + timedelta(m
 
 
 def make_item(
-    task: Task = TICKET,
+    task: Task = ALERT,
     *,
     confidence: float | None = 0.6,
     plan: Plan | None = PLAN,
@@ -100,10 +100,14 @@ def make_item(
         (
             make_item(SupportTicket(body="down!", urgency=0)),
             "escalate",
-            ["ticket urgency 0 (critical)"],
+            ["ticket urgency 0 (critical)", "no knowledge-base answer for this ticket"],
         ),
-        (make_item(SupportTicket(body="meh", urgency=1)), "resolved", None),
-        (make_item(SupportTicket(body="no urgency")), "resolved", None),
+        (
+            make_item(SupportTicket(body="meh", urgency=1)),
+            "escalate",
+            ["no knowledge-base answer for this ticket"],
+        ),
+        (make_item(TICKET), "escalate", ["no knowledge-base answer for this ticket"]),
         (make_item(ALERT), "resolved", None),
         (
             make_item(
@@ -149,7 +153,7 @@ async def test_answer_copies_plan_diagnosis_and_envelope_facts() -> None:
 
 
 async def test_failed_validation_withholds_the_plan_message() -> None:
-    answer = await EscalationAgent().handle(make_item(validation=FAILED), CTX)
+    answer = await EscalationAgent().handle(make_item(TICKET, validation=FAILED), CTX)
     assert answer.customer_message == HOLDING_MESSAGE
     alert_answer = await EscalationAgent().handle(make_item(ALERT, validation=FAILED), CTX)
     assert alert_answer.customer_message == ""

@@ -163,9 +163,9 @@ async def test_approve_sends_the_work_item_on(
     pending = await request_approval(store, parked(bus.site))
     record = await decide_and_publish(store, js, pending.approval_id, True, "alice", "ok by me")
     assert record.status == "approved"
-    [msg] = await stream_messages(js, bus.work_stream, bus.work("retriever"))
+    [msg] = await stream_messages(js, bus.work_stream, bus.work("triage"))
     assert msg.headers is not None
-    assert msg.headers[HDR_MSG_ID] == "t-1:work:retrieve"  # <task>:work:<first step>
+    assert msg.headers[HDR_MSG_ID] == "t-1:work:triage"  # <task>:work:<first step>
     assert msg.headers[HDR_TASK_ID] == "t-1"
     item = decode(msg.data or b"", WORK_DECODER)
     assert item.task == parked(bus.site).task
@@ -239,7 +239,7 @@ async def test_cli_list_approve_reject(
     assert "already approved by alice" in out.getvalue()
     assert await reject(settings, "missing", "bob", "", console) == EXIT_UNKNOWN_APPROVAL
 
-    work = await stream_messages(js, bus.work_stream, bus.work("retriever"))
+    work = await stream_messages(js, bus.work_stream, bus.work("triage"))
     assert [m.headers[HDR_TASK_ID] for m in work if m.headers] == ["t-1"]
     failed = await stream_messages(js, bus.events_stream, bus.event("t-2"))
     assert decode(failed[0].data or b"", EVENT_DECODER).reason == "rejected by bob: no"  # type: ignore[union-attr]

@@ -2,8 +2,13 @@
 labelled PII corpus escalated to the cloud, and nothing personal on the hub.
 
 Every message that reaches the hub (a client subscribed to ``>`` in the hub's
-account the whole time) is searched for every labelled value of the forwarded
-records; the re-identified answers on the site must carry the original values back.
+account the whole time, :class:`HubWatch`) is searched for every labelled value of the
+forwarded records; the re-identified answers on the site must carry the original
+values back. Besides the corpus, urgent help-desk tickets go through the ``triage``
+step (the bundled ``endava`` label set) and are answered from a site knowledge base
+(``kb/site-cases``, published in the site's artifact bucket) whose past case holds a
+name, an e-mail, a phone number, a card number and a case id: the triage label and an
+opaque reference to the case cross, nothing of the case does.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ import re
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from rich.console import Console
 
-from sitemesh.bus import Subjects, connect
+from sitemesh.bus import SiteArtifacts, Subjects, connect
 from sitemesh.cli._hybrid import hybrid_stack
 from sitemesh.config import BusSettings, Settings
+from sitemesh.knowledge import Document, publish_kb
 from sitemesh.policy import PolicyStore
 from sitemesh.schemas import (
     EVENT_DECODER,
@@ -94,17 +101,177 @@ async def _hub_streams(js: Any) -> list[str]:
     return out
 
 
+class HubWatch:
+    """A client on ``>`` in the hub's account, recording every message that reaches it
+    (subject, headers, payload); :meth:`everything` adds what the hub's streams store."""
+
+    def __init__(self, nc: Any) -> None:
+        self._nc = nc
+        self.seen: list[tuple[str, str, bytes]] = []
+
+    @classmethod
+    async def start(cls, hub_url: str) -> HubWatch:
+        nc = await connect(hub_url, name=f"test-hub-watch-{uuid.uuid4().hex[:6]}", timeout_s=5)
+        watch = cls(nc)
+        await nc.subscribe(">", cb=watch._on)
+        await nc.flush()
+        return watch
+
+    async def _on(self, msg: Any) -> None:
+        self.seen.append((msg.subject, str(msg.headers), bytes(msg.data)))
+
+    @property
+    def count(self) -> int:
+        """Messages seen so far."""
+        return len(self.seen)
+
+    def live_text(self) -> str:
+        return "\n".join(f"{s} {h} {d.decode('utf-8', 'replace')}" for s, h, d in self.seen)
+
+    def incidents(self) -> list[dict[str, Any]]:
+        """The ``cloud_incident.v2`` payloads seen, decoded as JSON."""
+        out = []
+        for _, _, data in self.seen:
+            if b'"cloud_incident.v2"' in data:
+                try:
+                    out.append(json.loads(data))
+                except ValueError:
+                    continue
+        return out
+
+    async def stored_text(self) -> str:
+        """Every message the hub's streams store (:func:`_hub_streams`), as one text."""
+        await self._nc.flush()
+        return "\n".join(await _hub_streams(self._nc.jetstream()))
+
+    async def everything(self) -> str:
+        """What was seen and what the hub stores, as one text."""
+        stored = await self.stored_text()
+        return self.live_text() + "\n" + stored
+
+    async def close(self) -> None:
+        await self._nc.drain()
+
+
+_SPOKEN: dict[str, str] = {
+    "zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4",
+    "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9",
+}  # fmt: skip
+
+
+def digits_of(value: str) -> str:
+    """The digit string of ``value``: its digits, or for a number spelled in words
+    (``five five five, one two three four``, ``double nine``) those words' digits."""
+    found = re.sub(r"\D", "", value)
+    if found:
+        return found
+    out, repeat = [], 1
+    for word in re.findall(r"[a-z]+", value.lower()):
+        if word in ("double", "triple"):
+            repeat = 2 if word == "double" else 3
+        elif word in _SPOKEN:
+            out.append(_SPOKEN[word] * repeat)
+            repeat = 1
+    return "".join(out) if len(out) >= 3 else ""
+
+
+MIN_DIGITS: Final = 7
+"""Digit strings at least this long are also searched with any separators (a phone
+number written 555.123.4567 on one side, 5551234567 on the other); shorter ones occur
+by chance in timestamps and sequence numbers."""
+
+
+def leaked_values(values: Iterable[str], text: str) -> list[str]:
+    """The values found in ``text``: as written (case-insensitive), or as their digit
+    string (:func:`digits_of`, at least :data:`MIN_DIGITS` digits) with up to three
+    separator characters between any two digits."""
+    lowered = text.lower()
+    leaks = []
+    for value in dict.fromkeys(values):
+        digits = digits_of(value)
+        spaced = r"[^0-9A-Za-z]{0,3}".join(digits)
+        if value.lower() in lowered or (
+            len(digits) >= MIN_DIGITS and re.search(rf"(?<!\d){spaced}(?!\d)", text)
+        ):
+            leaks.append(value)
+    return leaks
+
+
+async def publish_site_kb(
+    js: Any,
+    site: str,
+    name: str,
+    docs: Sequence[Mapping[str, Any]],
+    *,
+    tenants: Sequence[str] = ("*",),
+    fmt: str = "cases",
+) -> None:
+    """Publish ``docs`` (``sitemesh.knowledge.Document`` fields) as the site knowledge
+    base ``kb/<name>`` for support tickets, the way ``sitemesh kb add`` stores one."""
+    artifacts = await SiteArtifacts.open(js, site, create=True)
+    await publish_kb(artifacts, name, [Document(**d) for d in docs], kinds=["support_ticket"],
+                     tenants=list(tenants), fmt=fmt, description="test knowledge base")
+
+
+SITE_CASES = "site-cases"
+HELPDESK = "helpdesk-eu"
+"""A tenant of the ``endava`` triage label set and of no bundled knowledge base with
+documents for it, so the site's own case is what answers its tickets."""
+CASE = {
+    "id": "maria-gonzalez-cases#mg-0417",
+    "doc_id": "maria-gonzalez-cases",
+    "doc_kind": "case",
+    "title": "past case",
+    "section": "case",
+    "text": "Maria Gonzalez (maria.gonzalez@example.com, +1 212 555 0199, card "
+            "4111 1111 1111 1111) could not log in to the VPN from her new laptop: the "
+            "VPN client rejected her token after the password reset.",
+    "answer": "Thanks Maria Gonzalez. Reinstall the VPN client and re-enrol your token "
+              "from the self-service portal. The steps are at "
+              "https://help.example.com/vpn/re-enrol",
+    "url": "https://help.example.com/vpn/re-enrol",
+    "intent": "vpn_token",
+    "label": "https://help.example.com/vpn/re-enrol",
+}  # fmt: skip
+"""A past case that the site's pseudonymiser missed everything in."""
+CASE_VALUES = ("Maria Gonzalez", "maria.gonzalez@example.com", "+1 212 555 0199",
+               "4111 1111 1111 1111", "maria-gonzalez-cases", "mg-0417",
+               "help.example.com", "rejected her token", "Thanks Maria")  # fmt: skip
+CASE_TICKET = ("VPN login fails on my new laptop, the VPN client rejects my token since "
+               "the password reset. Please help, I cannot work.")  # fmt: skip
+
+
+async def _case_kb_in_force(js: Any, site: str, ended: Mapping[str, Any]) -> None:
+    """Publish ``kb/site-cases`` and wait until the site's retriever answers a help-desk
+    ticket from it (a probe ticket a time).
+
+    The knowledge base is put again with every probe: a retriever that started before
+    the site's artifact bucket existed follows only the changes after it found the
+    bucket, so the put that created it can go unseen."""
+    probes: list[str] = []
+
+    async def answered_from_the_case() -> bool:
+        for tid in probes:
+            answer = ended.get(tid)
+            res = getattr(answer, "resolution", None)
+            if res is not None and res.kb == SITE_CASES:
+                return True
+        await publish_site_kb(js, site, SITE_CASES, [CASE])
+        tid = f"probe-{uuid.uuid4().hex[:8]}"
+        probes.append(tid)
+        body = {"type": "support_ticket.v1", "task_id": tid, "tenant": HELPDESK,
+                "urgency": 0, "body": CASE_TICKET}  # fmt: skip
+        await js.publish(Subjects(site).task("support_ticket"), json.dumps(body).encode())
+        await asyncio.sleep(2.0)
+        return False
+
+    await assert_eventually(answered_from_the_case, timeout_s=180, interval_s=1.0,
+                            msg=f"{site}: kb/{SITE_CASES} not answering tickets")  # fmt: skip
+
+
 async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
     records = _records(80)
-    crossed: list[str] = []
-    hub = await connect(stack.topo.hub_url, name="test-hub-watch", timeout_s=5)
-
-    async def on_hub(msg: Any) -> None:
-        crossed.append(
-            f"{msg.subject} {msg.headers} {msg.data.decode('utf-8', 'replace')}"
-        )
-
-    await hub.subscribe(">", cb=on_hub)
+    watch = await HubWatch.start(stack.topo.hub_url)
     ended: dict[str, FinalAnswer | TaskFailed] = {}
     clients = []
     for site, s in stack.sites.items():
@@ -119,8 +286,10 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
                 ended[ev.task_id] = ev
 
         await js.subscribe(f"sm.v1.event.{site}.>", cb=on_event)
-    by_task: dict[str, dict[str, Any]] = {}
     sites = list(stack.sites)
+    for site, nc in zip(sites, clients, strict=True):
+        await _case_kb_in_force(nc.jetstream(), site, ended)
+    by_task: dict[str, dict[str, Any]] = {}
     for i, record in enumerate(records):
         site = sites[i % 2]
         tid = _pii_id(i)  # ids that name people must not cross either
@@ -130,43 +299,81 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
             Subjects(site).task("support_ticket"), json.dumps(
                 {"type": "support_ticket.v1", "task_id": tid, "body": task.body}).encode(),
         )  # fmt: skip
-    await assert_eventually(lambda: len(ended) >= len(records), timeout_s=300, interval_s=0.5)
-    await hub.flush()
-    stored = await _hub_streams(hub.jetstream())
-    await hub.drain()
+    helpdesk = {f"maria.gonzalez-vpn-{i}": sites[i % 2] for i in range(6)}
+    for i, (tid, site) in enumerate(helpdesk.items()):  # triage, then the site's case
+        body = {"type": "support_ticket.v1", "task_id": tid, "tenant": HELPDESK, "urgency": 0,
+                "customer": f"mgonzalez{i}", "body": CASE_TICKET}  # fmt: skip
+        await clients[i % 2].jetstream().publish(
+            Subjects(site).task("support_ticket"), json.dumps(body).encode())
+    wanted = set(by_task) | set(helpdesk)
+    await assert_eventually(lambda: wanted <= ended.keys(), timeout_s=300, interval_s=0.5)
+    stored_text = await watch.stored_text()
+    live_text = watch.live_text()
+    everything = live_text + "\n" + stored_text
+    incidents = watch.incidents()
+    await watch.close()
     for nc in clients:
         await nc.drain()
 
     cloud = {t: a for t, a in ended.items() if isinstance(a, FinalAnswer) and a.route == "cloud"}
     outcomes = Counter(
-        a.route if isinstance(a, FinalAnswer) else a.error_class for a in ended.values()
-    )
+        a.route if isinstance(a, FinalAnswer) else a.error_class
+        for t, a in ended.items() if t in wanted
+    )  # fmt: skip
     print(f"ended: {dict(outcomes)}")  # escalated tasks go to cloud; needs_human stay
-    assert len(cloud) >= 30, f"only {len(cloud)} of {len(records)} went to cloud: {outcomes}"
-    hub_text = "\n".join(crossed)
-    assert "cloud_incident.v1" in hub_text, "positive control: incidents do reach the hub"
-    stored_text = "\n".join(stored)
-    assert "cloud_incident.v1" in stored_text, "positive control: the hub stores incidents"
-    seen = (hub_text + "\n" + stored_text).lower()
-    id_leaks = [t for t in by_task if t.lower() in seen]
-    name_leaks = [n for n in PII_IDS if n.lower() in seen]
-    print(f"hub saw {len(crossed)} messages and stores {len(stored)}; task ids found: "
+    assert len(cloud.keys() & by_task.keys()) >= 30, (
+        f"only {len(cloud.keys() & by_task.keys())} of {len(records)} went to cloud: {outcomes}")
+    assert "cloud_incident.v2" in live_text, "positive control: incidents reach the hub"
+    assert "cloud_incident.v2" in stored_text, "positive control: the hub stores incidents"
+    seen = everything.lower()
+    id_leaks = [t for t in wanted if t.lower() in seen]
+    name_leaks = [n for n in (*PII_IDS, "maria.gonzalez-vpn") if n.lower() in seen]
+    print(f"hub saw {watch.count} messages; task ids found: "
           f"{len(id_leaks)}, id names found: {len(name_leaks)}")  # fmt: skip
     assert not id_leaks, f"caller task ids on the hub: {id_leaks[:5]}"
     assert not name_leaks, f"names from task ids on the hub: {name_leaks}"
     leaks = []
-    everything = hub_text + "\n" + stored_text
-    for tid in cloud:
+    for tid in cloud.keys() & by_task.keys():
         for span in by_task[tid]["spans"]:
             value = span["entity_value"].strip()
             checked = span["entity_type"] in CHECKED and len(value) >= 4
             if checked and re.search(rf"(?<!\w){re.escape(value)}(?!\w)", everything):
                 leaks.append((tid, span["entity_type"]))
+            digits = digits_of(value)  # a number, whatever its separators on the hub
+            if checked and len(digits) >= MIN_DIGITS and leaked_values([digits], everything):
+                leaks.append((tid, f"{span['entity_type']} (digits)"))
     assert not leaks, f"labelled PII on the hub: {leaks}"
+
+    # the triage step and the site's past case: structured, and only that, on the hub
+    assert set(helpdesk) <= cloud.keys(), {
+        t: getattr(ended[t], "route", None) or getattr(ended[t], "error_class", None)
+        for t in helpdesk
+    }
+    from_case = [i for i in incidents if (i.get("resolution") or {}).get("kb") == SITE_CASES]
+    for incident in from_case:  # help-desk tickets, and corpus records it matched
+        assert incident["resolution"]["doc_kind"] == "case"
+        assert re.fullmatch(r"case#r[a-z2-7]{26}", incident["resolution"]["doc"])
+        assert any(g.startswith("case#r") for s in incident["steps"] for g in s["grounding"])
+    triaged = [i for i in from_case if (i.get("triage") or {}).get("label_set") == "endava"]
+    assert len(triaged) >= len(helpdesk), "positive control: triaged, answered from the case"
+    for incident in triaged:
+        assert re.fullmatch(r"category_[0-9]+", incident["triage"]["label"])
+        assert "critical_urgency" in incident["reasons"]
+    case_leaks = leaked_values([*CASE_VALUES, *[f"mgonzalez{i}" for i in range(6)]], everything)
+    print(f"{len(from_case)} incidents answered from kb/{SITE_CASES}; case values on the hub: "
+          f"{case_leaks}")  # fmt: skip
+    assert case_leaks == [], f"the site's past case on the hub: {case_leaks}"
+    for incident in incidents:
+        assert set(incident) <= {
+            "type", "task_id", "site", "kind", "data_class", "policy_version", "rule_id",
+            "placeholders", "steps", "findings", "runbook", "reasons", "triage", "resolution",
+            "forwarded_at"}, sorted(incident)  # fmt: skip
 
     # re-identified on site: the answer greets/mails the original values
     restored = 0
     for tid, answer in cloud.items():
+        if tid not in by_task:
+            continue
         persons = [s["entity_value"] for s in by_task[tid]["spans"]
                    if s["entity_type"] in ("PERSON", "EMAIL_ADDRESS")]  # fmt: skip
         assert "<PERSON_" not in answer.customer_message
@@ -174,6 +381,8 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
         if any(p in answer.customer_message for p in persons):
             restored += 1
     assert restored >= 1, "no re-identified answer carries an original value"
+    greeted = [a for t, a in cloud.items() if t in helpdesk and "mgonzalez" in a.customer_message]
+    assert greeted, "the help-desk answers greet the customer handle, re-identified on site"
 
 
 async def test_two_sites_with_the_same_task_ids_at_once_are_each_answered_once(

@@ -22,6 +22,8 @@ from sitemesh.schemas import TaskFailed
 
 EXPECTED_EXPORTS = {
     "AGENT_ENTRY_POINTS", "ALL_IN", "ALL_OUT", "Action", "CLOUD_IN", "CLOUD_OUT",
+    "ArtifactInfo", "ArtifactNotFound", "KNOWLEDGE_BUCKET_PREFIX", "SiteArtifacts",
+    "knowledge_bucket",
     "CONFIG_BUCKET", "CONFIG_HISTORY", "DEADLETTER", "Decision", "Document", "DocumentStore",
     "EmbeddedNats", "HDR_CAUSATION", "HDR_DATA_CLASS", "HDR_MSG_ID", "HDR_SCHEMA",
     "HDR_TASK_ID", "HDR_TRACEPARENT", "HDR_TRACESTATE", "Handler", "LiveDocument",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sitemesh.bus._types import MsgContext
 from sitemesh.cloud_node import COMPOSED_LABEL, ComposingSynthesiser, Synthesiser
-from sitemesh.schemas import CloudAnswer, CloudIncident, Finding, PlanStep
+from sitemesh.schemas import CloudAnswer, CloudIncident, IncidentFinding, IncidentStep
 
 INCIDENT = CloudIncident(
     task_id="t-1",
@@ -15,21 +15,19 @@ INCIDENT = CloudIncident(
     data_class="confidential",
     policy_version="abc",
     rule_id="confidential-complex-to-cloud",
-    text="<CUSTOMER_ID_1>: my line drops, mail me at <EMAIL_ADDRESS_1>",
     placeholders=["<CUSTOMER_ID_1>", "<EMAIL_ADDRESS_1>"],
     findings=[
-        Finding(
+        IncidentFinding(
             kind="interface_down",
             device="leaf7",
             interface="HundredGigE0/0/0/10",
             at=datetime(2019, 5, 19, 7, 23, tzinfo=UTC),
-            evidence="state up -> admin-down",
             severity="major",
         )
     ],
-    steps=[PlanStep(n=1, action="check_status", description="Check the interface", grounding=[])],
+    steps=[IncidentStep(n=1, action="check_status", grounding=[])],
     runbook="prometheus/node/NodeNetworkInterfaceFlapping.md",
-    reasons=["major finding: interface_down"],
+    reasons=["major_finding:interface_down"],
 )
 
 

@@ -20,18 +20,24 @@ PUBLIC = {
         "TaskAccepted", "TaskFailed", "TaskId", "TelemetryAlert", "ValidationIssue",
         "ValidationReport", "WORK_DECODER", "WorkItem", "WorkflowSpec", "WorkflowStep",
         "Zone", "decode", "encode", "json_schemas", "schema_tag", "utcnow",
-        "write_json_schemas"
+        "write_json_schemas",
+        "ALL_REASON_CODES", "REASON_CODES", "REASON_DETAILS", "describe_reason",
+        "is_reason_code", "reason_code", "reason_codes",
+        "IncidentFinding", "IncidentResolution", "IncidentStep", "IncidentTriage",
+        "LabelScore", "Resolution", "Triage",
     ],
     "sitemesh.agents": [
         "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",
         "AgentResources", "AgentSpec", "DiagnosticsAgent", "ENTRY_POINT_GROUP",
         "EscalationAgent", "FALLBACK_MESSAGE", "FaultScore", "KnowledgeBase",
         "PlannerAgent", "PlanningBackend", "RESERVED_ROLES", "Registry", "RetrieverAgent",
-        "RunbookPlanner", "TICKET_MESSAGE", "ValidatorAgent", "agent", "check_agent_class",
+        "RunbookPlanner", "TICKET_MESSAGE", "TriageAgent", "ValidatorAgent", "agent",
+        "check_agent_class",
         "default_kb", "diagnosis_ref", "fault_score", "import_agent", "load_fault_log"
     ],
     "sitemesh.edge_node": [
         "BatchingDecider", "CloudForwarder", "InboxFinaliser", "Ingress", "Supervisor",
+        "build_incident", "pseudonymized_texts",
         "child_env", "forwards", "pending_kv", "process_environ", "start_workflow",
         "task_decoder", "task_id_of"
     ],
@@ -52,7 +58,7 @@ PUBLIC = {
     "sitemesh.cli": ["app", "main"],
     "sitemesh.cloud_node": [
         "COMPOSED_LABEL", "ComposingSynthesiser", "SynthesisBackend", "Synthesiser",
-        "run_cloud",
+        "describe_incident", "run_cloud",
     ],
 }  # fmt: skip
 

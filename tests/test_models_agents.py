@@ -16,8 +16,8 @@ from sitemesh.models import ModelPlanner, ModelSynthesiser
 from sitemesh.schemas import (
     CloudIncident,
     Envelope,
-    Finding,
-    PlanStep,
+    IncidentFinding,
+    IncidentStep,
     PolicyDecision,
     RetrievalResult,
     SupportTicket,
@@ -37,12 +37,10 @@ INCIDENT = CloudIncident(
     data_class="confidential",
     policy_version="abc",
     rule_id="confidential-complex-to-cloud",
-    text="<CUSTOMER_ID_1>: my line drops, mail me at <EMAIL_ADDRESS_1>",
     placeholders=["<CUSTOMER_ID_1>", "<EMAIL_ADDRESS_1>"],
-    findings=[Finding(kind="interface_down", device="leaf7", evidence="up -> down",
-                      severity="major")],
-    steps=[PlanStep(n=1, action="check_status", description="Check the interface")],
-    reasons=["major finding: interface_down"],
+    findings=[IncidentFinding(kind="interface_down", device="leaf7", severity="major")],
+    steps=[IncidentStep(n=1, action="check_status")],
+    reasons=["major_finding:interface_down"],
 )
 
 

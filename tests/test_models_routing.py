@@ -81,6 +81,9 @@ PUBLIC = [
     "object_schema", "parse_retry_after", "vllm_health",
     "COST_KEYS", "CostRow", "cost_rollup", "ledger_for_settings", "total",
     "check_hub_models", "site_endpoints",
+    "LOCAL_MODEL_NAME", "MODEL_SKIPPED_NOTE", "LocalModelServer", "local_hub_models",
+    "local_model_path", "local_site_models", "PlanSources", "plan_schema", "rejection_code",
+    "synthesis_schema", "with_local_model",
 ]  # fmt: skip
 
 

@@ -50,6 +50,8 @@ EXPECTED = {
     "EGRESS_FIELD_SPECS",
     "FieldFormat",
     "UNEXPECTED_FORMAT",
+    "UNEXPECTED_FIELD",
+    "CLOSED_MESSAGE_TYPES",
 }
 
 

@@ -49,7 +49,17 @@ def test_retriever_permissions_are_exactly_its_job() -> None:
         "$JS.API.STREAM.INFO.KV_sitemesh_workers_eu1",
         "$JS.API.DIRECT.GET.KV_sitemesh_workers_eu1.$KV.sitemesh_workers_eu1.retriever.>",
         "$KV.sitemesh_workers_eu1.retriever.>",
+        # read and watch the site's knowledge bases (sitemesh kb add): no writes
+        "$JS.API.STREAM.INFO.OBJ_sitemesh_knowledge_eu1",
+        "$JS.API.STREAM.MSG.GET.OBJ_sitemesh_knowledge_eu1",
+        "$JS.API.DIRECT.GET.OBJ_sitemesh_knowledge_eu1",
+        "$JS.API.DIRECT.GET.OBJ_sitemesh_knowledge_eu1.>",
+        "$JS.API.CONSUMER.CREATE.OBJ_sitemesh_knowledge_eu1",
+        "$JS.API.CONSUMER.CREATE.OBJ_sitemesh_knowledge_eu1.>",
+        "$JS.API.CONSUMER.DELETE.OBJ_sitemesh_knowledge_eu1.*",
+        "$JS.FC.>",
     }
+    assert not any(s.startswith("$O.") for s in p.publish)  # cannot change them
     assert p.subscribe == ("_INBOX.retriever.>",)
 
 

@@ -158,3 +158,77 @@ def test_public_api() -> None:
     )  # fmt: skip
     for name in sitemesh.state.__all__:
         assert hasattr(sitemesh.state, name), name
+
+
+async def seed_answered(url: str) -> None:
+    """A ticket answered from the knowledge base: triage, plan, grounding document."""
+    from sitemesh.schemas import Plan, PlanStep, Resolution, Triage
+
+    res = Resolution(kb="banking-faq", doc_id="card_arrival", doc_kind="faq",
+                     url="https://help.example.com/banking/card_arrival", confidence=0.91,
+                     intent="card_arrival")  # fmt: skip
+    async with Store(url) as store:
+        for seq, ev in enumerate(
+            [
+                TaskAccepted(task_id="tk-9", site="eu1", kind="support_ticket", title="card",
+                             submitted_at=T0, accepted_at=T0 + timedelta(milliseconds=5)),
+                FinalAnswer(
+                    task_id="tk-9", site="eu1", outcome="resolved",
+                    reasons=["reply grounded in faq card_arrival (banking-faq), confidence 0.91"],
+                    customer_message="Hello, New cards arrive within 5 working days.",
+                    plan=Plan(task_id="tk-9", source="knowledge", resolution=res,
+                              steps=[PlanStep(n=1, action="contact_customer",
+                                              description="Reply with the FAQ answer",
+                                              grounding=["banking-faq:card_arrival#0"])]),
+                    triage=Triage(task_id="tk-9", label="card_arrival", label_set="banking77",
+                                  confidence=0.97, urgency=3, language="en"),
+                    resolution=res, submitted_at=T0,
+                    answered_at=T0 + timedelta(milliseconds=300),
+                ),
+            ],
+            start=1,
+        ):  # fmt: skip
+            await store.record_event(EVENTS, seq, ev)
+
+
+async def test_show_answer_section_and_json(tmp_path: Path, state_db_url: str) -> None:
+    import json
+
+    settings = settings_for(tmp_path, state_db_url)
+    await seed_answered(settings.db_url)
+    out = console()
+    assert await show_task(settings, "tk-9", out) == EXIT_OK
+    text = out.export_text()
+    for word in (
+        "card_arrival 0.97 (banking77)",
+        "faq card_arrival of banking-faq, confidence 0.91",
+        "https://help.example.com/banking/card_arrival",
+        "contact_customer",
+        "nothing: answered on the site",
+        "Hello, New cards arrive",
+    ):
+        assert word in text, word
+    out = Console(record=True, width=40, color_system=None, force_terminal=False)
+    assert await show_task(settings, "tk-9", out, as_json=True) == EXIT_OK  # never wrapped
+    doc = json.loads(out.export_text())
+    assert doc["task"]["outcome"] == "resolved"
+    assert doc["triage"]["label"] == "card_arrival"
+    assert doc["resolution"]["url"] == "https://help.example.com/banking/card_arrival"
+    assert doc["plan"]["steps"][0]["action"] == "contact_customer"
+    assert doc["left_site"] is None
+    assert [e["type"] for e in doc["events"]] == ["task_accepted.v1", "final_answer.v1"]
+
+
+async def test_trace_json(tmp_path: Path, state_db_url: str) -> None:
+    import json
+
+    from sitemesh.cli._trace_cmds import show_trace
+
+    settings = settings_for(tmp_path, state_db_url)
+    await seed_answered(settings.db_url)
+    out = console()
+    assert await show_trace(settings, "tk-9", out, as_json=True) == EXIT_OK
+    doc = json.loads(out.export_text())
+    assert doc["customer_message"].startswith("Hello, New cards")
+    assert doc["trace"] and all("where" in s for s in doc["trace"])
+    assert doc["model_calls"] == []

@@ -285,7 +285,8 @@ async def run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
                     settings=BUS,
                     task_id_of=task_id_of,
                 ),
-                *(work(r, _pass_through(r)) for r in ("retriever", "diagnostics", "planner")),
+                *(work(r, _pass_through(r))
+                  for r in ("triage", "retriever", "diagnostics", "planner")),
                 work("validator", _pass_through("validator")),
                 work(
                     "escalation",
@@ -440,7 +441,8 @@ def test_one_trace_per_task_across_site_cloud_site(run: Run) -> None:
             if s.kind is SpanKind.CONSUMER
         ]  # fmt: skip
         assert roles == [  # the bundled support workflow: no diagnostics for tickets
-            "router", "retriever", "planner", "validator", "escalation", "synthesiser",
+            "router", "triage", "retriever", "planner", "validator", "escalation",
+            "synthesiser",
         ], roles  # fmt: skip
         assert (synth.attributes or {})["sitemesh.site"] == "hub"
         assert (inbox.attributes or {})["sitemesh.site"] == SITE

@@ -8,6 +8,7 @@ in sitemesh's ``pyproject.toml``:
 
 | role | does |
 | --- | --- |
+| triage | intent or category, urgency and language of a support ticket (``sitemesh.triage``) |
 | retriever | BM25 search over the packaged runbook knowledge base |
 | diagnostics | diagnostic routines over the Cisco router telemetry of the task's device |
 | planner | a typed plan from the matched runbook (``source="runbook"``) |
@@ -41,6 +42,7 @@ from ._registry import (
     import_agent,
 )
 from ._retriever import RetrieverAgent
+from ._triage import TriageAgent
 from ._validator import ValidatorAgent
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
     "Registry",
     "RetrieverAgent",
     "RunbookPlanner",
+    "TriageAgent",
     "ValidatorAgent",
     "agent",
     "check_agent_class",

@@ -12,10 +12,12 @@ from ..schemas import (
     RetrievalResult,
     SupportTicket,
     TelemetryAlert,
+    Triage,
     ValidationReport,
     WorkItem,
 )
 from ._base import Agent, AgentContext, AgentOutput
+from ._planner import CUSTOMER
 
 MIN_RETRIEVAL_CONFIDENCE: Final = 0.30
 """Below this retrieval confidence the task is escalated.
@@ -23,6 +25,20 @@ MIN_RETRIEVAL_CONFIDENCE: Final = 0.30
 From the retriever's calibration (``sitemesh.agents._retriever.CONFIDENCE_CALIBRATION``):
 98 % of in-domain queries (runbook names) score at least 0.30, and 1 of 925
 out-of-domain support tickets (IBM Twitter, Endava IT) does."""
+
+MIN_ANSWER_CONFIDENCE: Final = 0.80
+"""A reply drafted from a knowledge-base document resolves a ticket on its own (no
+triage label to confirm it) only when the retriever's calibrated confidence in the
+document is at least this. The confidence is a Platt-scaled probability that the
+document is the right one (see ``sitemesh.knowledge``), so 0.80 targets the
+issue's precision goal for ``resolved`` (>= 0.9) with margin; measured in
+``bench/resolve.py``."""
+
+MIN_AGREED_CONFIDENCE: Final = 0.50
+"""Retrieval confidence needed when the triage label confirms the document's intent."""
+
+MIN_TRIAGE_CONFIDENCE: Final = 0.60
+"""Below this calibrated triage confidence the label does not confirm a document."""
 
 ESCALATE_SEVERITIES: Final = frozenset({"major", "critical"})
 """Finding and alert severities that always go to a human team."""
@@ -51,8 +67,19 @@ class EscalationAgent(Agent):
     the alert's severity is major/critical         ``escalate``
     the ticket's urgency is 0 (critical)           ``escalate``
     no retrieval, or confidence < threshold        ``escalate``
+    a ticket has no reply from the knowledge base  ``escalate``
+    triage label and the document's intent differ  ``escalate``
+    triage label uncertain (< 0.60)                ``escalate``
+    reply not confirmed by triage and < 0.80       ``escalate``
     otherwise                                      ``resolved``
     ============================================  ===============
+
+    For a ticket answered from the knowledge base (plan source ``knowledge``) the
+    retrieval threshold is :data:`MIN_AGREED_CONFIDENCE` when the triage label names
+    the document's intent and :data:`MIN_ANSWER_CONFIDENCE` otherwise; for runbook
+    plans it is ``min_confidence``. A resolved ticket's message is the drafted reply
+    with ``<CUSTOMER>`` filled in on the site; any other outcome gets
+    :data:`HOLDING_MESSAGE`, which promises no work that was not done.
 
     The answer copies the plan, the diagnosis, and ``data_class`` and
     ``submitted_at`` from the envelope. Its ``customer_message`` is the plan's
@@ -89,7 +116,7 @@ class EscalationAgent(Agent):
             found.append(("needs_human", "no plan was produced"))
         elif report is None:
             found.append(("needs_human", "plan was not validated"))
-        elif not report.ok:
+        elif not report.ok and not self._expected_fallback(item, plan, report):
             codes = ", ".join(dict.fromkeys(i.code for i in report.issues))
             found.append(("needs_human", f"validation failed: {codes}"))
         if diagnosis is not None:
@@ -103,8 +130,17 @@ class EscalationAgent(Agent):
                 found.append(("escalate", "ticket urgency 0 (critical)"))
             case _:
                 pass
+        triage = item.output(Triage)
+        if triage is not None and triage.urgency == 0 and triage.urgency_source != "ticket":
+            found.append(("escalate", f"triage urgency 0 (critical, {triage.urgency_source})"))
+        ticket = isinstance(item.task, SupportTicket)
         if retrieval is None:
             found.append(("escalate", "no retrieval result"))
+        elif ticket and plan is not None and plan.source != "knowledge":
+            found.append(("escalate", "no knowledge-base answer for this ticket"))
+        elif ticket and plan is not None and plan.resolution is not None:
+            found += self._knowledge_reasons(plan.resolution.confidence, plan.resolution.intent,
+                                             triage)
         elif retrieval.confidence < self.min_confidence:
             found.append(
                 (
@@ -114,9 +150,63 @@ class EscalationAgent(Agent):
                 )
             )
         if not found:
+            if plan is not None and plan.resolution is not None:
+                res = plan.resolution
+                return "resolved", [
+                    f"reply grounded in {res.doc_kind} {res.doc_id} ({res.kb}), "
+                    f"confidence {res.confidence:.2f}"
+                    + (f", triage agrees ({triage.label} {triage.confidence:.2f})"
+                       if triage is not None and triage.label and triage.label == res.intent
+                       else "")
+                ]
             return "resolved", ["plan validated and grounded in a confident runbook match"]
         outcome = max((o for o, _ in found), key=_RANK.__getitem__)
         return outcome, list(dict.fromkeys(reason for _, reason in found))
+
+    @staticmethod
+    def _expected_fallback(item: WorkItem, plan: Plan, report: ValidationReport) -> bool:
+        """A ticket's fallback plan ("gather details, hand over") cites nothing because
+        nothing matched; that is the reason to escalate, not a broken plan."""
+        return (
+            isinstance(item.task, SupportTicket)
+            and plan.source == "fallback"
+            and all(i.code == "ungrounded_step" for i in report.issues)
+        )
+
+    @staticmethod
+    def _knowledge_reasons(
+        confidence: float, intent: str | None, triage: Triage | None
+    ) -> list[tuple[Outcome, str]]:
+        labelled = triage is not None and bool(triage.label)
+        if labelled and intent is not None and triage is not None and triage.label != intent:
+            return [("escalate", f"triage ({triage.label_set} {triage.label} "
+                     f"{triage.confidence:.2f}) and knowledge (intent {intent}) disagree")]
+        if labelled and intent is not None and triage is not None:
+            out: list[tuple[Outcome, str]] = []
+            if triage.confidence < MIN_TRIAGE_CONFIDENCE:
+                out.append(("escalate", f"triage uncertain: {triage.label} "
+                            f"{triage.confidence:.2f} < {MIN_TRIAGE_CONFIDENCE:.2f}"))
+            if confidence < MIN_AGREED_CONFIDENCE:
+                out.append(("escalate", f"low knowledge confidence {confidence:.2f} "
+                            f"< {MIN_AGREED_CONFIDENCE:.2f}"))
+            return out
+        if confidence < MIN_ANSWER_CONFIDENCE:
+            return [("escalate", f"low knowledge confidence {confidence:.2f} "
+                     f"< {MIN_ANSWER_CONFIDENCE:.2f} (no triage label to confirm it)")]
+        return []
+
+    @staticmethod
+    def address(item: WorkItem, message: str) -> str:
+        """Fill the ``<CUSTOMER>`` placeholder of a drafted reply on the site: the
+        ticket's ``@handle`` on Twitter, the customer as given elsewhere, else
+        "there"."""
+        task = item.task
+        who = "there"
+        if isinstance(task, SupportTicket) and task.customer and task.customer.strip():
+            who = task.customer.strip()
+            if task.channel == "twitter" and not who.startswith("@"):
+                who = f"@{who}"
+        return message.replace(CUSTOMER, who)
 
     def answer(self, item: WorkItem) -> FinalAnswer:
         """The :class:`FinalAnswer` for ``item`` (the synchronous core of :meth:`handle`).
@@ -131,8 +221,11 @@ class EscalationAgent(Agent):
         plan, report = item.output(Plan), item.output(ValidationReport)
         validated = report is not None and report.ok
         message = plan.customer_message if plan is not None and validated else ""
-        if not validated and isinstance(item.task, SupportTicket):
-            message = HOLDING_MESSAGE
+        if isinstance(item.task, SupportTicket):
+            if not validated or (outcome != "resolved" and plan is not None
+                                 and plan.source == "knowledge"):
+                message = HOLDING_MESSAGE
+            message = self.address(item, message)
         env = item.envelope
         return FinalAnswer(
             task_id=env.task_id,
@@ -144,6 +237,8 @@ class EscalationAgent(Agent):
             diagnosis=item.output(Diagnosis),
             data_class=env.data_class,
             submitted_at=env.submitted_at,
+            resolution=plan.resolution if plan is not None else None,
+            triage=item.output(Triage),
         )
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> FinalAnswer:

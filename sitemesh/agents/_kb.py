@@ -8,13 +8,15 @@ Relevance Framework: BM25 and Beyond", 2009) as implemented by ``bm25s``
 (Lucene variant, ``k1=1.5``, ``b=0.75``).
 
 The index is built once per process on first use (:func:`default_kb`) and takes
-about a second for the ~390 runbooks.
+about a second for the ~390 runbooks. The text processing (:func:`tokenize`,
+:func:`split_markdown`...) is :mod:`sitemesh.knowledge`'s, shared with the site's
+own knowledge bases; it is re-exported here. In ``sitemesh kb list`` this
+knowledge base is ``runbooks``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +25,35 @@ from typing import Final
 
 import bm25s
 import numpy as np
-from bm25s.stopwords import STOPWORDS_EN_PLUS
+
+from ..knowledge import (
+    MAX_PASSAGE_CHARS,
+    Section,
+    slugify,
+    split_camel,
+    split_markdown,
+    stem,
+    tokenize,
+    trim,
+)
+
+__all__ = [
+    "CORPORA",
+    "KB_ROOT",
+    "MAX_INDEXED_CHARS",
+    "MAX_PASSAGE_CHARS",
+    "Corpus",
+    "Hit",
+    "KnowledgeBase",
+    "Section",
+    "default_kb",
+    "slugify",
+    "split_camel",
+    "split_markdown",
+    "stem",
+    "tokenize",
+    "trim",
+]
 
 KB_ROOT: Final = Path(__file__).parent / "kb"
 """Root of the packaged knowledge base (one sub-folder per corpus)."""
@@ -66,204 +96,11 @@ CORPORA: Final[tuple[Corpus, ...]] = (
 )
 """The packaged corpora, values from their ``SOURCE.md``."""
 
-MAX_PASSAGE_CHARS: Final = 1200
-"""Passage text sent on the wire is cut to this many characters (at a word boundary)."""
-
 MAX_INDEXED_CHARS: Final = 4000
 """Only the first this-many characters of a section are indexed, so one very long
 section cannot dominate through sheer term frequency."""
 
 _SKIP_FILES: Final = frozenset({"_index.md", "SOURCE.md"})
-
-# --- text processing ---------------------------------------------------------------
-
-_CAMEL_1 = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_CAMEL_2 = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")
-_TOKEN = re.compile(r"[a-z0-9]+")
-_KEEP: Final = frozenset({"down", "up", "off", "out", "over", "under", "above", "below"})
-_STOPWORDS: Final = (frozenset(STOPWORDS_EN_PLUS) - _KEEP) | frozenset(
-    {"please", "thanks", "thank", "hi", "hello", "hey", "dear", "regards"}
-)
-"""bm25s' extended English list, minus direction words that matter in alert names
-("members down", "filling up"), plus greetings common in tickets."""
-
-
-def split_camel(text: str) -> str:
-    """Split CamelCase alert names into words: ``etcdMembersDown`` -> ``etcd Members Down``.
-
-    Args:
-        text: any text.
-
-    Returns:
-        ``text`` with a space at each lower->upper and acronym->word boundary.
-    """
-    return _CAMEL_2.sub(" ", _CAMEL_1.sub(" ", text))
-
-
-def stem(word: str) -> str:
-    """A small suffix-stripping stemmer (lower-case input).
-
-    ``bm25s`` only stems through the optional PyStemmer package, which is not a
-    dependency, so this strips the common English inflections (a subset of
-    Porter's step 1, Porter 1980): plural ``-ies/-es/-s``, ``-ing``, ``-ed``, and
-    ``-ly``, keeping stems of at least three letters (``restarting`` ->
-    ``restart``, ``members`` -> ``member``). Stems need not be words; queries go
-    through the same function, so only consistency matters.
-
-    Args:
-        word: one lower-case token.
-
-    Returns:
-        The stem.
-    """
-    if len(word) <= 3 or word.isdigit():
-        return word
-    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("ed", ""), ("ly", "")):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)] + repl
-            break
-    else:
-        if word.endswith("es") and word[-3:-2] in {"s", "x", "z"} and len(word) > 4:
-            word = word[:-2]
-        elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
-            word = word[:-1]
-    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
-        word = word[:-1]  # "running" -> "runn" -> "run"
-    return word
-
-
-def tokenize(text: str) -> list[str]:
-    """Tokens for BM25: CamelCase split, lower-cased, English stop words removed, stemmed.
-
-    Args:
-        text: any text.
-
-    Returns:
-        Stemmed tokens of at least two characters, in text order (repeats kept).
-    """
-    words = _TOKEN.findall(split_camel(text).lower())
-    return [stem(w) for w in words if len(w) > 1 and w not in _STOPWORDS]
-
-
-def slugify(text: str) -> str:
-    """A URL-style slug: ``"General etcd health"`` -> ``"general-etcd-health"``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug or "section"
-
-
-def trim(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
-    """Cut ``text`` to at most ``limit`` characters at a word boundary, adding ``…``."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip() + "…"
-
-
-# --- splitting ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Section:
-    """One heading's worth of a runbook.
-
-    Attributes:
-        passage_id: ``<doc_id>#<section slug>``, unique in the knowledge base.
-        doc_id: runbook path relative to the knowledge base root, without ``.md``
-            (``prometheus/etcd/etcdMembersDown``).
-        title: the runbook's H1, or its file stem when it has none.
-        section: the heading text (the title for text before the first sub-heading).
-        path: the chain of headings from the H1 down to this one.
-        text: the section body, Markdown as written (code blocks included), stripped.
-        source: upstream URL of the runbook file.
-        order: position of the section in its runbook (0-based).
-    """
-
-    passage_id: str
-    doc_id: str
-    title: str
-    section: str
-    path: tuple[str, ...]
-    text: str
-    source: str
-    order: int
-
-
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_FENCE = re.compile(r"^\s*(```|~~~)")
-
-
-def _strip_front_matter(text: str) -> str:
-    if text.startswith("---\n"):
-        end = text.find("\n---", 4)
-        if end != -1:
-            return text[end + 4 :].lstrip("\n")
-    return text
-
-
-def split_markdown(text: str, *, doc_id: str, source: str) -> list[Section]:
-    """Split a runbook into sections at its Markdown headings.
-
-    Headings inside fenced code blocks are not headings (shell comments start with
-    ``#``). Hugo front matter is dropped. Sections with an empty body are dropped;
-    duplicate heading slugs within a runbook get ``-2``, ``-3``... suffixes.
-
-    Args:
-        text: the Markdown file content.
-        doc_id: the runbook's id (path relative to the knowledge-base root, no ``.md``).
-        source: upstream URL for attribution.
-
-    Returns:
-        The sections in document order.
-    """
-    text = _strip_front_matter(text)
-    stem_title = doc_id.rsplit("/", 1)[-1]
-    title: str | None = None
-    chunks: list[tuple[int, str, list[str]]] = [(1, "", [])]  # (level, heading, body lines)
-    in_fence = False
-    for line in text.splitlines():
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        match = None if in_fence else _HEADING.match(line)
-        if match:
-            level, heading = len(match.group(1)), match.group(2).strip()
-            if level == 1 and title is None:
-                title = heading
-            chunks.append((level, heading, []))
-        else:
-            chunks[-1][2].append(line)
-    title = title or stem_title
-
-    sections: list[Section] = []
-    seen: dict[str, int] = {}
-    stack: list[tuple[int, str]] = []
-    for level, heading, body in chunks:
-        heading = heading or title
-        while stack and stack[-1][0] >= level:
-            stack.pop()
-        stack.append((level, heading))
-        body_text = "\n".join(body).strip()
-        if not body_text:
-            continue
-        slug = slugify(heading) if level > 1 else "overview"
-        seen[slug] = seen.get(slug, 0) + 1
-        if seen[slug] > 1:
-            slug = f"{slug}-{seen[slug]}"
-        sections.append(
-            Section(
-                passage_id=f"{doc_id}#{slug}",
-                doc_id=doc_id,
-                title=title,
-                section=heading,
-                path=tuple(h for _, h in stack),
-                text=body_text,
-                source=source,
-                order=len(sections),
-            )
-        )
-    return sections
 
 
 # --- the index ---------------------------------------------------------------------

@@ -9,6 +9,7 @@ A model-backed planner plugs in later through :class:`PlanningBackend`.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import ClassVar, Final, Literal, Protocol
@@ -19,6 +20,7 @@ from ..schemas import (
     Passage,
     Plan,
     PlanStep,
+    Resolution,
     RetrievalResult,
     SupportTicket,
     WorkItem,
@@ -40,12 +42,78 @@ MAX_STEP_CHARS: Final = 280
 """A step description is cut to this many characters."""
 
 TICKET_MESSAGE: Final = (
-    "Thank you for contacting us. We have opened a case for your request and are "
-    "working through the troubleshooting steps now. We will update you as soon as "
-    "we know more."
+    "Thank you for contacting us. We have opened a case for your request; a member "
+    "of our team will review it and get back to you."
 )
 """Customer reply for a ticket with a runbook plan: a fixed template, so no ticket
-text, name or handle can leak into it."""
+text, name or handle can leak into it. It promises only what happens next."""
+
+CUSTOMER: Final = "<CUSTOMER>"
+"""Placeholder for the ticket's customer in a drafted reply; the escalation agent
+fills it in on the site (the ``@handle`` on Twitter, else the name given)."""
+
+MAX_REPLY_CHARS: Final = 600
+"""A drafted customer reply is cut to this many characters (the URL is kept)."""
+
+KNOWLEDGE_KINDS: Final = frozenset({"case", "faq", "article"})
+"""Passage kinds a customer reply may be drafted from."""
+
+_LEADING_ADDRESS = re.compile(
+    r"^(?:\s*(?:@\w+|@?<[A-Z][A-Z_]*(?:_\d+)?>|hi\b|hey\b|hello\b)[,:!]?)+\s*", re.I
+)
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*(?:_\d+)?>")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_URL_IN_TEXT = re.compile(r"https?://\S+")
+_PROMISE = re.compile(
+    r"\b(?:we|i)(?:'ve|'re| have| had| are| will| 'll|'ll)?\s+(?:just\s+|already\s+)?"
+    r"(?:fixed|resolved|refunded|reset|sent|escalated|passed|forwarded|credited|updated"
+    r"|unlocked|restored|reactivated|reinstated|processed|cancel+ed|replaced|followed up"
+    r"|reached out|dm(?:'d|ed)?|messaged|emailed|e-mailed|looking into|checking|investigating"
+    r"|working on)\b",
+    re.IGNORECASE,
+)
+"""Sentences of a past reply that state work the agent did for *that* customer (or
+is doing), which would be untrue for this one: dropped from the draft."""
+_DM_ASK = re.compile(r"\b(?:dm|direct message|private message)\b", re.IGNORECASE)
+
+
+def draft_reply(passage: Passage, *, addressed: bool) -> str:
+    """A customer reply drafted from a knowledge-base answer, citing its URL.
+
+    The passage's ``answer`` is a past agent reply (pseudonymised at ingest) or an FAQ
+    answer. Kept: its sentences without placeholders (those name the *earlier*
+    customer), without statements of work done or under way (:data:`_PROMISE`) and
+    without requests to move to private messages; then the article URL when the kept
+    text does not already carry it. Nothing from the current ticket is used, so the
+    reply holds no ticket text; :data:`CUSTOMER` opens it when ``addressed``.
+
+    Args:
+        passage: the knowledge-base passage (``answer`` and ``url`` read).
+        addressed: open with ``Hi <CUSTOMER>,`` (the ticket names a customer).
+
+    Returns:
+        The reply, at most :data:`MAX_REPLY_CHARS` characters before the URL; empty
+        when the passage has neither a usable answer nor a URL.
+    """
+    text = _LEADING_ADDRESS.sub("", " ".join(passage.answer.split()))
+    kept: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        if _PLACEHOLDER.search(sentence) or _PROMISE.search(sentence):
+            continue
+        if _DM_ASK.search(sentence):
+            continue
+        kept.append(sentence.strip())
+    body = " ".join(s for s in kept if s)
+    if passage.url and passage.url not in body:
+        body = _URL_IN_TEXT.sub("", body).strip()
+    body = cut_text(body, MAX_REPLY_CHARS) if body else ""
+    if passage.url and passage.url not in body:
+        lead = "" if body else "This article covers your question: "
+        body = f"{body} You can find the steps here: {passage.url}" if body else lead + passage.url
+    if not body:
+        return ""
+    opening = f"Hi {CUSTOMER}, " if addressed else "Hello, "
+    return opening + body[0].upper() + body[1:] if body[:1].islower() else opening + body
 
 FALLBACK_MESSAGE: Final = (
     "Thank you for contacting us. We have passed your request to a specialist, who "
@@ -169,9 +237,15 @@ class RunbookPlanner:
         """
         task_id = item.envelope.task_id
         diagnosis, retrieval = item.output(Diagnosis), item.output(RetrievalResult)
+        ticket = isinstance(item.task, SupportTicket)
+        if ticket and retrieval is not None and retrieval.passages:
+            best = retrieval.passages[0]
+            if best.doc_kind in KNOWLEDGE_KINDS:
+                plan = self._knowledge_plan(item, retrieval, best)
+                if plan is not None:
+                    return plan
         finding_steps = list(self._finding_steps(diagnosis))
         doc_id, runbook_steps = self._runbook_steps(retrieval, len(finding_steps))
-        ticket = isinstance(item.task, SupportTicket)
         if runbook_steps:
             steps = finding_steps + runbook_steps
             sections = sorted({s.grounding[0].split("#", 1)[1] for s in runbook_steps})
@@ -189,6 +263,48 @@ class RunbookPlanner:
                 ),
             )
         return self._fallback(task_id, finding_steps, diagnosis, ticket)
+
+    @staticmethod
+    def _knowledge_plan(item: WorkItem, retrieval: RetrievalResult, best: Passage) -> Plan | None:
+        """A reply drafted from the best knowledge-base passage (see :func:`draft_reply`);
+        ``None`` when nothing usable can be drafted from it."""
+        task = item.task
+        addressed = isinstance(task, SupportTicket) and bool((task.customer or "").strip())
+        message = draft_reply(best, addressed=addressed)
+        if not message:
+            return None
+        what = {"case": "past case", "faq": "FAQ answer", "article": "article"}[best.doc_kind]
+        steps = [
+            PlanStep(
+                n=1,
+                action="contact_customer",
+                description=cut_text(
+                    f"Reply with the {what} {best.doc_id} of knowledge base {best.kb}"
+                    + (" and its article link." if best.url else "."),
+                    MAX_STEP_CHARS,
+                ),
+                grounding=[best.passage_id],
+            )
+        ]
+        return Plan(
+            task_id=item.envelope.task_id,
+            steps=steps,
+            source="knowledge",
+            runbook=None,
+            customer_message=message,
+            rationale=(
+                f"reply drafted from {what} {best.doc_id} ({best.kb}); "
+                f"retrieval confidence {retrieval.confidence:.2f}."
+            ),
+            resolution=Resolution(
+                kb=best.kb,
+                doc_id=best.doc_id,
+                url=best.url,
+                confidence=retrieval.confidence,
+                doc_kind=best.doc_kind,
+                intent=best.intent,
+            ),
+        )
 
     def _finding_steps(self, diagnosis: Diagnosis | None) -> Iterator[PlanStep]:
         if diagnosis is None:
@@ -336,9 +452,10 @@ class PlannerAgent(Agent):
         actions = ", ".join(
             f"{a} {c}" for a, c in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
         )
-        origin = (
-            f"runbook {output.runbook.rsplit('/', 1)[-1]}"
-            if output.source == "runbook" and output.runbook
-            else output.source
-        )
+        if output.source == "runbook" and output.runbook:
+            origin = f"runbook {output.runbook.rsplit('/', 1)[-1]}"
+        elif output.resolution is not None:
+            origin = f"{output.resolution.doc_kind} {output.resolution.doc_id}"
+        else:
+            origin = output.source
         return f"{len(output.steps)} steps from {origin}: {actions or 'none'}"

@@ -1,15 +1,44 @@
-"""The retriever: BM25 over the packaged runbooks, with a calibrated confidence."""
+"""The retriever: BM25 over the knowledge bases routed to the task, with a calibrated
+confidence.
+
+Telemetry alerts search the packaged runbooks, as before; support tickets search the
+site's own knowledge (``sitemesh.knowledge``): the bundled past cases and FAQ and
+whatever the site added with ``sitemesh kb add``, chosen by the task's kind and
+tenant.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from ..schemas import Passage, RetrievalResult, SupportTicket, Task, TelemetryAlert, WorkItem
+from ..knowledge import (
+    RUNBOOKS,
+    KbHit,
+    KbIndex,
+    Library,
+    LoadedKb,
+    scrub_contact_details,
+)
+from ..schemas import (
+    TASK_KINDS,
+    Passage,
+    RetrievalResult,
+    SupportTicket,
+    Task,
+    TelemetryAlert,
+    Triage,
+    WorkItem,
+)
 from ._base import Agent, AgentContext, AgentOutput, AgentResources
 from ._kb import Hit, KnowledgeBase, default_kb, tokenize, trim
+
+log = logging.getLogger("sitemesh.agent.retriever")
 
 SCORE_SCALE: Final = 6.0
 """BM25 score at which the strength term of :func:`retrieval_confidence` is 0.5.
@@ -25,18 +54,18 @@ first sentence of each "Meaning"    354  0.48  0.60  0.71  1.00
 IBM Twitter dev first turns         525  0.12  0.16  0.21  0.002 (1 ticket)
 Endava IT tickets (first 400)       400  0.13  0.17  0.22  0.00
 """
-"""Distribution of :func:`retrieval_confidence` measured on this corpus with the
-default :class:`RetrieverAgent`; the escalation agent's default threshold (0.30)
+"""Distribution of :func:`retrieval_confidence` measured on the runbooks (when every
+task searched them, before routing: today tickets search the site's knowledge, see
+``sitemesh.knowledge`` for its calibration); the escalation agent's threshold (0.30)
 sits between the two groups (the one ticket above it asks about a "bandwidth
 limit" and matches ODFNodeNICBandwidthSaturation)."""
 
 ACTION_SECTIONS: Final = ("diagnos", "mitigat", "resolution", "remediat", "troubleshoot", "fix")
 """Heading prefixes (lower-case) of the sections a plan is built from."""
 
-_HANDLE = re.compile(r"(?<![\w.])@\w{1,30}")
-_URL = re.compile(r"\b(?:https?://|www\.)\S+|\bhttps?\s*:\s*//\S+", re.IGNORECASE)
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-_PHONE = re.compile(r"\+?\d[\d ()-]{7,}\d")
+RUNBOOK_CALIBRATION: Final = "heuristic(runbooks: strength x coverage x margin)"
+"""``RetrievalResult.calibration`` when the runbooks decide the confidence
+(:func:`retrieval_confidence`, measured in :data:`CONFIDENCE_CALIBRATION`)."""
 
 _ALERT_VOCABULARY: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
     (re.compile(pattern), words)
@@ -70,11 +99,10 @@ def scrub_query_text(text: str) -> str:
         text: ticket title or body.
 
     Returns:
-        The text with those tokens replaced by spaces, whitespace collapsed.
+        The text with those tokens replaced by spaces, whitespace collapsed
+        (:func:`sitemesh.knowledge.scrub_contact_details`).
     """
-    for pattern in (_EMAIL, _URL, _HANDLE, _PHONE):
-        text = pattern.sub(" ", text)
-    return " ".join(text.split())
+    return scrub_contact_details(text)
 
 
 def build_query(task: Task) -> str:
@@ -151,57 +179,153 @@ def _is_action_section(hit: Hit) -> bool:
     return any(h.lower().startswith(ACTION_SECTIONS) for h in hit.section.path[1:])
 
 
-class RetrieverAgent(Agent):
-    """Role ``retriever``: rank runbook sections for the task with BM25.
+_KIND_OF: Final = {cls: kind for kind, cls in TASK_KINDS.items()}
 
-    The result holds the ``top_k`` best sections, then, if the best runbook's
-    action sections (Diagnosis, Mitigation... see :data:`ACTION_SECTIONS`) are not
-    among them, up to ``expand`` of those as well (their scores are lower, so the
-    list stays sorted best first). That lets the planner ground every step in a
-    retrieved passage. Output is deterministic for the same task (ties are broken
-    by corpus order); only ``took_ms`` varies.
+
+def task_kind(item: WorkItem) -> str:
+    """The kind token routing uses: the task type's (``support_ticket``), else the
+    envelope's."""
+    return _KIND_OF.get(type(item.task), item.envelope.kind)
+
+
+def task_tenant(item: WorkItem) -> str:
+    """The tenant routing uses: the envelope's, else (when that is ``default``) the task's."""
+    if item.envelope.tenant != "default":
+        return item.envelope.tenant
+    return getattr(item.task, "tenant", "default") or "default"
+
+
+@dataclass(frozen=True, slots=True)
+class _KbResult:
+    """What one knowledge base contributed."""
+
+    name: str
+    passages: list[Passage]
+    confidence: float
+    calibration: str
+    version: str
+
+
+def _passage(kb: str, hit: KbHit, *, section: str | None = None) -> Passage:
+    doc = hit.doc
+    return Passage(
+        passage_id=doc.id,
+        doc_id=doc.doc_id,
+        title=doc.title,
+        section=doc.section if section is None else section,
+        text=trim(doc.text),
+        source=doc.source,
+        score=hit.score,
+        kb=kb,
+        doc_kind=doc.doc_kind,
+        url=doc.url,
+        intent=doc.intent,
+        answer=trim(doc.answer),
+    )
+
+
+class RetrieverAgent(Agent):
+    """Role ``retriever``: rank knowledge-base passages for the task with BM25.
+
+    **Routing.** A task searches every knowledge base whose kinds include its kind
+    and whose tenant globs match its tenant (:meth:`sitemesh.knowledge.Library.routed`;
+    ``sitemesh kb list`` shows them): by default ``runbooks`` for
+    ``telemetry_alert``, ``support-cases`` for every ``support_ticket`` and
+    ``banking-faq`` for tickets of tenants ``bank*``, plus what the site added
+    (``sitemesh kb add``, loaded at setup and reloaded live through
+    :meth:`AgentResources.on_artifact_change`; a site knowledge base replaces a
+    bundled one of its name). Documents that carry a tenant answer only that tenant.
+
+    **Runbooks** (unchanged): the ``top_k`` best sections, then, if the best
+    runbook's action sections (Diagnosis, Mitigation... see :data:`ACTION_SECTIONS`)
+    are not among them, up to ``expand`` of those as well, so the planner can ground
+    every step in a retrieved passage; confidence by :func:`retrieval_confidence`.
+
+    **Other knowledge bases**: the ``top_k`` best distinct answers (one passage per
+    article or intent), with ``kb``, ``doc_kind``, ``url``, ``intent`` and ``answer``
+    set; confidence is the knowledge base's calibrated probability that its top
+    answer is right (leave-one-out Platt scaling, ``sitemesh.knowledge``). For an FAQ
+    knowledge base, when the triage step named an intent that has a document there,
+    that document is included too; its ``section`` says whether BM25 ranked it top
+    (``FAQ; triage intent, BM25 rank 1``) or where (``... not in the BM25 top 5``).
+
+    **Result.** The knowledge bases are ordered by their confidence; the best one's
+    passages come first and decide ``confidence``, ``top_score`` and
+    ``calibration``; ``kbs`` lists every knowledge base searched. Output is
+    deterministic for the same task and the same knowledge (ties are broken by
+    corpus order); only ``took_ms`` varies.
 
     Args:
-        kb: the knowledge base; ``None`` uses the packaged one, built lazily on the
-            first task and cached for the process.
-        top_k: how many best passages to return.
+        kb: a runbook knowledge base to search for *every* task (the behaviour before
+            routing; tests and tools). ``None``: route, with the packaged runbooks.
+        top_k: how many best passages to return per knowledge base.
         expand: how many extra action sections of the best runbook to add (0 = off).
+        library: the knowledge bases to route over; ``None``: the bundled ones, built
+            on first use, plus the site's after :meth:`setup`.
     """
 
     role: ClassVar[str] = "retriever"
     output: ClassVar[type[RetrievalResult]] = RetrievalResult
-    description: ClassVar[str] = "BM25 search over the site's knowledge base"
+    description: ClassVar[str] = "BM25 search over the knowledge bases routed to the task"
 
-    async def setup(self, resources: AgentResources) -> None:
-        """Load and index the knowledge base before the first message."""
-        del resources
-        _ = self.kb
-
-    def __init__(self, kb: KnowledgeBase | None = None, *, top_k: int = 5, expand: int = 4) -> None:
+    def __init__(
+        self,
+        kb: KnowledgeBase | None = None,
+        *,
+        top_k: int = 5,
+        expand: int = 4,
+        library: Library | None = None,
+    ) -> None:
         if top_k < 1:
             raise ValueError("top_k must be at least 1")
         self._kb = kb
+        self._runbooks_only = kb is not None and library is None
+        self._library = library
+        self._resources: AgentResources | None = None
         self.top_k = top_k
         self.expand = expand
 
+    async def setup(self, resources: AgentResources) -> None:
+        """Load and index the knowledge bases before the first message: the runbooks,
+        the bundled ones, and the site's (from its artifact bucket), and follow the
+        site's changes."""
+        _ = self.kb
+        if self._runbooks_only:
+            return
+        library = self.library
+        self._resources = resources
+        artifacts = await resources.artifacts()
+        if artifacts is not None:
+            loaded = await library.load_site(artifacts)
+            if loaded:
+                log.info("site knowledge bases: %s", ", ".join(loaded))
+        resources.on_artifact_change(self._artifact_changed)
+
+    async def _artifact_changed(self, name: str) -> None:
+        resources = self._resources
+        artifacts = await resources.artifacts() if resources is not None else None
+        if artifacts is None:
+            return
+        if not name:  # "reload everything" (the runtime's follower, when its watch starts)
+            await self.library.load_site(artifacts)
+        else:
+            await self.library.refresh(artifacts, name)
+
     @property
     def kb(self) -> KnowledgeBase:
-        """The knowledge base in use (loads the packaged one on first access)."""
+        """The runbook knowledge base in use (loads the packaged one on first access)."""
         if self._kb is None:
             self._kb = default_kb()
         return self._kb
 
-    def retrieve(self, task_id: str, query: str) -> RetrievalResult:
-        """Rank passages for a query (the synchronous core of :meth:`handle`).
+    @property
+    def library(self) -> Library:
+        """The knowledge bases routed over (the bundled ones on first access)."""
+        if self._library is None:
+            self._library = Library.bundled()
+        return self._library
 
-        Args:
-            task_id: the task's id, copied into the result.
-            query: the query text (see :func:`build_query`).
-
-        Returns:
-            The ranked passages with the confidence and index version.
-        """
-        started = time.perf_counter()
+    def _runbook_passages(self, query: str) -> tuple[list[Passage], float]:
         kb = self.kb
         pool = max(self.top_k * 8, 40)
         hits, _ = kb.search(query, k=pool)
@@ -231,36 +355,143 @@ class RetrieverAgent(Agent):
             )
             for h in chosen
         ]
+        return passages, confidence
+
+    def retrieve(self, task_id: str, query: str) -> RetrievalResult:
+        """Rank runbook passages for a query (the runbook-only core of :meth:`handle`).
+
+        Args:
+            task_id: the task's id, copied into the result.
+            query: the query text (see :func:`build_query`).
+
+        Returns:
+            The ranked passages with the confidence and index version.
+        """
+        started = time.perf_counter()
+        passages, confidence = self._runbook_passages(query)
         return RetrievalResult(
             task_id=task_id,
             query=query,
             passages=passages,
             top_score=passages[0].score if passages else 0.0,
             confidence=confidence,
-            index_version=kb.index_version,
+            index_version=self.kb.index_version,
             took_ms=round((time.perf_counter() - started) * 1000.0, 3),
+            kbs=[RUNBOOKS],
+            calibration=RUNBOOK_CALIBRATION,
+        )
+
+    def _index_result(
+        self, kb: LoadedKb, index: KbIndex, query: str, tenant: str, triage: Triage | None
+    ) -> _KbResult:
+        ranking = index.search(query, tenant=tenant, k=self.top_k)
+        passages = [_passage(kb.name, h) for h in ranking.hits]
+        intent = triage.label if triage is not None and triage.label else None
+        doc = index.by_label(intent) if intent else None
+        if intent and doc is not None and doc.doc_kind == "faq":
+            rank = next((h.rank for h in ranking.hits if h.doc.label == intent), None)
+            if rank is not None:
+                note = f"{doc.section}; triage intent, BM25 rank {rank}".lstrip("; ")
+                passages[rank - 1] = _passage(kb.name, ranking.hits[rank - 1], section=note)
+            else:
+                note = f"{doc.section}; triage intent, not in the BM25 top {self.top_k}"
+                score = index.score_of(query, intent, tenant=tenant)
+                hit = KbHit(doc=doc, score=score, rank=len(ranking.hits) + 1, matched_terms=0)
+                passages.append(_passage(kb.name, hit, section=note.lstrip("; ")))
+        return _KbResult(
+            name=kb.name,
+            passages=passages,
+            confidence=ranking.confidence if ranking.hits else 0.0,
+            calibration=index.calibration.describe(),
+            version=index.version,
+        )
+
+    def retrieve_routed(
+        self,
+        task_id: str,
+        query: str,
+        *,
+        kind: str,
+        tenant: str,
+        triage: Triage | None = None,
+    ) -> RetrievalResult:
+        """Rank passages of every knowledge base routed to ``kind`` and ``tenant``.
+
+        Args:
+            task_id: the task's id, copied into the result.
+            query: the query text (see :func:`build_query`).
+            kind: the task kind (``support_ticket``).
+            tenant: the task's tenant (``Envelope.tenant``).
+            triage: the triage step's output, if any (its intent names an FAQ document).
+
+        Returns:
+            The result described in the class docstring; no passages and confidence
+            0.0 when nothing is routed or nothing matches.
+        """
+        started = time.perf_counter()
+        routed = self.library.routed(kind, tenant)
+        results: list[_KbResult] = []
+        for kb in routed:
+            if kb.index is None and kb.name == RUNBOOKS:
+                passages, confidence = self._runbook_passages(query)
+                results.append(
+                    _KbResult(
+                        RUNBOOKS, passages, confidence, RUNBOOK_CALIBRATION, self.kb.index_version
+                    )
+                )
+            elif kb.index is not None:
+                results.append(self._index_result(kb, kb.index, query, tenant, triage))
+        ranked = sorted(
+            (r for r in results if r.passages),
+            key=lambda r: (-r.confidence, [x.name for x in results].index(r.name)),
+        )
+        passages = [p for r in ranked for p in r.passages]
+        best = ranked[0] if ranked else None
+        digest = hashlib.sha256("\0".join(f"{r.name}:{r.version}" for r in results).encode())
+        return RetrievalResult(
+            task_id=task_id,
+            query=query,
+            passages=passages,
+            top_score=passages[0].score if passages else 0.0,
+            confidence=best.confidence if best is not None else 0.0,
+            index_version=digest.hexdigest()[:12] if len(results) != 1 else results[0].version,
+            took_ms=round((time.perf_counter() - started) * 1000.0, 3),
+            kbs=[kb.name for kb in routed],
+            calibration=best.calibration if best is not None else "",
         )
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> RetrievalResult:
         """Retrieve passages for ``item.task``.
 
         Args:
-            item: the work item; only its task is read.
+            item: the work item: its task, envelope (kind, tenant) and the triage
+                output when there is one.
             ctx: the agent context (unused).
 
         Returns:
             The :class:`RetrievalResult` for the task.
         """
-        return self.retrieve(item.envelope.task_id, build_query(item.task))
+        query = build_query(item.task)
+        if self._runbooks_only:
+            return self.retrieve(item.envelope.task_id, query)
+        return self.retrieve_routed(
+            item.envelope.task_id,
+            query,
+            kind=task_kind(item),
+            tenant=task_tenant(item),
+            triage=item.output(Triage),
+        )
 
     def summarize(self, output: AgentOutput) -> str:
-        """One PII-free line: passage count, top passage and score, confidence.
+        """One PII-free line: passage count, top passage, its knowledge base and score,
+        confidence.
 
         Args:
             output: a :class:`RetrievalResult`.
 
         Returns:
-            E.g. ``"5 passages, top 'etcdMembersDown#meaning' 6.55, confidence 0.52"``.
+            E.g. ``"5 passages, top 'etcdMembersDown#meaning' 6.55, confidence 0.52"``
+            (``... top 'card_arrival#faq' (banking-faq) 14.10 ...`` outside the runbooks).
         """
         if not isinstance(output, RetrievalResult):
             return type(output).__name__
@@ -268,7 +499,8 @@ class RetrieverAgent(Agent):
             return "0 passages, confidence 0.00"
         top = output.passages[0]
         label = top.passage_id.rsplit("/", 1)[-1]
+        where = f" ({top.kb})" if top.kb != RUNBOOKS else ""
         return (
-            f"{len(output.passages)} passages, top {label!r} {top.score:.2f}, "
+            f"{len(output.passages)} passages, top {label!r}{where} {top.score:.2f}, "
             f"confidence {output.confidence:.2f}"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Collection
 from typing import ClassVar, Final
 
@@ -10,6 +11,7 @@ import msgspec
 
 from ..schemas import (
     Diagnosis,
+    Passage,
     Plan,
     RetrievalResult,
     ValidationIssue,
@@ -22,8 +24,13 @@ from ._base import Agent, AgentContext, AgentOutput, AgentResources
 PiiCheck = Callable[[str], list[str]]
 """Takes a text, returns the entity types found in it (``["PERSON", "EMAIL_ADDRESS"]``)."""
 
-CHECKS: Final = ("schema", "non_empty", "numbering", "allowed_actions", "grounding", "pii")
+CHECKS: Final = (
+    "schema", "non_empty", "numbering", "allowed_actions", "grounding", "reply", "pii"
+)
 """The checks, in the order they run (reported in ``ValidationReport.checks``)."""
+
+_SENTENCES: Final = re.compile(r"(?<=[.!?])\s+")
+_OPENING: Final = re.compile(r"^(?:hi <CUSTOMER>,|hello,)\s*", re.IGNORECASE)
 
 _PLAN_DECODER: Final = msgspec.json.Decoder(Plan)
 
@@ -62,6 +69,8 @@ class ValidatorAgent(Agent):
       and each is either a ``passage_id`` of the retrieval result's passages or
       ``diagnosis#<n>`` with ``1 <= n <=`` the number of findings in
       the diagnosis (``unknown_grounding``).
+    * ``reply``: a reply drafted from the knowledge base (plan source ``knowledge``)
+      names a retrieved document and carries its URL (``ungrounded_reply``).
     * ``pii``: ``customer_message`` contains no PII (``pii``, naming the entity
       types only, never the text). The check fails closed: if the PII detector
       cannot be loaded or raises, the issue ``pii_check_failed`` makes the report
@@ -137,7 +146,8 @@ class ValidatorAgent(Agent):
                     )
                 )
         issues += self._check_grounding(item, plan)
-        issues += self._check_pii(plan.customer_message)
+        issues += self._check_reply(item, plan)
+        issues += self._check_pii(self._unvetted(item, plan))
         return ValidationReport(task_id=task_id, ok=not issues, issues=issues, checks=list(CHECKS))
 
     @staticmethod
@@ -193,6 +203,51 @@ class ValidatorAgent(Agent):
             return []
         types = ", ".join(sorted(set(found)))
         return [ValidationIssue(code="pii", message=f"customer message contains PII: {types}")]
+
+    @staticmethod
+    def _cited(item: WorkItem, plan: Plan) -> Passage | None:
+        retrieval, res = item.output(RetrievalResult), plan.resolution
+        if retrieval is None or res is None:
+            return None
+        return next(
+            (p for p in retrieval.passages if p.kb == res.kb and p.doc_id == res.doc_id), None
+        )
+
+    def _check_reply(self, item: WorkItem, plan: Plan) -> list[ValidationIssue]:
+        if plan.source != "knowledge":
+            return []
+        cited = self._cited(item, plan)
+        if cited is None:
+            return [ValidationIssue(code="ungrounded_reply",
+                                    message="the reply's document is not among the retrieved")]
+        if cited.url and cited.url not in plan.customer_message:
+            return [ValidationIssue(code="ungrounded_reply",
+                                    message="the reply does not cite its document's URL")]
+        return []
+
+    def _unvetted(self, item: WorkItem, plan: Plan) -> str:
+        """The part of the customer message the PII check must read.
+
+        A reply drafted from the knowledge base copies sentences of the cited
+        document's answer, which was pseudonymised when it was ingested
+        (``sitemesh kb add``) or written by the site (FAQ); those sentences and the
+        document's own URL are taken out, so the check reads the rest. Presidio
+        flags every URL and product names such as "Photoshop" (PERSON), so scanning
+        vetted text again only turns correct replies into false positives.
+        """
+        message = plan.customer_message
+        cited = self._cited(item, plan) if plan.source == "knowledge" else None
+        if cited is None:
+            return message
+        if cited.url:
+            message = message.replace(cited.url, " ")
+        vetted = " ".join(cited.answer.split()).lower()
+        kept = []
+        for sentence in _SENTENCES.split(message):
+            bare = _OPENING.sub("", sentence.strip()).lower()
+            if bare and bare not in vetted:
+                kept.append(sentence)
+        return " ".join(kept)
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> ValidationReport:
         """Validate the plan.

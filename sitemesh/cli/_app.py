@@ -14,6 +14,8 @@ from rich.console import Console
 
 from ..config import Settings, load_settings
 from ..errors import SitemeshError
+from ._kb_cmds import kb_app
+from ._triage_cmds import triage_app
 
 app = typer.Typer(
     name="sitemesh",
@@ -100,14 +102,24 @@ def edge(
             "--agent", metavar="MODULE:CLASS", help="Also run this agent (repeatable)."
         ),
     ] = None,
+    local_model: Annotated[
+        bool,
+        typer.Option(help="Plan with SmolLM2-135M on this CPU (llama.cpp server process)."),
+    ] = False,
 ) -> None:
     """Run a site's whole set: embedded NATS (unless SITEMESH_NATS_URL is set), the
     recorder, the router and a process per agent role the workflows in force name
-    (installed agents, plus those named with --agent), each as its own process."""
+    (installed agents, plus those named with --agent), each as its own process;
+    with --local-model also a local model server the planner calls."""
     from ._run import run_edge
 
     _logging()
     agents = tuple(agent or ())
+    if local_model:
+        from ._local_model import run_edge_local
+
+        raise typer.Exit(_run(run_edge_local(_settings(site), console, replicas=replicas,
+                                             agents=agents)))
     raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents)))
 
 
@@ -141,11 +153,16 @@ def status(site: SiteOpt = None) -> None:
 
 
 @app.command()
-def show(task_id: str, site: SiteOpt = None) -> None:
-    """A task's steps, policy decision, outcome, dead letters and timings."""
+def show(
+    task_id: str,
+    site: SiteOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """A task's steps, policy decision, triage, plan, customer message, proposal, what
+    left the site, outcome, dead letters and timings."""
     from ._state_cmds import show_task
 
-    raise typer.Exit(_run(show_task(_settings(site), task_id, console)))
+    raise typer.Exit(_run(show_task(_settings(site), task_id, console, as_json=as_json)))
 
 
 @app.command()
@@ -348,12 +365,16 @@ def cost(
 
 
 @app.command()
-def trace(task_id: str, site: SiteOpt = None) -> None:
+def trace(
+    task_id: str,
+    site: SiteOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
     """A task's tree: each step, where it ran, decision, model calls, timings, retries,
     dead letters (from the site database and the event stream)."""
     from ._trace_cmds import show_trace
 
-    raise typer.Exit(_run(show_trace(_settings(site), task_id, console)))
+    raise typer.Exit(_run(show_trace(_settings(site), task_id, console, as_json=as_json)))
 
 
 @app.command()
@@ -400,6 +421,8 @@ def replay(
 
 dlq_app = typer.Typer(help="Dead letters: list, show, redrive.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(triage_app, name="triage")
+app.add_typer(kb_app, name="kb")
 
 
 @dlq_app.command("list")

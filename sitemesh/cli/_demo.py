@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
+from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,9 +39,11 @@ from ..runtime import connect, provision_workers
 from ..schemas import (
     EVENT_DECODER,
     FinalAnswer,
+    SupportTicket,
     TaskFailed,
     TelemetryAlert,
     decode,
+    reason_codes,
     utcnow,
 )
 from ._nats import nats_url
@@ -60,6 +63,10 @@ class _Run:
     answers: dict[str, FinalAnswer] = field(default_factory=dict)
     answer_count: Counter[str] = field(default_factory=Counter)
     failed: dict[str, TaskFailed] = field(default_factory=dict)
+    tickets: dict[str, SupportTicket] = field(default_factory=dict)
+    """Published tickets by task id (``publish`` prints ids in file order)."""
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Labels of the bundled tickets that have them, by ``source``."""
 
     @property
     def total(self) -> int:
@@ -170,6 +177,8 @@ async def run_demo(
                         run.alerts[prefix + a.task_id] = a
             t_pub = time.monotonic()
             ids = await _sh_publish(settings, url, [tickets, alerts], prefix)
+            run.tickets = _ticket_ids(tickets, ids)
+            run.labels = _labels(data / "tickets.labels.jsonl")
             # alerts carry their own ids; make them unique per run as well
             run.valid.update(ids)
             by_kind: dict[str, list[Path]] = {}
@@ -215,9 +224,147 @@ async def run_demo(
             await nc.drain()
 
 
+def _ticket_ids(path: Path, ids: list[str]) -> dict[str, SupportTicket]:
+    """The tickets of ``path`` by the task ids ``publish`` printed (same order)."""
+    lines = [ln for ln in path.read_bytes().splitlines() if ln.strip()]
+    out: dict[str, SupportTicket] = {}
+    for tid, line in zip(ids, lines, strict=False):
+        out[tid] = msgspec.json.decode(line, type=SupportTicket)
+    return out
+
+
+def _labels(path: Path) -> dict[str, dict[str, str]]:
+    """``source`` -> its labels (``label_set``/``label``, or ``article``/``url``)."""
+    if not path.exists():
+        return {}
+    rows = (json.loads(ln) for ln in path.read_text("utf-8").splitlines() if ln.strip())
+    return {str(r["source"]): r for r in rows}
+
+
+def _corpus(ticket: SupportTicket) -> str:
+    return (ticket.source or "other").split("/", 1)[0]
+
+
+def _url_key(url: str | None) -> str:
+    """An article URL without the web-archive prefix, scheme and trailing slash."""
+    if not url:
+        return ""
+    if "web.archive.org/web/" in url:
+        url = url.split("/", 5)[-1] if url.count("/") >= 5 else url
+    return url.split("://", 1)[-1].rstrip("/").lower()
+
+
+def _resolved_right(answer: FinalAnswer, label: dict[str, str]) -> bool | None:
+    """Whether a resolved answer's document matches the ticket's label (its intent /
+    category, or the article the agent really sent); ``None`` when unlabelled."""
+    res = answer.resolution
+    if res is None or not label:
+        return None
+    if "label" in label:
+        return res.intent == label["label"]
+    if "url" in label:
+        return _url_key(res.url) == _url_key(label["url"]) or res.doc_id == label.get("article")
+    return None
+
+
+def _support_summary(console: Console, run: _Run) -> None:
+    """Outcomes per ticket corpus, triage accuracy, precision of resolved, the reasons
+    of the rest, and three resolved answers in full."""
+    rows: dict[str, Counter[str]] = {}
+    triage_hits: dict[str, list[tuple[bool, float]]] = {}
+    resolved_checks: dict[str, list[bool]] = {}
+    reasons: Counter[str] = Counter()
+    for tid, ticket in run.tickets.items():
+        answer = run.answers.get(tid)
+        if answer is None:
+            continue
+        corpus = _corpus(ticket)
+        rows.setdefault(corpus, Counter())[answer.outcome] += 1
+        label = run.labels.get(ticket.source or "", {})
+        tri = answer.triage
+        if tri is not None and "label" in label and tri.label_set == label.get("label_set"):
+            triage_hits.setdefault(tri.label_set, []).append(
+                (tri.label == label["label"], tri.confidence)
+            )
+        if answer.outcome == "resolved":
+            right = _resolved_right(answer, label)
+            if right is not None:
+                resolved_checks.setdefault(corpus, []).append(right)
+        else:
+            for code in reason_codes(answer.reasons):
+                reasons[code] += 1
+    t = Table(title="tickets: outcome by source")
+    for col in ("source", "tickets", "resolved", "escalate", "needs_human", "resolved right"):
+        t.add_column(col, justify="left" if col == "source" else "right")
+    for corpus, c in sorted(rows.items()):
+        checks = resolved_checks.get(corpus, [])
+        t.add_row(
+            corpus, str(sum(c.values())), str(c["resolved"]), str(c["escalate"]),
+            str(c["needs_human"]),
+            f"{sum(checks)}/{len(checks)}" if checks else "-",
+        )  # fmt: skip
+    console.print(t)
+    for label_set, hits in sorted(triage_hits.items()):
+        acc = sum(h for h, _ in hits) / len(hits)
+        conf = statistics.fmean(c for _, c in hits)
+        console.print(
+            f"triage accuracy ({label_set}, {len(hits)} bundled tickets with labels, held out "
+            f"from training): {acc:.3f}; mean confidence {conf:.3f}",
+            highlight=False,
+        )
+    checks = [c for v in resolved_checks.values() for c in v]
+    if checks:
+        console.print(
+            f"precision of resolved (document matches the label): {sum(checks)}/{len(checks)}"
+            f" = {sum(checks) / len(checks):.3f}",
+            highlight=False,
+        )
+    if reasons:
+        console.print("why the other tickets were not resolved (reason codes, counted):")
+        for reason, n in reasons.most_common(8):
+            console.print(f"  {n:>4}  {reason}", highlight=False)
+    resolved = [
+        (tid, ticket, answer)
+        for tid, ticket in run.tickets.items()
+        if (answer := run.answers.get(tid)) is not None and answer.outcome == "resolved"
+    ]
+    # three in full: one per ticket source first, then the next ones
+    firsts = {_corpus(t): (tid, t, a) for tid, t, a in reversed(resolved)}
+    examples = list(firsts.values())
+    examples += [r for r in resolved if r not in examples]
+    for tid, ticket, answer in examples[:3]:
+        _show_resolved(console, tid, ticket, answer)
+
+
+def _show_resolved(console: Console, tid: str, ticket: SupportTicket, answer: FinalAnswer) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    grid.add_row("task", tid)
+    grid.add_row("ticket", " ".join(f"{ticket.title} {ticket.body}".split())[:400])
+    tri = answer.triage
+    if tri is not None:
+        grid.add_row(
+            "triage",
+            f"{tri.label or '(no model for tenant ' + ticket.tenant + ')'} {tri.confidence:.2f} "
+            f"({tri.label_set or '-'}), urgency {tri.urgency} ({tri.urgency_source}), "
+            f"language {tri.language}",
+        )
+    res = answer.resolution
+    if res is not None:
+        grid.add_row(
+            "grounded in",
+            f"{res.doc_kind} {res.doc_id} ({res.kb}), confidence {res.confidence:.2f}",
+        )
+    grid.add_row("reasons", "; ".join(answer.reasons))
+    grid.add_row("reply", answer.customer_message)
+    console.print(Panel(grid, title="resolved", title_align="left"))
+
+
 async def _summary(console: Console, store: Any, run: _Run, prefix: str, fault_score: Any) -> int:
     """Print the summary from the database; returns the exit code."""
     ok = True
+    _support_summary(console, run)
     tasks = await store.list_tasks(limit=100_000, prefix=prefix)
     outcome = Counter(t.outcome or t.status for t in tasks)
     dclass = Counter(t.data_class for t in tasks if t.status == "answered")

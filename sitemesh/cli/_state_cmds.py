@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from ..config import Settings
 from ..state import Store, TaskSummary, TaskView, is_sqlite, sqlite_path
 from ._queues import show_queues
+from ._report import answer_section, task_report
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_TASK: Final = 1
@@ -274,7 +275,9 @@ def _dead_letters(view: TaskView) -> Table:
     return table
 
 
-async def show_task(settings: Settings, task_id: str, console: Console) -> int:
+async def show_task(
+    settings: Settings, task_id: str, console: Console, *, as_json: bool = False
+) -> int:
     """Print one task: its steps with timings, policy decision, outcome, dead letters.
 
     Step timings are milliseconds since the task was submitted (``+ms``) and the
@@ -284,6 +287,7 @@ async def show_task(settings: Settings, task_id: str, console: Console) -> int:
         settings: the database is ``settings.db_url``.
         task_id: the task to show.
         console: where to render.
+        as_json: print :func:`sitemesh.cli._report.task_report` as one JSON document.
 
     Returns:
         :data:`EXIT_OK`, or :data:`EXIT_UNKNOWN_TASK` (after printing a message and
@@ -307,6 +311,14 @@ async def show_task(settings: Settings, task_id: str, console: Console) -> int:
         if similar:
             console.print(Text("tasks starting with it: " + ", ".join(t.task_id for t in similar)))
         return EXIT_UNKNOWN_TASK
+    report = task_report(view)
+    if as_json:
+        report["costs"] = costs
+        console.print(
+            json.dumps(report, ensure_ascii=False, indent=2),
+            soft_wrap=True, highlight=False, markup=False,
+        )
+        return EXIT_OK
     console.print(_header(view))
     if view.events:
         console.print(_steps(view))
@@ -315,6 +327,9 @@ async def show_task(settings: Settings, task_id: str, console: Console) -> int:
             console.print(outputs)
     console.print(_decision(view))
     if view.task.status == "answered":
+        section = answer_section(report)
+        if section is not None:
+            console.print(section)
         console.print(_outcome(view))
     elif view.task.status == "failed":
         console.print(Text("failed: " + "; ".join(view.task.reasons), style="red"))

@@ -32,6 +32,7 @@ from rich.tree import Tree
 from ..bus import HDR_TRACEPARENT, Subjects
 from ..config import Settings
 from ..state import Store, TaskEventView, TaskView, create_engine
+from ._report import task_report
 from ._state_cmds import EXIT_OK, EXIT_UNKNOWN_TASK, _missing_sqlite
 
 MODEL_CALLS: Final = "model_calls"
@@ -249,7 +250,9 @@ def _model_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-async def show_trace(settings: Settings, task_id: str, console: Console) -> int:
+async def show_trace(
+    settings: Settings, task_id: str, console: Console, *, as_json: bool = False
+) -> int:
     """Print the tree of ``task_id``: each step, where it ran, decision, timings, retries.
 
     Args:
@@ -257,6 +260,9 @@ async def show_trace(settings: Settings, task_id: str, console: Console) -> int:
             (``settings.nats.url``) for events not recorded yet.
         task_id: the task.
         console: where to render.
+        as_json: print one JSON document instead: the task report of ``show --json``
+            plus ``trace`` (each step: where, role, what, at, took_ms, deliveries,
+            summary), ``trace_id`` and ``model_calls``.
 
     Returns:
         :data:`EXIT_OK`, or :data:`EXIT_UNKNOWN_TASK` when nothing is known about it.
@@ -307,6 +313,26 @@ async def show_trace(settings: Settings, task_id: str, console: Console) -> int:
         )
     retries = 0
     steps = _steps(view, t.site or settings.site, extra)
+    if as_json:
+        calls = None
+        with contextlib.suppress(Exception):
+            calls = await _model_calls(url, task_id) if not _missing_sqlite(url) else None
+        doc = task_report(view)
+        doc["trace_id"] = trace_id
+        doc["trace"] = [
+            {
+                "where": s.where, "role": s.role, "what": s.what, "summary": s.summary,
+                "at": s.at.isoformat() if s.at else None, "took_ms": s.took_ms,
+                "deliveries": s.deliveries,
+            }
+            for s in steps
+        ]  # fmt: skip
+        doc["model_calls"] = [dict(c) for c in calls or []]
+        console.print(
+            json.dumps(doc, ensure_ascii=False, indent=2, default=str),
+            soft_wrap=True, highlight=False, markup=False,
+        )
+        return EXIT_OK
     for step in steps:
         retried = step.deliveries > 1
         retries += step.deliveries - 1

@@ -1,4 +1,4 @@
-"""What runs in the cloud hub: agents that only ever see anonymised incidents."""
+"""What runs in the cloud hub: agents that only ever see structured incidents."""
 
 from ._run import run_cloud
 from ._synthesiser import (
@@ -6,6 +6,7 @@ from ._synthesiser import (
     ComposingSynthesiser,
     SynthesisBackend,
     Synthesiser,
+    describe_incident,
 )
 
 __all__ = [
@@ -13,5 +14,6 @@ __all__ = [
     "ComposingSynthesiser",
     "SynthesisBackend",
     "Synthesiser",
+    "describe_incident",
     "run_cloud",
 ]

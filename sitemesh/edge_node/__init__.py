@@ -4,6 +4,7 @@ processes running."""
 
 from ._batching import BatchingDecider
 from ._forward import CloudForwarder, InboxFinaliser, forwards, pending_kv
+from ._incident import build_incident, pseudonymized_texts
 from ._ingress import Ingress, start_workflow, task_decoder, task_id_of
 from ._supervisor import Supervisor, child_env, process_environ
 
@@ -13,10 +14,12 @@ __all__ = [
     "InboxFinaliser",
     "Ingress",
     "Supervisor",
+    "build_incident",
     "child_env",
     "forwards",
     "pending_kv",
     "process_environ",
+    "pseudonymized_texts",
     "start_workflow",
     "task_decoder",
     "task_id_of",

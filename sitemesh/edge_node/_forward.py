@@ -1,4 +1,4 @@
-"""The site side of the boundary: forward escalations anonymised, finalise answers.
+"""The site side of the boundary: forward escalations as structured incidents, finalise answers.
 
 At the escalation step, a task that the escalation agent escalated and whose policy
 decision allows the cloud (``allow_cloud``, or ``require_approval`` once approved) is
@@ -6,16 +6,21 @@ not answered on the site. Instead :class:`CloudForwarder`:
 
 1. keeps the site's own answer as a draft in the site-local KV bucket
    ``sm_pending_<site>`` (it carries PII and never leaves);
-2. pseudonymises every text of the incident (task text, customer, plan steps,
-   finding evidence, reasons) with typed placeholders stable within the task —
-   the mapping goes encrypted into the site's vault — and then leaves the task's
-   free text out altogether (data minimisation: what NER misses in it could not
-   be caught); the incident carries the kind, placeholders of the identifiers
-   found, the findings, the runbook-derived plan and the reasons;
-3. runs the **egress guard** over the finished incident: if anything is still
-   detected the message is blocked (``EgressBlocked`` → dead letter + audit), and if
-   the analyzer fails nothing leaves either (``PiiAnalyzerError``; fail closed);
-4. publishes ``cloud_incident.v1`` on ``sm.v1.out.<site>.escalation`` (OUTBOX).
+2. pseudonymises the task's text, its customer handle, the plan's step texts and the
+   findings' device names with typed placeholders stable within the task (the mapping
+   goes encrypted into the site's vault), only to learn which identifiers they hold;
+3. builds the incident from structured fields alone (:func:`build_incident`): no text a
+   person, a ticket or a site model wrote crosses, not even pseudonymised. Steps are
+   action names and grounding ids, findings their kind, severity, time and device,
+   reasons codes (:func:`sitemesh.schemas.reason_codes`), plus the triage label and the
+   knowledge-base document when there are any; a past case's ids only as opaque
+   references. Data minimisation (GDPR Art. 5(1)(c)) instead of detection: NER misses
+   ``maria[at]outlook[dot]com`` and lower-case names, so what it misses must not be sent;
+4. runs the **egress guard** over the finished incident (every field format-checked,
+   ``cloud_incident.v2`` is a closed spec): anything out of format blocks it
+   (``EgressBlocked`` -> dead letter + audit), and if the analyzer fails nothing leaves
+   either (``PiiAnalyzerError``; fail closed);
+5. publishes ``cloud_incident.v2`` on ``sm.v1.out.<site>.escalation`` (OUTBOX).
 
 :class:`InboxFinaliser` handles ``cloud_answer.v1`` from ``INBOX_<site>``: it
 re-identifies the placeholders with the vault and publishes the final answer
@@ -37,24 +42,18 @@ from ..errors import EgressBlocked, PermanentError
 from ..schemas import (
     CloudAnswer,
     CloudIncident,
-    Diagnosis,
     FinalAnswer,
-    Plan,
     StepCompleted,
     SupportTicket,
     WorkItem,
     utcnow,
 )
 from ..workflows import cloud_allowed
+from ._incident import References, build_incident, pseudonymized_texts
 
 _DRAFT = msgspec.json.Decoder(FinalAnswer)
 _ENC = msgspec.json.Encoder()
-
-
-class References(Protocol):
-    """What forwarding needs from ``sitemesh.policy.BoundaryRefs``."""
-
-    def ref(self, site: str, task_id: str) -> str: ...
+_INCIDENT = msgspec.json.Decoder(CloudIncident)
 
 
 class Pseudonymizing(Protocol):
@@ -111,27 +110,8 @@ def _structured_identifiers(item: WorkItem) -> dict[str, list[str]]:
     return {}
 
 
-def _texts(item: WorkItem, answer: FinalAnswer) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    task = item.task
-    if isinstance(task, SupportTicket):
-        if task.customer:
-            texts["customer"] = task.customer
-        texts["text"] = "\n".join(p for p in (task.title, task.body) if p)
-    else:
-        texts["text"] = task.summary or f"{task.metric} on {task.device}"
-    plan, diagnosis = item.output(Plan), item.output(Diagnosis)
-    for step in plan.steps if plan else []:
-        texts[f"step.{step.n}"] = step.description
-    for i, f in enumerate(diagnosis.findings if diagnosis else []):
-        texts[f"finding.{i}"] = f.evidence
-    for i, r in enumerate(answer.reasons):
-        texts[f"reason.{i}"] = r
-    return texts
-
-
 class CloudForwarder:
-    """Turns an escalated, cloud-allowed task into an anonymised outbox message.
+    """Turns an escalated, cloud-allowed task into a structured outbox message.
 
     The caller's task id never leaves: the incident, its subject, headers and
     ``Nats-Msg-Id`` carry the task's opaque reference (``refs.ref(site, task_id)``),
@@ -142,7 +122,7 @@ class CloudForwarder:
     Args:
         subjects: the site's subjects.
         pseudonymizer: replaces PII with placeholders and stores the mapping.
-        guard: re-scans the finished incident (fail closed).
+        guard: format-checks (and re-scans) the finished incident (fail closed).
         pending: the site-local bucket for the draft answer.
         refs: the site's reference function (:class:`sitemesh.policy.BoundaryRefs`).
     """
@@ -167,7 +147,8 @@ class CloudForwarder:
         """Forward ``item`` if :func:`forwards`; ``None`` to answer on the site.
 
         Raises:
-            EgressBlocked: the anonymised incident still carries PII (dead-lettered).
+            EgressBlocked: the incident has a field out of format, an action outside
+                the allow-list, or a structured identifier in it (dead-lettered).
             PiiAnalyzerError: the analyzer failed; nothing leaves.
         """
         if not forwards(item, answer):
@@ -175,55 +156,32 @@ class CloudForwarder:
         env = item.envelope
         tid = env.task_id
         ref = self._refs.ref(env.site, tid)
-        texts = _texts(item, answer)
         known = _structured_identifiers(item)
-        done = await self._pseudo.pseudonymize(tid, texts, known=known)
+        done = await self._pseudo.pseudonymize(tid, pseudonymized_texts(item), known=known)
         anon: dict[str, str] = done.texts  # type: ignore[attr-defined]
         mapping: dict[str, str] = done.mapping  # type: ignore[attr-defined]
-        plan, diagnosis = item.output(Plan), item.output(Diagnosis)
-        steps = [
-            msgspec.structs.replace(s, description=anon.get(f"step.{s.n}", s.description))
-            for s in (plan.steps if plan else [])
-        ]
-        findings = [
-            msgspec.structs.replace(f, evidence=anon.get(f"finding.{i}", f.evidence))
-            for i, f in enumerate(diagnosis.findings if diagnosis else [])
-        ]
-        # Data minimisation (GDPR Art. 5(1)(c)): the customer's free text never
-        # leaves, not even pseudonymised — NER misses what it misses (see
-        # docs/privacy.md). The cloud gets the kind, the channel and placeholders of
-        # the identifiers that were found, so its answer can address them.
-        present = sorted(p for p in mapping if p in "\n".join(anon.values()))
-        text = f"{env.kind} received by site {env.site}" + (
-            f"; identifiers on file: {', '.join(present)}" if present else ""
-        )
-        incident = CloudIncident(
-            task_id=ref,
-            site=env.site,
-            kind=env.kind,
-            data_class=env.data_class,
-            policy_version=item.decision.policy_version,
-            rule_id=item.decision.rule_id,
-            text=text,
-            placeholders=present,
-            findings=findings,
-            steps=steps,
-            runbook=plan.runbook if plan else None,
-            reasons=[anon.get(f"reason.{i}", r) for i, r in enumerate(answer.reasons)],
+        incident = build_incident(
+            item, answer, ref=ref, refs=self._refs, anon=anon, placeholders=mapping.keys()
         )
         self._guard.check(incident)  # raises: nothing leaves
         wire = _ENC.encode(incident)
         for entity_type, values in known.items():
             if any(v.encode() in wire for v in values):
                 raise EgressBlocked([("$", entity_type)])
+        try:  # what the hub will decode it with: a value its patterns reject stays here
+            _INCIDENT.decode(wire)
+        except msgspec.ValidationError as exc:
+            raise EgressBlocked([("$", "SCHEMA_INVALID")]) from exc
         await self._pending.put(token(ref), _ENC.encode(answer))
         step = StepCompleted(
             task_id=tid,
             site=env.site,
             role="escalation",
             summary=(
-                f"forwarded to cloud, anonymised: {len(incident.placeholders)} placeholders, "
-                f"egress guard passed (rule {item.decision.rule_id})"
+                f"forwarded to cloud, structured: {len(incident.steps)} steps, "
+                f"{len(incident.placeholders)} placeholders, reasons "
+                f"{', '.join(incident.reasons) or 'none'}; egress guard passed "
+                f"(rule {item.decision.rule_id})"
             ),
             started_at=ctx.published_at or utcnow(),
             deliveries=ctx.num_delivered,

@@ -10,16 +10,29 @@ model answers.
 
 from ._agents import (
     MODEL_FALLBACK_NOTE,
+    MODEL_SKIPPED_NOTE,
     SYNTHESIS_FALLBACK_LABEL,
     ModelPlanner,
     ModelSynthesiser,
     PlanDraft,
+    PlanSources,
     SynthesisDraft,
+    plan_schema,
+    rejection_code,
+    synthesis_schema,
 )
 from ._backends import AnthropicBackend, DeltaCallback, ModelBackend, OpenAIBackend, object_schema
 from ._client import FALLBACK_MODEL, REPAIR_PROMPT, ModelClient, Structured, call_key
 from ._hooks import Budget, NoBudget
 from ._ledger import COST_KEYS, CostRow, cost_rollup, ledger_for_settings, total
+from ._local import (
+    LOCAL_MODEL_NAME,
+    LocalModelServer,
+    local_hub_models,
+    local_model_path,
+    local_site_models,
+    with_local_model,
+)
 from ._recorder import CallRecorder, InMemoryRecorder, NullRecorder
 from ._resilience import BreakerState, CircuitBreaker, RetryPolicy, parse_retry_after
 from ._routing import ModelRef, Router
@@ -43,7 +56,9 @@ from ._vllm import VllmServer, vllm_health
 __all__ = [
     "COST_KEYS",
     "FALLBACK_MODEL",
+    "LOCAL_MODEL_NAME",
     "MODEL_FALLBACK_NOTE",
+    "MODEL_SKIPPED_NOTE",
     "REPAIR_PROMPT",
     "SITE_PROVIDERS",
     "SYNTHESIS_FALLBACK_LABEL",
@@ -57,6 +72,7 @@ __all__ = [
     "CostRow",
     "DeltaCallback",
     "InMemoryRecorder",
+    "LocalModelServer",
     "ModelBackend",
     "ModelCall",
     "ModelClient",
@@ -71,6 +87,7 @@ __all__ = [
     "Outcome",
     "OutputSchema",
     "PlanDraft",
+    "PlanSources",
     "Provider",
     "RetryPolicy",
     "Router",
@@ -84,9 +101,16 @@ __all__ = [
     "check_hub_models",
     "cost_rollup",
     "ledger_for_settings",
+    "local_hub_models",
+    "local_model_path",
+    "local_site_models",
     "object_schema",
     "parse_retry_after",
+    "plan_schema",
+    "rejection_code",
     "site_endpoints",
+    "synthesis_schema",
     "total",
     "vllm_health",
+    "with_local_model",
 ]

@@ -1,9 +1,11 @@
 """Model-backed backends for the agents' seams, each with its deterministic fallback.
 
 * :class:`ModelPlanner` implements :class:`sitemesh.agents.PlanningBackend`: the
-  site's model drafts the plan as structured output; invalid output is repaired
-  once; otherwise the :class:`~sitemesh.agents.RunbookPlanner` plans and the plan's
-  ``rationale`` says why.
+  site's model drafts the plan's *steps* as JSON constrained by a per-item schema
+  (:func:`plan_schema`: allowed actions and the item's source ids as enums); the
+  draft is checked like the validator checks plans, invalid output is repaired once,
+  and otherwise the :class:`~sitemesh.agents.RunbookPlanner` plans and the plan's
+  ``rationale`` says why. Customer text always comes from the deterministic plan.
 * :class:`ModelSynthesiser` is the model-backed cloud synthesiser; it falls back to
   :class:`~sitemesh.cloud_node.ComposingSynthesiser` and labels the proposal.
 """
@@ -11,7 +13,10 @@
 from __future__ import annotations
 
 import re
-from typing import Final
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Final
 
 import msgspec
 
@@ -19,11 +24,10 @@ from ..agents import (
     ACTION_DESCRIPTIONS,
     ALLOWED_ACTIONS,
     FALLBACK_MESSAGE,
-    TICKET_MESSAGE,
     RunbookPlanner,
     diagnosis_ref,
 )
-from ..cloud_node import COMPOSED_LABEL, ComposingSynthesiser
+from ..cloud_node import COMPOSED_LABEL, ComposingSynthesiser, describe_incident
 from ..errors import InvalidModelOutput, ModelError
 from ..policy import estimate_complexity, task_text
 from ..schemas import (
@@ -34,16 +38,50 @@ from ..schemas import (
     PlanStep,
     RetrievalResult,
     SupportTicket,
+    Task,
+    TelemetryAlert,
     WorkItem,
 )
 from ._client import ModelClient
-from ._types import CallContext, ChatMessage, ModelRequest
+from ._types import CallContext, ChatMessage, ModelRequest, OutputSchema
 
 MAX_PLAN_STEPS: Final = 12
 """A model plan may have at most this many steps."""
 
+MAX_MODEL_STEPS: Final = 6
+"""Steps :class:`ModelPlanner` asks for at most by default (schema ``maxItems``): the
+runbook planner's plans have 3-8; fewer bound the output of a small model, which
+otherwise tends to repeat itself until ``max_tokens``."""
+
+MAX_STEP_CHARS: Final = 200
+"""Longest step description the schema lets a model write, in characters."""
+
+MIN_STEP_WORDS: Final = 3
+"""Fewest words a model step's description needs (``"Task: check_status"`` has two)."""
+
+MAX_STEP_GROUNDING: Final = 3
+"""Most source ids one model step may cite."""
+
+MAX_SOURCES: Final = 4
+"""Retrieved passages shown to the model (the retriever's best first)."""
+
+MAX_SOURCE_CHARS: Final = 600
+"""Characters of each passage's text shown to the model."""
+
+MAX_TASK_CHARS: Final = 2000
+"""Characters of the task text shown to the model."""
+
 MODEL_FALLBACK_NOTE: Final = "Model planning unavailable ({reason}); deterministic runbook plan."
-"""Prefix of a fallback plan's ``rationale``."""
+"""Prefix of a fallback plan's ``rationale``: the model was asked and its plan was
+rejected (``invalid output after repair: <code>: ...``, codes as the validator's:
+``empty_plan``, ``too_many_steps``, ``action_not_allowed``, ``ungrounded_step``,
+``unknown_grounding``, ``unknown_runbook``, ``duplicate_step``, ``vague_step``,
+``unsupported_step``, ``bad_json``, ``schema_invalid``), or no model answered
+(``every model failed (...)``, timeouts included), or a strict replay had no recording."""
+
+MODEL_SKIPPED_NOTE: Final = "Model not asked ({reason}); deterministic plan."
+"""Prefix of the ``rationale`` when the model is not asked at all: the plan is a
+knowledge-base reply, or the item has nothing a step could be grounded in."""
 
 SYNTHESIS_FALLBACK_LABEL: Final = (
     "Composed from the anonymised findings and plan (model synthesis unavailable: {reason})."
@@ -51,10 +89,13 @@ SYNTHESIS_FALLBACK_LABEL: Final = (
 """First proposal line when :class:`ModelSynthesiser` fell back to composing."""
 
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]*_\d+>")
+_CODE = re.compile(r"^([a-z_]+): ")
 
 
 class PlanDraft(msgspec.Struct, frozen=True, kw_only=True):
-    """What the model writes; the planner adds the task id, source and reply."""
+    """What the model writes; the planner adds the task id, source, customer text and
+    rationale (the model is not asked for a ``rationale`` any more; one it sends is
+    ignored)."""
 
     steps: list[PlanStep]
     runbook: str | None = None
@@ -74,26 +115,185 @@ def _actions_text() -> str:
     return "\n".join(f"- {name}: {desc}" for name, desc in ACTION_DESCRIPTIONS.items())
 
 
+def _step_schema(refs: Collection[str] | None, max_steps: int) -> dict[str, Any]:
+    grounding: dict[str, Any] = {"type": "array", "items": {"type": "string"},
+                                 "maxItems": MAX_STEP_GROUNDING}
+    if refs is not None:
+        grounding = {"type": "array", "items": {"enum": sorted(refs)}, "minItems": 1,
+                     "maxItems": min(MAX_STEP_GROUNDING, len(refs))}
+    return {
+        "type": "object",
+        "properties": {
+            "n": {"type": "integer", "minimum": 1, "maximum": max_steps},
+            "action": {"enum": sorted(ALLOWED_ACTIONS)},
+            "description": {"type": "string", "minLength": 1, "maxLength": MAX_STEP_CHARS},
+            "grounding": grounding,
+        },
+        "required": ["n", "action", "description", "grounding"],
+        "additionalProperties": False,
+    }
+
+
+def plan_schema(refs: Collection[str], *, max_steps: int = MAX_PLAN_STEPS) -> dict[str, Any]:
+    """The JSON Schema a model's plan draft must match, for one work item.
+
+    Sent as ``response_format={"type": "json_schema", ...}``: vLLM enforces it with
+    guided decoding, llama.cpp's server with a grammar, so even a small model can only
+    write allowed actions and the item's own source ids. Uses only keywords both
+    support (``enum``, ``minItems``/``maxItems``, ``minLength``/``maxLength``,
+    ``minimum``/``maximum``); no ``$ref``. The runbook is not asked for: the planner
+    takes the one the steps cite most.
+
+    Args:
+        refs: the source ids a step may cite (:class:`PlanSources` short ids, or
+            grounding ids); must not be empty.
+        max_steps: most steps.
+
+    Returns:
+        ``{"type": "object", "properties": {"steps": ...}, ...}``: 1..``max_steps``
+        steps of ``n``, ``action`` (one of :data:`~sitemesh.agents.ALLOWED_ACTIONS`),
+        ``description`` (1..:data:`MAX_STEP_CHARS` characters) and ``grounding``
+        (1..:data:`MAX_STEP_GROUNDING` of ``refs``).
+
+    Raises:
+        ValueError: ``refs`` is empty (no step could be grounded).
+    """
+    if not refs:
+        raise ValueError("a plan schema needs at least one source id to ground steps in")
+    return {
+        "type": "object",
+        "properties": {
+            "steps": {"type": "array", "items": _step_schema(refs, max_steps), "minItems": 1,
+                      "maxItems": max_steps},
+        },
+        "required": ["steps"],
+        "additionalProperties": False,
+    }
+
+
+def synthesis_schema(*, max_steps: int = MAX_PLAN_STEPS) -> dict[str, Any]:
+    """The JSON Schema of a :class:`SynthesisDraft` (actions as an enum, lengths bounded).
+
+    Returns:
+        An object schema: ``proposal`` (≤ 4,000 characters), ``customer_message``
+        (≤ 1,500), ``steps`` (≤ ``max_steps``, grounding free: the hub has no sources).
+    """
+    return {
+        "type": "object",
+        "properties": {
+            "proposal": {"type": "string", "minLength": 1, "maxLength": 4000},
+            "customer_message": {"type": "string", "maxLength": 1500},
+            "steps": {"type": "array", "items": _step_schema(None, max_steps),
+                      "maxItems": max_steps},
+        },
+        "required": ["proposal", "customer_message", "steps"],
+        "additionalProperties": False,
+    }
+
+
 def _check_steps(steps: list[PlanStep], known_refs: set[str] | None) -> None:
+    """Raise ``ValueError("<code>: <what> - at `<json path>`")`` for the first problem.
+
+    Codes are the validator's where it has one (``action_not_allowed``,
+    ``ungrounded_step``, ``unknown_grounding``); ``too_many_steps`` and
+    ``duplicate_step`` (a description seen before: a looping model) are the planner's
+    own. ``known_refs=None`` (cloud side) skips the grounding checks.
+    """
     if len(steps) > MAX_PLAN_STEPS:
-        raise ValueError(f"at most {MAX_PLAN_STEPS} steps allowed, got {len(steps)} - at `$.steps`")
+        raise ValueError(f"too_many_steps: at most {MAX_PLAN_STEPS} steps allowed, got "
+                         f"{len(steps)} - at `$.steps`")
+    seen: set[str] = set()
     for i, step in enumerate(steps):
         if step.action not in ALLOWED_ACTIONS:
             raise ValueError(
-                f"action {step.action!r} is not allowed (one of "
+                f"action_not_allowed: action {step.action!r} is not allowed (one of "
                 f"{', '.join(sorted(ALLOWED_ACTIONS))}) - at `$.steps[{i}].action`"
             )
-        if known_refs is not None:
-            unknown = [g for g in step.grounding if g not in known_refs]
-            if unknown:
-                raise ValueError(
-                    f"grounding {unknown[0]!r} is not a given source id - at "
-                    f"`$.steps[{i}].grounding`"
-                )
+        key = " ".join(step.description.lower().rstrip(".").split())
+        if key in seen:
+            raise ValueError(f"duplicate_step: step {i + 1} repeats an earlier step - at "
+                             f"`$.steps[{i}]`")
+        seen.add(key)
+        if known_refs is None:
+            continue
+        if not step.grounding:
+            raise ValueError(f"ungrounded_step: step {i + 1} cites no source id - at "
+                             f"`$.steps[{i}].grounding`")
+        unknown = [g for g in step.grounding if g not in known_refs]
+        if unknown:
+            raise ValueError(
+                f"unknown_grounding: grounding {unknown[0]!r} is not a given source id - at "
+                f"`$.steps[{i}].grounding`"
+            )
+
+
+def rejection_code(validation_error: str) -> str:
+    """The code of a rejected draft's validation message.
+
+    Args:
+        validation_error: the last message of :class:`~sitemesh.errors.InvalidModelOutput`.
+
+    Returns:
+        The ``<code>`` of ``"<code>: ..."`` messages (:func:`_check_steps`), ``bad_json``
+        for text that is not JSON, else ``schema_invalid`` (JSON of the wrong shape).
+    """
+    found = _CODE.match(validation_error)
+    if found:
+        return found.group(1)
+    if validation_error.startswith("JSON is malformed") or "truncated" in validation_error:
+        return "bad_json"
+    return "schema_invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSources:
+    """What the model is shown of one work item, and how its answer maps back.
+
+    Attributes:
+        aliases: short source id shown to the model -> grounding id (``"S1"`` -> a
+            ``passage_id``, ``"F1"`` -> ``diagnosis#1``). Short ids keep the prompt and
+            the schema's enum small (a passage id is ~20 tokens).
+        docs: grounding id -> ``doc_id`` of the runbook passages.
+        texts: grounding id -> the text block shown, ``[S1] title / section`` then
+            the (cut) passage text, or ``[F1]`` and the finding.
+    """
+
+    aliases: dict[str, str]
+    docs: dict[str, str]
+    texts: dict[str, str]
+
+    @property
+    def refs(self) -> set[str]:
+        """The grounding ids a step may cite."""
+        return set(self.aliases.values())
+
+    def resolve(self, grounding: list[str]) -> list[str]:
+        """``grounding`` with short ids replaced by grounding ids (others kept), once each."""
+        return list(dict.fromkeys(self.aliases.get(g, g) for g in grounding))
 
 
 class ModelPlanner:
-    """A :class:`~sitemesh.agents.PlanningBackend` that asks the site's model.
+    """A :class:`~sitemesh.agents.PlanningBackend` that asks the site's model for steps.
+
+    Every plan starts from the deterministic one (``fallback.build(item)``), which the
+    model can only improve on in its steps:
+
+    * a knowledge-base reply (plan source ``knowledge``) is kept as it is, and so is
+      an item with no retrieved passage or finding: the model is not asked
+      (:data:`MODEL_SKIPPED_NOTE`);
+    * otherwise the model writes JSON constrained by :func:`plan_schema` (allowed
+      actions and the item's short source ids as enums); the draft is checked
+      (empty plan, too many steps, actions off the allow-list, steps without or with
+      unknown source ids, an unknown runbook, repeated steps, descriptions that say
+      nothing specific or share no word with their sources), and invalid output is
+      sent back once with the error;
+    * a draft that passes becomes the plan: ``source="model"``, the model's steps
+      renumbered 1..n with source ids mapped back to grounding ids, the runbook the
+      steps cite most, and the deterministic plan's ``customer_message``. The model
+      never writes customer text: what it writes from a ticket counts as ticket text;
+    * still invalid, no model answering (errors, timeouts), or a strict replay
+      without a recording: the deterministic plan, its ``rationale`` starting with
+      :data:`MODEL_FALLBACK_NOTE` naming the reason.
 
     The work item on a site carries the raw (non-anonymised) task text, so the call
     is always routed as ``pin_edge``: only site models see it, whatever the task's
@@ -102,63 +302,101 @@ class ModelPlanner:
 
     Args:
         client: the model client.
-        fallback: deterministic planner used when no model gives a valid plan
-            (default: :class:`~sitemesh.agents.RunbookPlanner` over the packaged KB).
+        fallback: deterministic planner that every plan starts from (default:
+            :class:`~sitemesh.agents.RunbookPlanner` over the packaged KB).
+        max_steps: most steps a model plan may have (schema and check), at most
+            :data:`MAX_PLAN_STEPS`.
     """
 
-    def __init__(self, client: ModelClient, *, fallback: RunbookPlanner | None = None) -> None:
+    def __init__(
+        self,
+        client: ModelClient,
+        *,
+        fallback: RunbookPlanner | None = None,
+        max_steps: int = MAX_MODEL_STEPS,
+    ) -> None:
         self.client = client
         self.fallback = fallback or RunbookPlanner()
+        self.max_steps = max(1, min(max_steps, MAX_PLAN_STEPS))
+
+    def sources(self, item: WorkItem) -> PlanSources:
+        """The sources shown to the model: the best :data:`MAX_SOURCES` passages (text
+        cut to :data:`MAX_SOURCE_CHARS` characters) as ``S1..``, the diagnosis's
+        findings as ``F1..``."""
+        aliases: dict[str, str] = {}
+        docs: dict[str, str] = {}
+        texts: dict[str, str] = {}
+        retrieval, diagnosis = item.output(RetrievalResult), item.output(Diagnosis)
+        for n, p in enumerate(retrieval.passages[:MAX_SOURCES] if retrieval else [], start=1):
+            aliases[f"S{n}"] = p.passage_id
+            if p.doc_kind == "runbook":
+                docs[p.passage_id] = p.doc_id
+            text = " ".join(p.text.split())[:MAX_SOURCE_CHARS]
+            texts[p.passage_id] = f"[S{n}] {p.title} / {p.section}\n{text}"
+        for n, f in enumerate(diagnosis.findings if diagnosis else [], start=1):
+            aliases[f"F{n}"] = diagnosis_ref(n)
+            where = f"{f.device} {f.interface or ''}".strip()
+            texts[diagnosis_ref(n)] = f"[F{n}] {f.kind} on {where} ({f.severity}): {f.evidence}"
+        return PlanSources(aliases=aliases, docs=docs, texts=texts)
 
     def request(self, item: WorkItem) -> tuple[ModelRequest, set[str]]:
         """The prompt for ``item`` and the grounding ids it may cite.
+
+        The request asks for :func:`plan_schema` output over the short source ids
+        when there is a source (:meth:`plan` calls no model otherwise); the task text
+        is cut to :data:`MAX_TASK_CHARS` characters.
 
         Args:
             item: the work item (task, retrieval, diagnosis).
 
         Returns:
-            ``(request, known_refs)``.
+            ``(request, known_refs)``: ``known_refs`` are grounding ids.
         """
-        refs: set[str] = set()
-        sources: list[str] = []
-        retrieval, diagnosis = item.output(RetrievalResult), item.output(Diagnosis)
-        if retrieval is not None:
-            for p in retrieval.passages[:6]:
-                refs.add(p.passage_id)
-                sources.append(f"[{p.passage_id}] {p.title} / {p.section}\n{p.text[:1200]}")
-        if diagnosis is not None:
-            for n, f in enumerate(diagnosis.findings, start=1):
-                refs.add(diagnosis_ref(n))
-                where = f"{f.device} {f.interface or ''}".strip()
-                sources.append(
-                    f"[{diagnosis_ref(n)}] {f.kind} on {where} ({f.severity}): {f.evidence}"
-                )
+        src = self.sources(item)
         system = (
-            "You plan the handling of an operations task. Reply with JSON only: "
-            '{"steps": [{"n": 1, "action": ..., "description": ..., "grounding": [ids]}], '
-            '"runbook": doc_id or null, "rationale": ...}. Use only these actions:\n'
-            f"{_actions_text()}\nEvery step cites the ids of the sources it comes from. "
-            f"At most {MAX_PLAN_STEPS} steps."
+            "You plan how to handle an operations task, using only the sources given. "
+            f"Write 1 to {self.max_steps} steps, each different. A step has one action "
+            "from the list below, a short description of what to do in the words of "
+            "the source it comes from (name the device, component or setting), and the "
+            'ids of the sources it comes from. Reply with JSON only: {"steps": [{"n": 1, '
+            '"action": "check_status", "description": "...", "grounding": ["S1"]}]}.\n'
+            f"Actions:\n{_actions_text()}"
         )
-        user = f"Task ({item.envelope.kind}):\n{task_text(item.task)}\n\nSources:\n" + (
-            "\n\n".join(sources) or "(none)"
+        task = _task_prompt(item.task)[:MAX_TASK_CHARS]
+        user = f"Task ({item.envelope.kind}):\n{task}\n\nSources:\n" + (
+            "\n\n".join(src.texts.values()) or "(none)"
+        )
+        output = (
+            OutputSchema(name="PlanDraft",
+                         schema=plan_schema(src.aliases, max_steps=self.max_steps))
+            if src.aliases else None
         )
         req = ModelRequest(
             messages=[ChatMessage(role="system", content=system),
                       ChatMessage(role="user", content=user)],
+            output=output,
         )
-        return req, refs
+        return req, src.refs
 
     async def plan(self, item: WorkItem) -> Plan:
-        """Plan with the model; fall back to the runbook planner, saying so.
+        """Plan with the model; fall back to the deterministic plan, saying so.
 
         Args:
             item: the work item.
 
         Returns:
-            ``source="model"`` plan, or the runbook planner's plan whose
-            ``rationale`` starts with :data:`MODEL_FALLBACK_NOTE`.
+            A ``source="model"`` plan (rationale ending ``[model <ref>]``), or the
+            deterministic plan whose ``rationale`` starts with
+            :data:`MODEL_SKIPPED_NOTE` or :data:`MODEL_FALLBACK_NOTE`.
         """
+        base = self.fallback.build(item)
+        if base.source == "knowledge":
+            return _noted(base, MODEL_SKIPPED_NOTE.format(
+                reason="the customer reply comes from the knowledge base"))
+        src = self.sources(item)
+        if not src.aliases:
+            return _noted(base, MODEL_SKIPPED_NOTE.format(
+                reason="no retrieved passage or finding to ground a step in"))
         request, refs = self.request(item)
         ctx = CallContext(
             kind="planning",
@@ -172,34 +410,111 @@ class ModelPlanner:
 
         def check(draft: PlanDraft) -> None:
             if not draft.steps:
-                raise ValueError("a plan needs at least one step - at `$.steps`")
-            _check_steps(draft.steps, refs)
+                raise ValueError("empty_plan: a plan needs at least one step - at `$.steps`")
+            if len(draft.steps) > self.max_steps:
+                raise ValueError(f"too_many_steps: at most {self.max_steps} steps allowed, "
+                                 f"got {len(draft.steps)} - at `$.steps`")
+            resolved = [_resolved(s, src) for s in draft.steps]
+            _check_steps(resolved, refs)
+            _check_specific(resolved, src)
+            if draft.runbook is not None and draft.runbook not in src.docs.values():
+                raise ValueError(f"unknown_runbook: {draft.runbook!r} is not a retrieved "
+                                 "runbook - at `$.runbook`")
 
         try:
             result = await self.client.structured(request, PlanDraft, ctx, check=check)
         except InvalidModelOutput as exc:
-            return self._fallback(item, f"invalid output after repair: {exc.validation_error}")
+            error = exc.validation_error
+            code = rejection_code(error)
+            detail = error if error.startswith(f"{code}: ") else f"{code}: {error}"
+            return _noted(base, MODEL_FALLBACK_NOTE.format(
+                reason=f"invalid output after repair: {detail}"[:300]))
         except ModelError as exc:
-            return self._fallback(item, str(exc))
+            return _noted(base, MODEL_FALLBACK_NOTE.format(reason=str(exc)[:300]))
         draft = result.value
-        ticket = isinstance(item.task, SupportTicket)
-        steps = [msgspec.structs.replace(s, n=i) for i, s in enumerate(draft.steps, start=1)]
+        steps = [
+            msgspec.structs.replace(_resolved(s, src), n=i)
+            for i, s in enumerate(draft.steps, start=1)
+        ]
         return Plan(
             task_id=item.envelope.task_id,
             steps=steps,
             source="model",
-            runbook=draft.runbook,
-            customer_message=TICKET_MESSAGE if ticket else "",
+            runbook=draft.runbook or _most_cited(steps, src.docs),
+            customer_message=base.customer_message,
             rationale=(
-                f"{draft.rationale.strip()} [model {result.response.ref}"
-                f"{', repaired' if result.repaired else ''}]"
-            ).strip(),
+                f"{len(steps)} step(s) from the site model, checked against the action "
+                f"allow-list and the {len(refs)} given source id(s); customer text from "
+                f"the deterministic {base.source} plan "
+                f"[model {result.response.ref}{', repaired' if result.repaired else ''}]"
+            ),
         )
 
-    def _fallback(self, item: WorkItem, reason: str) -> Plan:
-        plan = self.fallback.build(item)
-        note = MODEL_FALLBACK_NOTE.format(reason=reason[:300])
-        return msgspec.structs.replace(plan, rationale=f"{note} {plan.rationale}".strip())
+
+def _task_prompt(task: Task) -> str:
+    """What the model reads of the task: an alert's fields, a ticket's title and body.
+    The ticket's ``customer`` (a name or handle) is left out: planning needs no one's
+    identity, and a small model copies what it is shown."""
+    match task:
+        case SupportTicket(title=title, body=body):
+            return "\n\n".join(p for p in (title, body) if p.strip())
+        case TelemetryAlert():
+            where = f"{task.device} {task.interface or ''}".strip()
+            return f"{task.severity} alert on {where}, metric {task.metric}: {task.summary}"
+    return task_text(task)
+
+
+_DEFINITIONS: Final = frozenset(
+    " ".join(d.lower().rstrip(".").split()) for d in ACTION_DESCRIPTIONS.values()
+)
+
+
+_WORD = re.compile(r"[a-z][a-z0-9]{3,}")
+_COMMON: Final = frozenset({
+    "that", "this", "with", "from", "have", "will", "which", "there", "their", "what",
+    "when", "then", "than", "into", "only", "also", "been", "were", "your", "they", "them",
+    "does", "done", "some", "such", "each", "other", "about", "after", "before", "task",
+    "step", "steps",
+})  # fmt: skip
+"""Words of four letters or more that say nothing about a source (and our own)."""
+
+
+def _content_words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower())) - _COMMON
+
+
+def _check_specific(steps: list[PlanStep], src: PlanSources) -> None:
+    """Raise ``ValueError`` for a step that says nothing to act on.
+
+    ``vague_step``: fewer than :data:`MIN_STEP_WORDS` words, or only an action's
+    definition from the prompt. ``unsupported_step``: no content word (4+ letters,
+    common words aside) in common with the sources the step cites, so it does not
+    come from them (``"The task is completed"``).
+    """
+    for i, step in enumerate(steps):
+        words = re.findall(r"[A-Za-z0-9][\w./:-]*", step.description)
+        text = " ".join(step.description.lower().rstrip(".").split())
+        if len(words) < MIN_STEP_WORDS or text in _DEFINITIONS:
+            raise ValueError(f"vague_step: step {i + 1} says nothing specific to do - at "
+                             f"`$.steps[{i}].description`")
+        cited = " ".join(src.texts.get(g, "") for g in step.grounding)
+        if not _content_words(step.description) & _content_words(cited):
+            raise ValueError(f"unsupported_step: step {i + 1} shares no word with the "
+                             f"sources it cites - at `$.steps[{i}].description`")
+
+
+def _resolved(step: PlanStep, src: PlanSources) -> PlanStep:
+    return msgspec.structs.replace(step, grounding=src.resolve(step.grounding))
+
+
+def _most_cited(steps: list[PlanStep], docs: dict[str, str]) -> str | None:
+    """The runbook ``doc_id`` the steps cite most (the first cited wins a tie)."""
+    cited = Counter(docs[g] for s in steps for g in s.grounding if g in docs)
+    return cited.most_common(1)[0][0] if cited else None
+
+
+def _noted(plan: Plan, note: str) -> Plan:
+    return msgspec.structs.replace(plan, rationale=f"{note} {plan.rationale}".strip())
 
 
 class ModelSynthesiser:
@@ -227,28 +542,24 @@ class ModelSynthesiser:
 
     @staticmethod
     def request(incident: CloudIncident) -> ModelRequest:
-        """The prompt for ``incident`` (anonymised content only)."""
-        findings = "\n".join(
-            f"- {f.kind} on {f.device} {f.interface or ''} ({f.severity}): {f.evidence}"
-            for f in incident.findings[:10]
-        )
-        steps = "\n".join(f"{s.n}. [{s.action}] {s.description}" for s in incident.steps)
+        """The prompt for ``incident``: its structured fields only, read as
+        :func:`~sitemesh.cloud_node.describe_incident` reads them (no site prose
+        crosses the boundary, so there is none to give)."""
         system = (
-            "You are a network operations expert. From an anonymised incident, write an "
-            "upgrade/mitigation proposal for the operator and a short reply for the "
-            "customer. Keep placeholders such as <PERSON_1> exactly as given and invent no "
-            'others. Reply with JSON only: {"proposal": ..., "customer_message": ..., '
+            "You are a network operations expert. From a structured, anonymised incident "
+            "that a site escalated, write an upgrade/mitigation proposal for the operator "
+            "and a short reply for the customer. Nothing has been fixed yet: the reply says "
+            "what happens next and claims no work as done. Keep placeholders such as "
+            "<PERSON_1> exactly as given and invent no others. Reply with JSON only: "
+            '{"proposal": ..., "customer_message": ..., '
             '"steps": [{"n": 1, "action": ..., "description": ..., "grounding": []}]}. '
             f"Actions allowed:\n{_actions_text()}"
         )
-        user = (
-            f"Incident {incident.task_id} ({incident.kind}), runbook {incident.runbook}.\n"
-            f"{incident.text}\nPlaceholders: {', '.join(incident.placeholders) or 'none'}\n"
-            f"Findings:\n{findings or '(none)'}\nSite plan:\n{steps or '(none)'}\n"
-            f"Escalated because: {'; '.join(incident.reasons) or 'n/a'}"
-        )
+        user = "\n".join(describe_incident(incident))
         return ModelRequest(messages=[ChatMessage(role="system", content=system),
-                                      ChatMessage(role="user", content=user)])
+                                      ChatMessage(role="user", content=user)],
+                            output=OutputSchema(name="SynthesisDraft",
+                                                schema=synthesis_schema()))
 
     async def synthesise(self, incident: CloudIncident) -> CloudAnswer:
         """Answer ``incident`` with a model, or compose it deterministically.

@@ -377,14 +377,16 @@ class ModelClient:
         prompt_hash = request.prompt_hash
         if self.replay != "off":
             recorded = await self.recorder.lookup(prompt_hash)
+            if recorded is None and accept is not None:
+                recorded = await self._rejected(prompt_hash, ctx.task_id)
             if recorded is not None and recorded.response is not None:
                 response = msgspec.structs.replace(
                     recorded.response, source="replay", prompt_hash=prompt_hash
                 )
-                if accept is not None:
-                    accept(response)
                 await self._record(request, ctx, prompt_hash, "replayed", response=response,
                                    provider=response.provider, model=response.model)
+                if accept is not None:
+                    accept(response)  # a rejected answer is rejected again: same repair
                 return response
             if self.replay == "strict":
                 raise ReplayMiss(prompt_hash)
@@ -404,6 +406,27 @@ class ModelClient:
                 (f"policy {ctx.action}", f"{allowed} allowed, and none is configured")
             )
         raise AllModelsFailed(failures)
+
+    async def _rejected(self, prompt_hash: str, task_id: str) -> ModelCall | None:
+        """The latest ``invalid_output`` record for ``prompt_hash``, for replay.
+
+        Replaying it makes a structured call take the same repair turn (or fallback)
+        as it did live. Found with the recorder's ``lookup_rejected(prompt_hash)``
+        (:class:`InMemoryRecorder`), else among the task's records when the recorder
+        lists them (``async calls(task_id)``, the site's ``StoreCallRecorder``); other
+        recorders replay ``ok`` answers only.
+        """
+        find = getattr(self.recorder, "lookup_rejected", None)
+        if find is not None:
+            found: ModelCall | None = await find(prompt_hash)
+            return found
+        listed = getattr(self.recorder, "calls", None)
+        if not callable(listed) or not task_id:
+            return None
+        for call in reversed(await listed(task_id)):
+            if call.prompt_hash == prompt_hash and call.outcome == "invalid_output":
+                return call  # type: ignore[no-any-return]
+        return None
 
     async def _call_model(
         self,

@@ -13,6 +13,11 @@ class CallRecorder(Protocol):
 
     The state package implements it over the ``model_calls`` table; tests use
     :class:`InMemoryRecorder`.
+
+    A recorder may also offer ``async lookup_rejected(prompt_hash) -> ModelCall | None``
+    (the latest ``invalid_output`` call, as :class:`InMemoryRecorder` does): replay then
+    serves a structured call's rejected answer too, so a repaired result, or the
+    fallback after a second rejection, replays the same as it ran live.
     """
 
     async def record(self, call: ModelCall) -> None:
@@ -34,16 +39,23 @@ class InMemoryRecorder:
     def __init__(self) -> None:
         self.calls: list[ModelCall] = []
         self._ok: dict[str, ModelCall] = {}
+        self._rejected: dict[str, ModelCall] = {}
 
     async def record(self, call: ModelCall) -> None:
         """Append ``call``; index it for replay when its outcome is ``ok``."""
         self.calls.append(call)
         if call.outcome == "ok":
             self._ok[call.prompt_hash] = call
+        elif call.outcome == "invalid_output":
+            self._rejected[call.prompt_hash] = call
 
     async def lookup(self, prompt_hash: str) -> ModelCall | None:
         """The latest ``ok`` call for ``prompt_hash``, or ``None``."""
         return self._ok.get(prompt_hash)
+
+    async def lookup_rejected(self, prompt_hash: str) -> ModelCall | None:
+        """The latest ``invalid_output`` call for ``prompt_hash``, or ``None``."""
+        return self._rejected.get(prompt_hash)
 
 
 class NullRecorder:

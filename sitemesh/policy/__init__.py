@@ -16,7 +16,8 @@ Privacy boundary: :class:`Pseudonymizer` swaps entities for typed placeholders
 (``<PERSON_1>``) kept in the encrypted :class:`Vault` and restores them in cloud
 answers; :class:`EgressGuard` re-scans what leaves (platform fields such as ids are
 checked against their :class:`FieldFormat` instead, per message type:
-:data:`EGRESS_FIELD_SPECS`); :class:`FastScanner` is the
+:data:`EGRESS_FIELD_SPECS`; a closed type such as ``cloud_incident.v2`` carries nothing
+else, :data:`CLOSED_MESSAGE_TYPES`); :class:`FastScanner` is the
 prefiltered, batched analysis behind :class:`PiiScanner`.
 
 The privacy path fails closed: analyzer failures raise
@@ -27,13 +28,9 @@ dead-lettered, never forwarded.
 from ._analyzer import LANGUAGE, SPACY_MODEL, build_analyzer, use_bundled_suffix_list
 from ._classify import ENTITY_DATA_CLASS, UNKNOWN_ENTITY_DATA_CLASS, classify
 from ._complexity import estimate_complexity, task_text
-from ._egress import (
-    EGRESS_FIELD_SPECS,
-    UNEXPECTED_FORMAT,
-    EgressGuard,
-    FieldFormat,
-)
+from ._egress import UNEXPECTED_FIELD, UNEXPECTED_FORMAT, EgressGuard
 from ._fastscan import FastScanner
+from ._formats import CLOSED_MESSAGE_TYPES, EGRESS_FIELD_SPECS, FieldFormat
 from ._kv import (
     POLICY_BUCKET,
     POLICY_HISTORY,
@@ -51,6 +48,7 @@ from ._rules import DEFAULT_RULE, DecisionFacts, Match, Policy, Rule, RuleMatch
 from ._vault import Vault, generate_vault_key, load_vault_key
 
 __all__ = [
+    "CLOSED_MESSAGE_TYPES",
     "DEFAULT_ENTITIES",
     "DEFAULT_MIN_SCORES",
     "DEFAULT_RULE",
@@ -63,6 +61,7 @@ __all__ = [
     "POLICY_KEY",
     "REF_RE",
     "SPACY_MODEL",
+    "UNEXPECTED_FIELD",
     "UNEXPECTED_FORMAT",
     "UNKNOWN_ENTITY_DATA_CLASS",
     "BoundaryRefs",

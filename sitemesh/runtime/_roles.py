@@ -134,7 +134,9 @@ async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
 class _ArtifactFollower:
     """Calls an agent's :meth:`~sitemesh.agents.AgentResources.on_artifact_change`
     callbacks while the process runs. Waits for the site's bucket to appear (it is
-    created by the first ``sitemesh kb add`` or ``triage train --publish``)."""
+    created by the first ``sitemesh kb add`` or ``triage train --publish``). When the
+    watch starts the callbacks get ``""`` (reload everything): the watch reports only
+    later changes, and artifacts may have been put since setup read them."""
 
     def __init__(self, resources: AgentResources) -> None:
         self._resources = resources
@@ -151,6 +153,9 @@ class _ArtifactFollower:
         while not self._stop.is_set():
             artifacts = await self._resources.artifacts()
             if artifacts is not None:
+                # the watch sees only later changes: reload once for whatever was put
+                # between setup and now (or before the bucket was found)
+                await self._changed("")
                 await artifacts.follow(self._changed, stop=self._stop)
                 return
             with contextlib.suppress(TimeoutError):

@@ -16,7 +16,14 @@ from ._base import (
     Zone,
     utcnow,
 )
-from ._cloud import CloudAnswer, CloudIncident
+from ._cloud import (
+    CloudAnswer,
+    CloudIncident,
+    IncidentFinding,
+    IncidentResolution,
+    IncidentStep,
+    IncidentTriage,
+)
 from ._codec import (
     ANSWER_DECODER,
     DLQ_DECODER,
@@ -59,17 +66,29 @@ from ._outputs import (
     WorkItem,
 )
 from ._policy import Action, EntityCount, PolicyDecision
+from ._reasons import (
+    ALL_REASON_CODES,
+    REASON_CODES,
+    REASON_DETAILS,
+    describe_reason,
+    is_reason_code,
+    reason_code,
+    reason_codes,
+)
 from ._tasks import TASK_KINDS, SupportTicket, Task, TelemetryAlert
 from ._workflow import Condition, Jump, StepOutput, WorkflowSpec, WorkflowStep
 
 __all__ = [
     "ALL_MESSAGES",
+    "ALL_REASON_CODES",
     "ANSWER_DECODER",
     "DATA_CLASS_ORDER",
     "DLQ_DECODER",
     "ENCODER",
     "EVENT_DECODER",
     "INCIDENT_DECODER",
+    "REASON_CODES",
+    "REASON_DETAILS",
     "SCHEMA_DIR",
     "TASK_DECODER",
     "TASK_KINDS",
@@ -89,6 +108,10 @@ __all__ = [
     "FinalAnswer",
     "Finding",
     "FindingKind",
+    "IncidentFinding",
+    "IncidentResolution",
+    "IncidentStep",
+    "IncidentTriage",
     "Jump",
     "LabelScore",
     "Message",
@@ -119,8 +142,12 @@ __all__ = [
     "WorkflowStep",
     "Zone",
     "decode",
+    "describe_reason",
     "encode",
+    "is_reason_code",
     "json_schemas",
+    "reason_code",
+    "reason_codes",
     "schema_tag",
     "utcnow",
     "write_json_schemas",

@@ -110,18 +110,6 @@ class Triage(Message, frozen=True, kw_only=True, tag="triage.v1"):
     """Hash of the model's training data and library version."""
 
 
-class Resolution(msgspec.Struct, frozen=True, kw_only=True):
-    """What a resolved (or proposed) answer is grounded in."""
-
-    kb: str
-    doc_id: str
-    url: str | None = None
-    confidence: float
-    """The retriever's calibrated confidence in this document, 0..1."""
-    doc_kind: Literal["runbook", "article", "case", "faq"] = "article"
-    intent: str | None = None
-
-
 FindingKind = Literal[
     "interface_down",
     "interface_up",
@@ -159,6 +147,18 @@ class Diagnosis(Message, frozen=True, kw_only=True, tag="diagnosis.v1"):
     source: Literal["rules", "model"] = "rules"
 
 
+class Resolution(msgspec.Struct, frozen=True, kw_only=True):
+    """What a resolved (or proposed) answer is grounded in."""
+
+    kb: str
+    doc_id: str
+    url: str | None = None
+    confidence: float
+    """The retriever's calibrated confidence in this document, 0..1."""
+    doc_kind: Literal["runbook", "article", "case", "faq"] = "article"
+    intent: str | None = None
+
+
 class PlanStep(msgspec.Struct, frozen=True, kw_only=True):
     """One step of a plan."""
 
@@ -176,13 +176,17 @@ class Plan(Message, frozen=True, kw_only=True, tag="plan.v1"):
 
     task_id: TaskId
     steps: list[PlanStep] = []
-    source: Literal["runbook", "model", "fallback"] = "runbook"
-    """``runbook``: built deterministically from a runbook's sections."""
+    source: Literal["runbook", "knowledge", "model", "fallback"] = "runbook"
+    """``runbook``: built deterministically from a runbook's sections; ``knowledge``:
+    a reply drafted from a knowledge-base answer (past case, FAQ, article)."""
     runbook: str | None = None
     """``doc_id`` of the runbook the plan follows."""
     customer_message: str = ""
-    """Text meant for the customer (must be PII-free)."""
+    """Text meant for the customer (must be PII-free; ``<CUSTOMER>`` stands for the
+    ticket's customer and is filled in on the site)."""
     rationale: str = ""
+    resolution: Resolution | None = None
+    """The knowledge-base document :attr:`customer_message` is drafted from."""
 
 
 class ValidationIssue(msgspec.Struct, frozen=True, kw_only=True):
