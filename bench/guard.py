@@ -1,34 +1,40 @@
-"""The egress guard: false positives before and after the field spec, same run.
+"""The egress guard on ``cloud_incident.v2``: every string scanned vs the field spec, same run.
 
 Corpus: the 1,500 labelled presidio-research records (``tests/data/pii-presidio``,
-MIT) and the 360 real tickets of ``examples/data/tickets.jsonl`` (IBM Twitter
-customer care, Apache-2.0; Endava help desk, MIT), one ``SupportTicket`` each.
-Records are numbered in that order; **even numbers are the development half**
-(looked at while writing the guard's placeholder rule), **odd numbers are held
-out**: nothing was tuned on them. The field spec itself is derived from the schemas,
-not from the corpus.
+MIT) and the 292 real tickets of ``examples/data/tickets.jsonl`` (102 IBM Twitter
+customer care, Apache-2.0; 150 BANKING77, CC BY 4.0; 40 Endava help desk, MIT), one
+``SupportTicket`` each. Records are numbered in that order; **even numbers are the
+development half** (looked at while writing the guard's placeholder rule), **odd
+numbers are held out**: nothing was tuned on them. The field spec itself is derived
+from the schemas, not from the corpus.
 
 Every record goes through what a site runs, in process: ``PolicyRouter`` (real
 scanner, an all-to-cloud test policy as in ``tests/test_boundary_e2e.py``, so every
-escalated ticket is forwarded: the guard's worst case), the built-in retriever,
-planner, validator and escalation agents over the packaged knowledge base, then the
-real ``CloudForwarder`` with a real ``Pseudonymizer`` + ``Vault`` (temp SQLite) and
-``BoundaryRefs``. Its guard is replaced by one that records the finished incident,
-which is then checked by each configuration below.
+escalated ticket is forwarded: the guard's worst case), then the bundled ``support``
+workflow step by step as the runtime walks it (``first_step`` / ``next_step``:
+``triage``, ``retrieve`` with the retriever routing the ticket to its tenant's
+knowledge bases, ``plan``, ``validate`` with the real Presidio check, ``decide``),
+the built-in agents set up as a process sets them up (``AgentResources``, no model
+endpoint, no bus), then the real ``CloudForwarder`` with a real ``Pseudonymizer`` +
+``Vault`` (temp SQLite), ``BoundaryRefs`` and the real ``EgressGuard``, wrapped so
+that it keeps every incident it checks. What the forwarder did with each escalation
+(forwarded, blocked by the guard, blocked by its own checks after the guard) is
+printed; the kept incidents are then checked by each configuration below.
 
 Task ids are caller-chosen, held-out style: ``ho-gl-<n>`` (5 in 10), ``ho-<n>``
 (4 in 10) and name-bearing ones from the issue (1 in 10: ``maria-garcia-refund-2``,
-``JohnSmith-ticket``, ``priya-raghunathan``, ``jdoe-at-example-com``, then suffixed).
+``JohnSmith-ticket``, ``priya-raghunathan``, ``jdoe-at-example-com``, then suffixed);
+the forwarder replaces them with the task's opaque reference.
 
-Configurations (each with its own fresh scanner, timed in interleaved chunks):
+Configurations (each with its own fresh scanner, timed in interleaved chunks of 64
+incidents, on the same incidents):
 
-* ``before``: the caller's task id in ``task_id``; the guard as in git HEAD (every
-  string scanned; a detection counts unless it lies inside a placeholder), copied
-  here as :func:`head_findings`;
-* ``ref only``: the opaque reference in ``task_id``, HEAD's guard (what wiring the
-  reference without a field spec would do);
-* ``after``: the reference, and ``EgressGuard`` as it is now (field spec of
-  ``cloud_incident.v1``, placeholder rule).
+* ``scan all``: ``EgressGuard(scanner, specs={})``, every string of the incident,
+  dict keys included, given to the PII scanner (a detection counts unless it lies in
+  a placeholder): the approach before field specs, applied to v2;
+* ``field spec``: ``EgressGuard(scanner)`` as the forwarder runs it: the closed field
+  spec of ``cloud_incident.v2`` (every field format-checked, the formats that could
+  spell an identifier also scanned for non-NER types, any other field blocks).
 
 A block is a **true block** when the incident carries a labelled value of its record:
 for presidio records a span of a type that identifies a person (the e2e test's
@@ -37,17 +43,23 @@ customer's handle and any e-mail address in the ticket (the only PII the corpus
 documents). Any other block is a **false positive**; a *leak* is an incident that
 passes although it carries such a value.
 
-Planted: 30 labelled values of 8 types from held-out presidio records, the first of
-each type that the scanner detects in their own record (what a scanner-based guard
-is there to catch), are written into copies of held-out incidents that every
-configuration passes: 18 into free text (``text``, ``reasons``, a step description,
-a finding's evidence, inside a sentence), 12 as platform fields (``runbook``,
-``rule_id``, a step's ``action``, a grounding id, bare). A plant counts as blocked
-when the guard names its path. Then the same for the first values of each type the
-scanner misses even in their own record: no scanner catches those in free text, the
-field formats still do.
+Planted: labelled values from held-out presidio records, round-robin over 8 types: the
+first ones the scanner detects in their own record (``PLANT_TYPES``, 30 in all: what a
+scanner-based guard is there to catch), then the first two of each type it misses there.
+Each value is written into copies of a clean held-out incident (one both configurations
+pass, with plan steps) once per field that could carry text if a bug put it there: every
+string field of the v2 schema, enumerated from ``CloudIncident``'s type info
+(placeholders, a step's action, grounding ids and placeholders, a finding's kind,
+severity, device, interface and time, runbook, reason codes, the triage label, label set
+and language, the resolution, the routing fields, the date-times), bare, as a builder
+bug would write it (a list gets it appended; a missing finding, triage or resolution a
+valid one to hold it); and three fields v2 no longer has, as v1 had them (``text``, a
+step's ``description``, a finding's ``evidence``), inside a sentence. A plant counts as
+blocked when the guard names its path (for a field the spec does not name: its key, as
+``UNEXPECTED_FIELD``). What gets past the field spec is listed by field and type.
 
-Usage: ``python bench/guard.py [--limit N]`` (N records of each source). No network.
+Usage: ``python bench/guard.py [--limit N]`` (N records of each source). No network;
+about half a minute on two cores once the triage models are cached.
 """
 
 from __future__ import annotations
@@ -63,23 +75,24 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from sitemesh.agents import (
     AgentContext,
+    AgentResources,
     EscalationAgent,
     PlannerAgent,
     RetrieverAgent,
+    TriageAgent,
     ValidatorAgent,
-    default_kb,
 )
 from sitemesh.bus import MsgContext, Subjects
 from sitemesh.edge_node import CloudForwarder
 from sitemesh.errors import EgressBlocked
 from sitemesh.policy import (
-    PLACEHOLDER_RE,
+    UNEXPECTED_FIELD,
     BoundaryRefs,
     EgressGuard,
     PiiScanner,
@@ -89,8 +102,21 @@ from sitemesh.policy import (
     Vault,
     build_analyzer,
 )
-from sitemesh.schemas import CloudIncident, Envelope, Finding, SupportTicket, utcnow
-from sitemesh.workflows import new_item
+from sitemesh.schemas import (
+    CloudIncident,
+    Envelope,
+    FinalAnswer,
+    FindingKind,
+    IncidentFinding,
+    IncidentResolution,
+    IncidentTriage,
+    RetrievalResult,
+    SupportTicket,
+    Triage,
+    WorkItem,
+    utcnow,
+)
+from sitemesh.workflows import first_step, new_item, next_step, step_of
 
 ROOT = Path(__file__).parent.parent
 CORPUS = ROOT / "tests" / "data" / "pii-presidio" / "synth_dataset_v2.json"
@@ -123,10 +149,12 @@ PLANT_TYPES = {
     "PERSON": 5, "STREET_ADDRESS": 4, "EMAIL_ADDRESS": 4, "PHONE_NUMBER": 4,
     "CREDIT_CARD": 4, "IBAN_CODE": 3, "US_SSN": 3, "IP_ADDRESS": 3,
 }  # fmt: skip
-PLACES = ("text", "reasons", "step", "evidence", "runbook", "rule_id", "reasons", "step",
-          "evidence", "rule_id", "text", "runbook", "step", "action", "grounding")  # fmt: skip
-"""Where the i-th planted value goes (cycled): per 15, 9 in free text and 6 in platform fields."""
+"""Planted types -> how many values the scanner detects (30 in all)."""
+WARM_UP = ["warm-up: Ada Lovelace, ada@example.org, +1 212 555 0100"]
+CHUNK = 64
+"""Records per router batch, and incidents per timed chunk."""
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_INDEX = re.compile(r"\[\d+\]")
 
 
 @dataclass
@@ -155,8 +183,10 @@ def task_id_for(n: int) -> str:
 
 
 def load(limit: int | None) -> tuple[list[Record], list[dict[str, Any]]]:
+    """The records (presidio first, then the tickets) and the presidio corpus rows."""
     corpus = json.loads(CORPUS.read_text(encoding="utf-8"))[:limit]
-    tickets = [json.loads(line) for line in TICKETS.read_text(encoding="utf-8").splitlines()]
+    lines = TICKETS.read_text(encoding="utf-8").splitlines()
+    tickets = [json.loads(line) for line in lines if line.strip()]
     records: list[Record] = []
     for r in corpus:
         n = len(records)
@@ -175,51 +205,25 @@ def load(limit: int | None) -> tuple[list[Record], list[dict[str, Any]]]:
     return records, corpus
 
 
-# --- the guard as in git HEAD ------------------------------------------------------
+# --- the site ----------------------------------------------------------------------
 
 
-def _head_walk(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(node, str):
-        yield path, node
-    elif isinstance(node, dict):
-        for i, (key, value) in enumerate(node.items()):
-            name = str(key)
-            seg = f".{name}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) else f"[#{i}]"
-            yield f"{path}{{key#{i}}}", name
-            yield from _head_walk(value, path + seg)
-    elif isinstance(node, list | tuple):
-        for i, value in enumerate(node):
-            yield from _head_walk(value, f"{path}[{i}]")
+class _KeepingGuard:
+    """The forwarder's guard: the real one, keeping the incident it last checked."""
 
-
-def head_findings(scanner: PiiScanner, payload: msgspec.Struct) -> list[tuple[str, str]]:
-    """``EgressGuard.findings`` as in git HEAD (fd870f3): every string scanned."""
-    pairs = [
-        (p, t)
-        for p, t in _head_walk(msgspec.to_builtins(payload), "$")
-        if PLACEHOLDER_RE.sub("", t).strip()
-    ]
-    out = []
-    for (path, text), found in zip(pairs, scanner.scan_many([t for _, t in pairs]), strict=True):
-        spans = [m.span() for m in PLACEHOLDER_RE.finditer(text)]
-        for e in found:
-            if not any(a <= e.start and e.end <= b for a, b in spans):
-                out.append((path, e.entity_type))
-    return out
-
-
-# --- building the incidents ----------------------------------------------------------
-
-
-class _Recorder:
-    """Stands in for the forwarder's guard: keeps the finished incident."""
-
-    def __init__(self) -> None:
+    def __init__(self, guard: EgressGuard) -> None:
+        self.guard = guard
         self.last: CloudIncident | None = None
+        self.blocked = False
 
     def check(self, payload: msgspec.Struct) -> None:
         assert isinstance(payload, CloudIncident)
         self.last = payload
+        try:
+            self.guard.check(payload)
+        except EgressBlocked:
+            self.blocked = True
+            raise
 
 
 class _PendingKV:
@@ -230,23 +234,57 @@ class _PendingKV:
 @dataclass
 class Built:
     record: Record
-    after: CloudIncident
-    before: CloudIncident
-    forwarder_blocked: bool
+    incident: CloudIncident
 
 
-async def build(
-    records: Sequence[Record], scanner: PiiScanner, db: str
-) -> tuple[list[Built], dict[str, int]]:
+@dataclass
+class SiteRun:
+    built: list[Built]
+    """Every incident the forwarder built (forwarded or not), in record order."""
+    outcomes: Counter[str]
+    """The escalation agent's outcomes."""
+    forwarder: Counter[str]
+    """What the forwarder did with the escalations: ``forwarded`` or where and why not."""
+    triage: Counter[str]
+    """Label sets the triage step used, over all records."""
+    kbs: Counter[str]
+    """Knowledge bases of the retriever's top passage, over all records."""
+    seconds: float
+
+
+class Site:
+    """The support workflow's agents, as a process runs them (no broker)."""
+
+    def __init__(self) -> None:
+        self.agents = {
+            "triage": TriageAgent(), "retriever": RetrieverAgent(), "planner": PlannerAgent(),
+            "validator": ValidatorAgent(), "escalation": EscalationAgent(),
+        }  # fmt: skip
+        self.ctx = AgentContext(site=SITE, worker="bench:1")
+
+    async def setup(self) -> None:
+        resources = AgentResources(SITE)
+        for agent in self.agents.values():
+            await agent.setup(resources)
+
+    async def run(self, item: WorkItem) -> tuple[WorkItem, FinalAnswer]:
+        """The work item at the last step and the final answer."""
+        step = first_step(item).step
+        while step is not None:
+            item = msgspec.structs.replace(item, step=step.name)
+            out = await self.agents[step_of(item).role].handle(item, self.ctx)
+            if isinstance(out, FinalAnswer):
+                return item, out
+            item = item.with_output(item.step, out)
+            step = next_step(item, item.step).step
+        raise AssertionError(f"workflow {item.workflow.name!r} ended without a final answer")
+
+
+async def build(records: Sequence[Record], scanner: PiiScanner, db: str) -> SiteRun:
+    started = time.perf_counter()
     router = PolicyRouter(Policy.from_toml(ALL_TO_CLOUD), scanner)
-    kb = default_kb()
-    agents = [
-        ("retrieve", RetrieverAgent(kb)),
-        ("plan", PlannerAgent(kb=kb)),
-        ("validate", ValidatorAgent()),
-    ]
-    escalation = EscalationAgent()
-    ctx = AgentContext(site=SITE, worker="bench:1")
+    site = Site()
+    await site.setup()
     msg = MsgContext(
         subject="bench",
         headers={},
@@ -258,21 +296,18 @@ async def build(
         worker="bench:1",
         data=b"",
     )
-    key = KEY
-    recorder = _Recorder()
-    outcomes: Counter[str] = Counter()
-    built: list[Built] = []
-    async with Vault(db, key) as vault:
+    guard = _KeepingGuard(EgressGuard(scanner))
+    run = SiteRun([], Counter(), Counter(), Counter(), Counter(), 0.0)
+    async with Vault(db, KEY) as vault:
         forwarder = CloudForwarder(
             Subjects(SITE),
             Pseudonymizer(scanner, vault),
-            recorder,
+            guard,
             _PendingKV(),  # type: ignore[arg-type]
-            BoundaryRefs(key),
+            BoundaryRefs(KEY),
         )
-        refs = BoundaryRefs(key)
-        for start in range(0, len(records), 64):
-            chunk = records[start : start + 64]
+        for start in range(0, len(records), CHUNK):
+            chunk = records[start : start + CHUNK]
             decisions = router.decide_many([(r.ticket, r.task_id) for r in chunk])
             for record, decision in zip(chunk, decisions, strict=True):
                 now = utcnow()
@@ -285,67 +320,76 @@ async def build(
                     submitted_at=now,
                     accepted_at=now,
                 )
-                item = new_item(env, record.ticket, decision)
-                for step, agent in agents:
-                    item = item.with_output(step, await agent.handle(item, ctx))
-                answer = await escalation.handle(item, ctx)
-                outcomes[answer.outcome] += 1
-                recorder.last = None
-                blocked = False
+                item, answer = await site.run(new_item(env, record.ticket, decision))
+                run.outcomes[answer.outcome] += 1
+                tri = item.output(Triage)
+                run.triage[(tri.label_set if tri else "") or "(none)"] += 1
+                found = item.output(RetrievalResult)
+                run.kbs[found.passages[0].kb if found and found.passages else "(none)"] += 1
+                guard.last, guard.blocked = None, False
                 try:
-                    await forwarder(item, answer, msg)
-                except EgressBlocked:
-                    blocked = True  # a structured identifier in the wire: the forwarder's check
-                if recorder.last is None:
-                    continue
-                after = recorder.last
-                if after.task_id == record.task_id:  # a forwarder not yet using references
-                    after = msgspec.structs.replace(after, task_id=refs.ref(SITE, record.task_id))
-                before = msgspec.structs.replace(after, task_id=record.task_id)
-                built.append(Built(record, after, before, blocked))
-    return built, dict(outcomes)
+                    sent = await forwarder(item, answer, msg)
+                except EgressBlocked as exc:
+                    types = ",".join(sorted({t for _, t in exc.findings}))
+                    where = "guard" if guard.blocked else "forwarder"
+                    run.forwarder[f"{'builder' if guard.last is None else where}: {types}"] += 1
+                else:
+                    if sent is None:
+                        continue  # answered on the site
+                    run.forwarder["forwarded"] += 1
+                if guard.last is not None:
+                    run.built.append(Built(record, guard.last))
+    run.seconds = time.perf_counter() - started
+    return run
 
 
 # --- scoring ---------------------------------------------------------------------------
 
 
-def strings(payload: msgspec.Struct) -> str:
-    return "\n".join(t for _, t in _head_walk(msgspec.to_builtins(payload), "$"))
+def _strings(node: Any) -> Iterator[str]:
+    """Every string of a JSON-like tree, dict keys included."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _strings(value)
 
 
-def carries(payload: msgspec.Struct, values: Sequence[str]) -> bool:
+def strings(payload: msgspec.Struct | dict[str, Any]) -> str:
+    return "\n".join(_strings(msgspec.to_builtins(payload)))
+
+
+def carries(payload: msgspec.Struct | dict[str, Any], values: Sequence[str]) -> bool:
     text = strings(payload)
     return any(re.search(rf"(?<!\w){re.escape(v)}(?!\w)", text) for v in values)
 
 
-def path_class(path: str) -> str:
-    if path == "$.task_id":
-        return "task_id"
-    if re.fullmatch(r"\$\.steps\[\d+\]\.description", path):
-        return "runbook text"
-    if path == "$.runbook":
-        return "runbook id"
-    return "other"
+def shape(path: str) -> str:
+    """``$.steps[0].grounding[1]`` -> ``$.steps[*].grounding[*]``."""
+    return _INDEX.sub("[*]", path)
 
 
-Check = Callable[[msgspec.Struct], list[tuple[str, str]]]
+Check = Callable[[msgspec.Struct | dict[str, Any]], list[tuple[str, str]]]
 
 
 @dataclass
 class Config:
     name: str
     check: Check
-    pick: Callable[[Built], CloudIncident]
     seconds: float = 0.0
     results: list[list[tuple[str, str]]] = field(default_factory=list)
 
 
-def run_configs(configs: Sequence[Config], built: Sequence[Built], chunk: int = 64) -> None:
-    for start in range(0, len(built), chunk):
-        part = built[start : start + chunk]
+def run_configs(configs: Sequence[Config], built: Sequence[Built]) -> None:
+    for start in range(0, len(built), CHUNK):
+        part = built[start : start + CHUNK]
         for c in configs:
             t0 = time.perf_counter()
-            c.results.extend(c.check(c.pick(b)) for b in part)
+            c.results.extend(c.check(b.incident) for b in part)
             c.seconds += time.perf_counter() - t0
 
 
@@ -356,41 +400,37 @@ def report(configs: Sequence[Config], built: Sequence[Built], split: str) -> Non
         if split == "all" or b.record.held_out == (split == "held-out")
     ]
     print(f"\n{split}: {len(keep)} incidents")
-    head = f"{'':<34}" + "".join(f"{c.name:>12}" for c in configs)
-    print(head)
+    print(f"{'':<40}" + "".join(f"{c.name:>14}" for c in configs))
 
     def row(label: str, fn: Callable[[Config, int], bool], pct: bool = False) -> None:
         cells = []
         for c in configs:
             k = sum(fn(c, i) for i in keep)
             cells.append(f"{k} ({100 * k / len(keep):.1f}%)" if pct and keep else str(k))
-        print(f"{label:<34}" + "".join(f"{x:>12}" for x in cells))
+        print(f"{label:<40}" + "".join(f"{x:>14}" for x in cells))
 
     def blocked(c: Config, i: int) -> bool:
         return bool(c.results[i])
 
     def true(c: Config, i: int) -> bool:
-        return blocked(c, i) and carries(c.pick(built[i]), built[i].record.values)
+        return blocked(c, i) and carries(built[i].incident, built[i].record.values)
 
     row("blocked", blocked, pct=True)
     row("false positives", lambda c, i: blocked(c, i) and not true(c, i), pct=True)
     row("true blocks", true)
     row(
         "leaks (passed, carries a value)",
-        lambda c, i: not blocked(c, i) and carries(c.pick(built[i]), built[i].record.values),
+        lambda c, i: not blocked(c, i) and carries(built[i].incident, built[i].record.values),
     )
-
-    def at(cls: str) -> Callable[[Config, int], bool]:
-        return lambda c, i: any(path_class(p) == cls for p, _ in c.results[i])
-
-    for cls in ("task_id", "runbook text", "runbook id", "other"):
-        row(f"  blocked at {cls}", at(cls))
+    shapes = sorted({shape(p) for c in configs for i in keep for p, _ in c.results[i]})
+    for s in shapes:
+        row(f"  blocked at {s}", lambda c, i, s=s: any(shape(p) == s for p, _ in c.results[i]))
     row(
         "name-bearing caller ids that left",
         lambda c, i: (
             not blocked(c, i)
             and not built[i].record.task_id.startswith("ho-")
-            and built[i].record.task_id in strings(c.pick(built[i]))
+            and built[i].record.task_id in strings(built[i].incident)
         ),
     )
 
@@ -441,36 +481,106 @@ def plant_values(
     return interleave(found), interleave(missed)
 
 
-def plant(incident: CloudIncident, place: str, value: str) -> tuple[CloudIncident, str]:
-    """A copy of ``incident`` with ``value`` smuggled in at ``place``; its JSON path."""
-    replace = msgspec.structs.replace
-    steps = incident.steps or []
-    if place == "text":
-        return replace(incident, text=f"{incident.text} (customer: {value})"), "$.text"
-    if place == "reasons":
-        return replace(
-            incident, reasons=[f"customer {value} asked for a call back", *incident.reasons]
-        ), "$.reasons[0]"
-    if place == "evidence":
-        extra = Finding(
-            kind="log_pattern", device="leaf7", evidence=f"syslog: login failure for {value}"
-        )
-        k = len(incident.findings)
-        return replace(incident, findings=[*incident.findings, extra]), f"$.findings[{k}].evidence"
-    if place == "runbook":
-        return replace(incident, runbook=value), "$.runbook"
-    if place == "rule_id":
-        return replace(incident, rule_id=value), "$.rule_id"
-    first = steps[0]
-    if place == "step":
-        s = replace(first, description=f"{first.description} Contact {value} before restarting.")
-        return replace(incident, steps=[s, *steps[1:]]), "$.steps[0].description"
-    if place == "action":
-        return replace(
-            incident, steps=[replace(first, action=value), *steps[1:]]
-        ), "$.steps[0].action"
-    s = replace(first, grounding=[value])
-    return replace(incident, steps=[s, *steps[1:]]), "$.steps[0].grounding[0]"
+def string_fields(info: msgspec.inspect.Type, at: str = "$") -> list[str]:
+    """Shapes (``$.steps[*].action``) of every field of ``info`` that holds a string on
+    the wire (strings, string literals, date-times), however deep."""
+    ins = msgspec.inspect
+    if isinstance(info, ins.StrType | ins.LiteralType | ins.DateTimeType):
+        return [at]
+    if isinstance(info, ins.UnionType):
+        return [s for t in info.types for s in string_fields(t, at)]
+    if isinstance(info, ins.ListType):
+        return string_fields(info.item_type, f"{at}[*]")
+    if isinstance(info, ins.StructType):
+        return [s for f in info.fields for s in string_fields(f.type, f"{at}.{f.encode_name}")]
+    return []
+
+
+SCHEMA_FIELDS = string_fields(msgspec.inspect.type_info(CloudIncident))
+"""Every string field of ``cloud_incident.v2``, from the schema (not from the guard's spec)."""
+V1_FIELDS = {
+    "$.text": "Customer {} asked for a call back.",
+    "$.steps[*].description": "Contact {} before restarting.",
+    "$.findings[*].evidence": "syslog: login failure for {}",
+}
+"""Fields v2 no longer has, as v1 filled them: the value inside a sentence."""
+HOLDERS: dict[str, Callable[[], Any]] = {
+    "$.findings[*]": lambda: IncidentFinding(kind=get_args(FindingKind)[0]),
+    "$.triage": lambda: IncidentTriage(label="other"),
+    "$.resolution": lambda: IncidentResolution(kb="banking-faq", doc_kind="faq", doc="a"),
+}
+"""A valid container for a plant where the host has none (or, for findings, always a
+new one: a planted finding is appended)."""
+
+
+def plant(incident: CloudIncident, where: str, value: str) -> tuple[dict[str, Any], str, str]:
+    """A copy of ``incident`` (as JSON) with ``value`` at shape ``where``: appended to
+    a list, replacing a field otherwise. Returns the tree, the value's path and its
+    key's path (``$.steps[0]{key#4}``, how a closed spec names a field it lacks; empty
+    for a list element)."""
+    tree: dict[str, Any] = msgspec.to_builtins(incident)  # fresh containers
+    text = V1_FIELDS[where].format(value) if where in V1_FIELDS else value
+    *inner, leaf = re.findall(r"\.\w+|\[\*\]", where.removeprefix("$"))
+    node: Any = tree
+    path = done = "$"
+    for seg in inner:
+        done += seg
+        if seg == "[*]":
+            if done in HOLDERS:
+                node.append(msgspec.to_builtins(HOLDERS[done]()))
+            i = len(node) - 1 if done in HOLDERS else 0  # else: the host's first step
+            node, path = node[i], f"{path}[{i}]"
+        else:
+            if node.get(seg[1:]) is None:  # left out as a default: an empty list, or none
+                node[seg[1:]] = msgspec.to_builtins(HOLDERS[done]()) if done in HOLDERS else []
+            node, path = node[seg[1:]], path + seg
+    if leaf == "[*]":
+        node.append(text)
+        return tree, f"{path}[{len(node) - 1}]", ""
+    key = list(node).index(leaf[1:]) if leaf[1:] in node else len(node)
+    node[leaf[1:]] = text
+    return tree, path + leaf, f"{path}{{key#{key}}}"
+
+
+def planted(
+    configs: Sequence[Config], hosts: Sequence[Built], values: Sequence[tuple[str, str]], title: str
+) -> None:
+    groups = {
+        "v2's fields, the value bare": SCHEMA_FIELDS,
+        "v1's prose fields, the value in a sentence": list(V1_FIELDS),
+    }
+    places = [p for group in groups.values() for p in group]
+    print(f"\n{len(values)} {title}, each planted in {len(places)} fields")
+    print(f"{'field':<40}" + "".join(f"{c.name:>14}" for c in configs))
+    hits: dict[str, Counter[str]] = {c.name: Counter() for c in configs}
+    by_type: dict[str, Counter[str]] = {c.name: Counter() for c in configs}
+    missed: dict[str, Counter[tuple[str, str]]] = {c.name: Counter() for c in configs}
+    for label, group in groups.items():
+        print(f"  {label}")
+        for where in group:
+            for i, (etype, value) in enumerate(values):
+                tree, path, key_path = plant(hosts[i % len(hosts)].incident, where, value)
+                for c in configs:
+                    hit = any(
+                        p == path or (p == key_path and t == UNEXPECTED_FIELD)
+                        for p, t in c.check(tree)
+                    )
+                    hits[c.name][where] += hit
+                    by_type[c.name][etype] += hit
+                    if not hit:
+                        missed[c.name][where, etype] += 1
+            cells = "".join(f"{f'{hits[c.name][where]}/{len(values)}':>14}" for c in configs)
+            print(f"  {where:<38}{cells}")
+    total = len(values) * len(places)
+    cells = "".join(f"{f'{sum(hits[c.name].values())}/{total}':>14}" for c in configs)
+    print(f"{'blocked':<40}{cells}")
+    for etype, n in Counter(t for t, _ in values).items():
+        cells = "".join(f"{f'{by_type[c.name][etype]}/{n * len(places)}':>14}" for c in configs)
+        print(f"  {etype:<38}{cells}")
+    last = configs[-1].name  # the guard as the forwarder runs it: list what got past it
+    if missed[last]:
+        print(f"{last} missed (field type count): " + ", ".join(
+            f"{w} {t} {k}" for (w, t), k in sorted(missed[last].items())))  # fmt: skip
 
 
 def main() -> None:
@@ -480,38 +590,33 @@ def main() -> None:
     records, corpus = load(args.limit)
     analyzer = build_analyzer()
     scanner = PiiScanner(analyzer)
-    scanner.scan_many(["warm-up: Ada Lovelace, ada@example.org, +1 212 555 0100"])
+    scanner.scan_many(WARM_UP)
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        built, outcomes = asyncio.run(
-            build(records, scanner, f"sqlite+aiosqlite:///{tmp}/vault.db")
-        )
-        build_s = time.perf_counter() - t0
+        run = asyncio.run(build(records, scanner, f"sqlite+aiosqlite:///{tmp}/vault.db"))
+    built = run.built
     held = sum(r.held_out for r in records)
     print(
-        f"{len(records)} records ({len(records) - held} development, {held} held out): "
-        f"outcomes {outcomes}; {len(built)} incidents built in {build_s:.1f} s "
-        f"({len(records) / build_s:.0f} records/s through router, agents, forwarder); "
-        f"forwarder's structured-id check blocked {sum(b.forwarder_blocked for b in built)}"
+        f"{len(records)} records ({len(records) - held} development, {held} held out) in "
+        f"{run.seconds:.1f} s ({len(records) / run.seconds:.1f} records/s through router, "
+        f"workflow, forwarder)\noutcomes {dict(run.outcomes)}; triage label sets "
+        f"{dict(run.triage)}; top passage's knowledge base {dict(run.kbs)}\n"
+        f"forwarder (real guard): {dict(run.forwarder)}; "
+        f"{len(built)} incidents kept"
     )
 
-    fresh = [PiiScanner(analyzer) for _ in range(4)]
+    fresh = [PiiScanner(analyzer) for _ in range(2)]
     for s in fresh:
-        s.scan_many(["warm-up: Ada Lovelace, ada@example.org, +1 212 555 0100"])
-    kb = default_kb()
-    words = EgressGuard.vocabulary_of(f"{s.title}\n{s.section}\n{s.text}" for s in kb.sections)
+        s.scan_many(WARM_UP)
     configs = [
-        Config("before", lambda p: head_findings(fresh[0], p), lambda b: b.before),
-        Config("ref only", lambda p: head_findings(fresh[1], p), lambda b: b.after),
-        Config("after", EgressGuard(fresh[2]).findings, lambda b: b.after),
-        Config("after+vocab", EgressGuard(fresh[3], vocabulary=words).findings, lambda b: b.after),
+        Config("scan all", EgressGuard(fresh[0], specs={}).findings),
+        Config("field spec", EgressGuard(fresh[1]).findings),
     ]
     run_configs(configs, built)
     for split in ("development", "held-out", "all"):
         report(configs, built, split)
     print(
-        f"\n{'throughput (incidents/s)':<34}"
-        + "".join(f"{len(built) / c.seconds:>12.0f}" for c in configs)
+        f"\n{'time per incident (ms)':<40}"
+        + "".join(f"{1000 * c.seconds / max(1, len(built)):>14.3f}" for c in configs)
     )
     for c in configs:
         types = Counter(t for r in c.results for _, t in r)
@@ -520,7 +625,7 @@ def main() -> None:
     hosts = [
         b
         for b, *res in zip(built, *(c.results for c in configs), strict=True)
-        if b.record.held_out and not any(res) and b.after.steps
+        if b.record.held_out and not any(res) and b.incident.steps
     ]
     detected, undetected = plant_values(corpus, scanner, PLANT_TYPES)
     if not hosts or not detected:
@@ -532,28 +637,6 @@ def main() -> None:
     )
     planted(configs, hosts, detected, "values the scanner detects in their own record")
     planted(configs, hosts, undetected, "values the scanner misses even in their own record")
-
-
-def planted(
-    configs: Sequence[Config], hosts: Sequence[Built], values: Sequence[tuple[str, str]], title: str
-) -> None:
-    print(f"\n{len(values)} {title}")
-    print(f"{'type':<16} {'place':<10}" + "".join(f"{c.name:>12}" for c in configs))
-    totals: Counter[str] = Counter()
-    places: Counter[str] = Counter()
-    for i, (etype, value) in enumerate(values):
-        host = hosts[i % len(hosts)]
-        place = PLACES[i % len(PLACES)]
-        places[place] += 1
-        cells = []
-        for c in configs:
-            incident, path = plant(c.pick(host), place, value)
-            hit = any(p == path for p, _ in c.check(incident))
-            totals[c.name] += hit
-            cells.append("blocked" if hit else "MISSED")
-        print(f"{etype:<16} {place:<10}" + "".join(f"{x:>12}" for x in cells))
-    print(f"{'blocked':<27}" + "".join(f"{f'{totals[c.name]}/{len(values)}':>12}" for c in configs))
-    print(f"places: {dict(places)}")
 
 
 if __name__ == "__main__":

@@ -208,3 +208,25 @@ async def test_shutdown_finishes_in_flight_messages(
     await run
     assert sorted(done) == [0, 1, 2, 3]
     await assert_eventually(lambda: _settled(js, site))
+
+
+async def test_a_handler_slower_than_ack_wait_is_not_redelivered_meanwhile(
+    js: JetStreamContext, site: str, bus_settings: BusSettings
+) -> None:
+    """A local model's plan takes longer than ``ack_wait``: in-progress acks keep the
+    delivery alive, so no second delivery (and no duplicate work) happens."""
+    subjects = Subjects(site)
+    await provision(js, subjects, bus_settings)
+    deliveries: list[int] = []
+
+    async def handle(item: Item, ctx: MsgContext) -> Sequence[Outbound]:
+        deliveries.append(ctx.num_delivered)
+        await asyncio.sleep(bus_settings.ack_wait_s * 2.5)  # well past ack_wait
+        return []
+
+    await _submit(js, site, b'{"n": 1}', "slow1")
+    async with _worker(js, site, bus_settings, handle):
+        await assert_eventually(lambda: len(deliveries) >= 1)
+        await assert_eventually(lambda: _settled(js, site), timeout_s=15)
+        await asyncio.sleep(bus_settings.ack_wait_s)  # a redelivery would show up here
+    assert deliveries == [1]

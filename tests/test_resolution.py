@@ -129,7 +129,8 @@ async def test_confident_case_resolves_with_a_grounded_addressed_reply() -> None
     assert report.ok, report  # type: ignore[attr-defined]
     # the sentences copied from the (ingest-pseudonymised) answer are not re-scanned;
     # the rest of the reply is
-    assert seen and all("appeal" not in s for s in seen)
+    assert seen
+    assert all("appeal" not in s for s in seen)
     answer = await EscalationAgent().handle(item, CTX)
     assert answer.outcome == "resolved"
     assert answer.customer_message.startswith("Hi @maria_g, Thanks for the tag!")

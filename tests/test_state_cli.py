@@ -230,5 +230,6 @@ async def test_trace_json(tmp_path: Path, state_db_url: str) -> None:
     assert await show_trace(settings, "tk-9", out, as_json=True) == EXIT_OK
     doc = json.loads(out.export_text())
     assert doc["customer_message"].startswith("Hello, New cards")
-    assert doc["trace"] and all("where" in s for s in doc["trace"])
+    assert doc["trace"]
+    assert all("where" in s for s in doc["trace"])
     assert doc["model_calls"] == []

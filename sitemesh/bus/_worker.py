@@ -65,6 +65,52 @@ def ack_metadata(reply: str) -> tuple[str, int, int, int]:
     return t[4], int(t[6]), int(t[7]), int(t[9])
 
 
+
+HEARTBEATS_PER_ACK_WAIT: Final = 3
+"""A message still being handled gets a ``+WPI`` (in progress) every ``ack_wait / 3``."""
+
+MAX_HEARTBEATS: Final = 30
+"""After this many (ten ack waits) a handler counts as stuck: the heartbeats stop and
+the server redelivers the message after one more ``ack_wait``."""
+
+
+class _Heartbeat:
+    """Keeps a slow message's delivery alive while its handler runs (a local model's
+    plan takes longer than ``ack_wait``): JetStream ``in_progress`` acks on a timer,
+    so it is not redelivered to a second worker meanwhile. Costs one timer per
+    message; nothing is sent for a handler that finishes within ``ack_wait / 3``."""
+
+    __slots__ = ("_beats", "_handle", "_interval", "_loop", "_msg")
+
+    def __init__(self, msg: Msg, ack_wait_s: float) -> None:
+        self._msg = msg
+        self._interval = ack_wait_s / HEARTBEATS_PER_ACK_WAIT
+        self._beats = 0
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(
+            self._interval, self._beat
+        )
+
+    def _beat(self) -> None:
+        self._beats += 1
+        self._loop.create_task(self._send())
+        self._handle = (
+            self._loop.call_later(self._interval, self._beat)
+            if self._beats < MAX_HEARTBEATS
+            else None
+        )
+
+    async def _send(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except Exception as exc:  # the connection is gone: redelivery will follow
+            log.debug("in-progress ack failed: %s", type(exc).__name__)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
 class Worker(Generic[T]):
     """Runs a handler over a durable pull consumer, owning acks, retries and dead letters.
 
@@ -331,9 +377,15 @@ class Worker(Generic[T]):
                 data=data,
                 published_at=datetime.fromtimestamp(stored_ns / 1e9, UTC),
             )
-            outs = await self._handler(value, ctx)
-            if outs:
-                await self._publisher.publish_many(outs, causation_id=headers.get(HDR_MSG_ID))
+            beat = _Heartbeat(msg, self.settings.ack_wait_s)
+            try:
+                outs = await self._handler(value, ctx)
+                if outs:
+                    await self._publisher.publish_many(
+                        outs, causation_id=headers.get(HDR_MSG_ID)
+                    )
+            finally:
+                beat.stop()
         except Exception as exc:
             error = exc
         decision = decide(error, num_delivered, self.settings)

@@ -315,6 +315,14 @@ def demo(
         str | None,
         typer.Option(help="Run across a hub and these sites (eu1,us1) instead of one site."),
     ] = None,
+    local_model: Annotated[
+        bool,
+        typer.Option(
+            "--local-model",
+            help="The planner calls SmolLM2-135M on CPU (the `local` extra); runs a sample "
+            "of the tasks, since each model plan takes tens of seconds here.",
+        ),
+    ] = False,
 ) -> None:
     """The main job on the embedded default: NATS, every worker as a process, real
     tickets and telemetry alerts in, answers and dead letters out, a summary."""
@@ -326,7 +334,14 @@ def demo(
         raise typer.Exit(_run(run_hybrid_demo(_settings(), console, names, timeout_s=timeout_s)))
     from ._demo import run_demo
 
-    raise typer.Exit(_run(run_demo(_settings(site), console, data_dir=data, timeout_s=timeout_s)))
+    raise typer.Exit(
+        _run(
+            run_demo(
+                _settings(site), console, data_dir=data, timeout_s=timeout_s,
+                local_model=local_model,
+            )
+        )
+    )  # fmt: skip
 
 
 @app.command()

@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -112,10 +112,64 @@ def _pct(values: list[float], p: float) -> float:
     return values[k]
 
 
+LOCAL_MODEL_SAMPLE: Final = {"ibm-twitter-cdp": 4, "banking77": 4, "endava-it": 2, "alerts": 2}
+"""Tasks per source the demo runs with ``--local-model``: each plan SmolLM2-135M
+writes takes ~30 s on this 2-core machine (docs/models.md), and only tickets without
+a knowledge-base answer and alerts are planned by the model."""
+
+
+def _sample(data: Path, out: Path) -> Path:
+    """A copy of ``data`` with :data:`LOCAL_MODEL_SAMPLE` tickets per source, evenly
+    spaced through each source (so they differ), and the first alerts."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    by_corpus: dict[str, list[str]] = {}
+    for line in (data / "tickets.jsonl").read_text("utf-8").splitlines():
+        corpus = str(json.loads(line).get("source") or "").split("/", 1)[0]
+        by_corpus.setdefault(corpus, []).append(line)
+    lines = []
+    for corpus, rows in by_corpus.items():
+        n = LOCAL_MODEL_SAMPLE.get(corpus, 0)
+        lines += rows[:: max(1, len(rows) // n)][:n] if n else []
+    (out / "tickets.jsonl").write_text("\n".join(lines) + "\n", "utf-8")
+    alerts = (data / "telemetry_alerts.jsonl").read_text("utf-8").splitlines()
+    (out / "telemetry_alerts.jsonl").write_text(
+        "\n".join(alerts[: LOCAL_MODEL_SAMPLE["alerts"]]) + "\n", "utf-8"
+    )
+    for name in ("tickets.labels.jsonl",):
+        shutil.copy(data / name, out / name)
+    shutil.copytree(data / "malformed", out / "malformed", dirs_exist_ok=True)
+    return out
+
+
 async def run_demo(
-    settings: Settings, console: Console, *, data_dir: Path | None = None, timeout_s: float = 600.0
+    settings: Settings,
+    console: Console,
+    *,
+    data_dir: Path | None = None,
+    timeout_s: float = 600.0,
+    local_model: bool = False,
 ) -> int:
-    """Run the demo; returns the exit code (0: every task ended as expected)."""
+    """Run the demo; returns the exit code (0: every task ended as expected).
+
+    With ``local_model`` the site's planner calls SmolLM2-135M behind llama.cpp's
+    server (:func:`sitemesh.cli._local_model.local_model`) on a sample of the tasks
+    (:data:`LOCAL_MODEL_SAMPLE`)."""
+    if local_model:
+        from ._local_model import local_model as run_local_model
+
+        data = _sample(data_dir or DEFAULT_DATA, settings.state_dir / "demo-sample")
+        console.print(
+            "local model: a sample of "
+            + ", ".join(f"{n} {k}" for k, n in LOCAL_MODEL_SAMPLE.items())
+            + " (each model plan takes tens of seconds on CPU)",
+            highlight=False,
+        )
+        async with run_local_model(settings, console) as lm:
+            return await run_demo(
+                lm.settings, console, data_dir=data, timeout_s=max(timeout_s, 1800.0)
+            )
     from ..agents import fault_score
     from ..state import Store, migrate
 
@@ -319,6 +373,19 @@ def _support_summary(console: Console, run: _Run) -> None:
             f" = {sum(checks) / len(checks):.3f}",
             highlight=False,
         )
+    plans = Counter(a.plan.source for a in run.answers.values() if a.plan is not None)
+    asked = [
+        a.plan
+        for a in run.answers.values()
+        if a.plan is not None
+        and (a.plan.source == "model" or a.plan.rationale.startswith("Model planning"))
+    ]
+    console.print(
+        "plans by source: " + ", ".join(f"{k} {v}" for k, v in plans.most_common())
+        + (f"; the site model was asked for {len(asked)}, its plan kept for "
+           f"{sum(p.source == 'model' for p in asked)}" if asked else ""),
+        highlight=False,
+    )  # fmt: skip
     if reasons:
         console.print("why the other tickets were not resolved (reason codes, counted):")
         for reason, n in reasons.most_common(8):
