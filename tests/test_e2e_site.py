@@ -162,7 +162,7 @@ async def test_tickets_alerts_and_malformed_tasks(site_run: SiteRun, tmp_path: P
     assert view is not None
     assert view.decision is not None
     roles = [e.role for e in view.events if e.type == "step_completed.v1"]
-    assert roles == ["retriever", "planner", "validator", "escalation"]  # bundled "support"
+    assert roles == ["triage", "retriever", "planner", "validator", "escalation"]  # "support"
 
     env = child_env(process_environ(), run.settings.to_env()) | {"COLUMNS": "200"}
     shown = subprocess.run(

@@ -38,7 +38,10 @@ pytestmark = pytest.mark.timeout(240)
 slow = pytest.mark.slow
 
 SITE = "eu1"
-ROLES = ("recorder", "router", "retriever", "diagnostics", "planner", "validator", "escalation")
+ROLES = (
+    "recorder", "router", "triage", "retriever", "diagnostics", "planner", "validator",
+    "escalation",
+)
 MALFORMED = Path(__file__).resolve().parents[1] / "examples" / "data" / "malformed"
 
 POLICY = """\

@@ -123,7 +123,7 @@ async def test_published_workflows_reach_running_routers_and_unserved_work_waits
         await _publish(js, s, "before-1", "my bill is wrong")
         bundled = Workflows.load()
         assert (await _accepted(js, s, "before-1")).workflow_version == bundled.version
-        assert await _first_work(js, s, "before-1") == (s.work("retriever"), "retrieve")
+        assert await _first_work(js, s, "before-1") == (s.work("triage"), "triage")
 
         # a malformed change is refused by the CLI and changes nothing
         bad = tmp_path / "bad.toml"

@@ -9,9 +9,9 @@ in sitemesh's ``pyproject.toml``:
 | role | does |
 | --- | --- |
 | triage | intent or category, urgency and language of a support ticket (``sitemesh.triage``) |
-| retriever | BM25 search over the packaged runbook knowledge base |
+| retriever | BM25 over the knowledge bases routed to the task's kind and tenant (``sitemesh.knowledge``) |
 | diagnostics | diagnostic routines over the Cisco router telemetry of the task's device |
-| planner | a typed plan from the matched runbook (``source="runbook"``) |
+| planner | a reply drafted from the matched KB answer (``knowledge``), a runbook plan, or the site model's |
 | validator | schema, allowed actions, grounding, no PII in customer-facing text |
 | escalation | resolved / escalate / needs_human, and the final answer |
 """
