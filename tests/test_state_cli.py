@@ -233,3 +233,38 @@ async def test_trace_json(tmp_path: Path, state_db_url: str) -> None:
     assert doc["trace"]
     assert all("where" in s for s in doc["trace"])
     assert doc["model_calls"] == []
+
+
+async def test_show_names_what_left_the_site(tmp_path: Path, state_db_url: str) -> None:
+    """The forwarder records the incident it sent as its step output; show prints it."""
+    import json
+
+    import msgspec
+
+    settings = settings_for(tmp_path, state_db_url)
+    incident = {"type": "cloud_incident.v2", "task_id": "rabcdefghijklmnopqrstuvwxyz",
+                "site": "eu1", "kind": "support_ticket", "placeholders": ["<PERSON_1>"],
+                "steps": [{"n": 1, "action": "escalate", "grounding": []}]}  # fmt: skip
+    async with Store(settings.db_url) as store:
+        events = [
+            TaskAccepted(task_id="tk-7", site="eu1", kind="support_ticket", title="t",
+                         submitted_at=T0, accepted_at=T0),
+            StepCompleted(task_id="tk-7", site="eu1", role="escalation",
+                          summary="forwarded to cloud, structured", started_at=T0,
+                          finished_at=T0 + timedelta(milliseconds=9),
+                          output_type="cloud_incident.v2",
+                          output=msgspec.Raw(json.dumps(incident).encode())),
+            FinalAnswer(task_id="tk-7", site="eu1", outcome="escalate", route="cloud",
+                        reasons=["low knowledge confidence 0.20 < 0.80"],
+                        proposal="A specialist will review the case.", submitted_at=T0),
+        ]  # fmt: skip
+        for seq, ev in enumerate(events, start=1):
+            await store.record_event(EVENTS, seq, ev)
+    out = console()
+    assert await show_task(settings, "tk-7", out) == EXIT_OK
+    text = out.export_text()
+    assert "incident rabcdefghijklmnopqrstuvwxyz: 1 steps, placeholders <PERSON_1>" in text
+    assert "A specialist will review the case." in text
+    out = console()
+    assert await show_task(settings, "tk-7", out, as_json=True) == EXIT_OK
+    assert json.loads(out.export_text())["left_site"]["placeholders"] == ["<PERSON_1>"]

@@ -9,9 +9,9 @@ in sitemesh's ``pyproject.toml``:
 | role | does |
 | --- | --- |
 | triage | intent or category, urgency and language of a support ticket (``sitemesh.triage``) |
-| retriever | BM25 over the knowledge bases routed to the task's kind and tenant (``sitemesh.knowledge``) |
+| retriever | BM25 over the knowledge bases routed by kind and tenant (``sitemesh.knowledge``) |
 | diagnostics | diagnostic routines over the Cisco router telemetry of the task's device |
-| planner | a reply drafted from the matched KB answer (``knowledge``), a runbook plan, or the site model's |
+| planner | a reply drafted from the matched KB answer, a runbook plan, or the site model's |
 | validator | schema, allowed actions, grounding, no PII in customer-facing text |
 | escalation | resolved / escalate / needs_human, and the final answer |
 """

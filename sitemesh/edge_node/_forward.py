@@ -186,6 +186,9 @@ class CloudForwarder:
             started_at=ctx.published_at or utcnow(),
             deliveries=ctx.num_delivered,
             worker=ctx.worker,
+            # what left the site, exactly (`sitemesh show` prints it)
+            output_type=str(incident.__struct_config__.tag),
+            output=msgspec.Raw(wire),
         )
         dclass = env.data_class
         return [
