@@ -41,7 +41,8 @@ def left_site(view: TaskView) -> Mapping[str, Any] | None:
 
 
 def task_report(view: TaskView) -> dict[str, Any]:
-    """``view`` as JSON-compatible builtins.
+    """``view`` as JSON-compatible builtins (recorded payloads leave out fields at
+    their defaults, e.g. a triage ``urgency`` of 3).
 
     Returns:
         ``{"task", "triage", "resolution", "plan", "customer_message", "proposal",
@@ -114,8 +115,9 @@ def answer_section(report: Mapping[str, Any]) -> Group | None:
             "triage",
             _t(
                 f"{label} {triage.get('confidence', 0):.2f} ({triage.get('label_set') or '-'}), "
-                f"urgency {triage.get('urgency')} ({triage.get('urgency_source')}), "
-                f"language {triage.get('language')}" + (f"; next: {alts}" if alts else "")
+                f"urgency {triage.get('urgency', 3)} "
+                f"({triage.get('urgency_source', 'default')}), "
+                f"language {triage.get('language', 'und')}" + (f"; next: {alts}" if alts else "")
             ),
         )
     if resolution:
