@@ -25,6 +25,7 @@ PUBLIC = {
         "is_reason_code", "reason_code", "reason_codes",
         "IncidentFinding", "IncidentResolution", "IncidentStep", "IncidentTriage",
         "LabelScore", "Resolution", "Triage",
+        "LogLine", "MetricSeries",
     ],
     "sitemesh.agents": [
         "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",

@@ -19,6 +19,7 @@ from ._checks import (
     TICKET_LOOKBACK,
     _ts,
 )
+from ._inline import INLINE_LOGS, INLINE_METRICS, diagnose_logs, diagnose_samples
 from ._telemetry import DEVICES, load_telemetry
 
 
@@ -59,7 +60,8 @@ def diagnose(device: str, start: datetime, end: datetime, *, task_id: str) -> Di
     if tel is None:
         return Diagnosis(
             task_id=task_id,
-            summary=f"no telemetry for device {device!r}; devices with data: " + ", ".join(DEVICES),
+            summary=f"no telemetry for device {device!r} (not in the packaged capture); "
+            "devices with data: " + ", ".join(DEVICES),
         )
     if end <= start:
         return Diagnosis(task_id=task_id, summary=f"empty window {window}; no checks run")
@@ -78,6 +80,63 @@ def diagnose(device: str, start: datetime, end: datetime, *, task_id: str) -> Di
     )
     return Diagnosis(
         task_id=task_id, findings=findings, checks_run=[n for n, _ in CHECKS], summary=summary
+    )
+
+
+def diagnose_alert(alert: TelemetryAlert, *, task_id: str) -> Diagnosis:
+    """Diagnose a telemetry alert on the packaged capture and on its inline telemetry.
+
+    Without ``samples`` or ``logs`` this is :func:`diagnose` on the packaged capture.
+    With them, :mod:`sitemesh.detect` runs on each (``checks_run`` gains
+    ``inline_metrics`` / ``inline_logs``, see :mod:`._inline`), and a device of the
+    capture is also diagnosed from it. An alert with no data at all (nothing inline,
+    device not in the capture) gives no findings, empty ``checks_run`` and a summary
+    that says so; the escalation agent turns that into a ``no telemetry`` reason.
+
+    Args:
+        alert: the alert.
+        task_id: id of the task.
+
+    Returns:
+        The diagnosis, findings sorted by time, kind and interface.
+    """
+    if not alert.samples and not alert.logs:
+        return diagnose(alert.device, alert.window_start, alert.window_end, task_id=task_id)
+    start, end = _utc(alert.window_start), _utc(alert.window_end)
+    findings: list[Finding] = []
+    checks: list[str] = []
+    parts: list[str] = []
+    if load_telemetry(alert.device) is not None:
+        packaged = diagnose(alert.device, start, end, task_id=task_id)
+        findings += packaged.findings
+        checks += packaged.checks_run
+        parts.append(packaged.summary)
+    inline: list[Finding] = []
+    if alert.samples:
+        found, notes = diagnose_samples(alert)
+        inline += found
+        checks.append(INLINE_METRICS)
+        parts.append(
+            f"inline metrics ({len(alert.samples)} series): "
+            + (f"{len(found)} finding(s)" if found else "no findings")
+            + (f"; {'; '.join(notes)}" if notes else "")
+        )
+    if alert.logs:
+        found = diagnose_logs(alert)
+        inline += found
+        checks.append(INLINE_LOGS)
+        parts.append(
+            f"inline logs ({len(alert.logs)} lines): "
+            + (f"{len(found)} finding(s)" if found else "no findings")
+        )
+    findings = sorted(findings + inline, key=_sort_key)
+    window = f"[{_ts(start)}, {_ts(end)})"
+    head = f"{alert.device} {window} inline: " + (_describe(inline) if inline else "no findings")
+    return Diagnosis(
+        task_id=task_id,
+        findings=findings,
+        checks_run=checks,
+        summary=" | ".join([head, *parts]),
     )
 
 
@@ -173,9 +232,7 @@ class DiagnosticsAgent(Agent):
         task_id = item.envelope.task_id
         match item.task:
             case TelemetryAlert() as alert:
-                return await asyncio.to_thread(
-                    diagnose, alert.device, alert.window_start, alert.window_end, task_id=task_id
-                )
+                return await asyncio.to_thread(diagnose_alert, alert, task_id=task_id)
             case SupportTicket() as ticket:
                 return await asyncio.to_thread(diagnose_ticket, ticket, task_id=task_id)
             case other:

@@ -65,6 +65,7 @@ class EscalationAgent(Agent):
     no plan, plan not validated, validation fails  ``needs_human``
     a diagnosis finding is major/critical          ``escalate``
     the alert's severity is major/critical         ``escalate``
+    an alert's diagnosis ran no check (no data)    ``escalate``
     the ticket's urgency is 0 (critical)           ``escalate``
     no retrieval, or confidence < threshold        ``escalate``
     a ticket has no reply from the knowledge base  ``escalate``
@@ -123,6 +124,9 @@ class EscalationAgent(Agent):
             for finding in diagnosis.findings:
                 if finding.severity in ESCALATE_SEVERITIES:
                     found.append(("escalate", f"{finding.severity} finding: {finding.kind}"))
+        if (isinstance(item.task, TelemetryAlert) and diagnosis is not None
+                and not diagnosis.checks_run and not diagnosis.findings):
+            found.append(("escalate", "no telemetry for the alert's device and window"))
         match item.task:
             case TelemetryAlert(severity=severity) if severity in ESCALATE_SEVERITIES:
                 found.append(("escalate", f"{severity} alert"))

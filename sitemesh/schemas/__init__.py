@@ -75,7 +75,7 @@ from ._reasons import (
     reason_code,
     reason_codes,
 )
-from ._tasks import TASK_KINDS, SupportTicket, Task, TelemetryAlert
+from ._tasks import TASK_KINDS, LogLine, MetricSeries, SupportTicket, Task, TelemetryAlert
 from ._workflow import Condition, Jump, StepOutput, WorkflowSpec, WorkflowStep
 
 __all__ = [
@@ -114,7 +114,9 @@ __all__ = [
     "IncidentTriage",
     "Jump",
     "LabelScore",
+    "LogLine",
     "Message",
+    "MetricSeries",
     "Outcome",
     "Passage",
     "Plan",

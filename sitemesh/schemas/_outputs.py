@@ -120,7 +120,15 @@ FindingKind = Literal[
     "memory_high",
     "fib_drops",
     "log_pattern",
+    "metric_anomaly",
+    "level_shift",
+    "metric_flatline",
+    "log_new_template",
+    "log_rare_template",
+    "log_burst",
 ]
+"""``metric_anomaly`` .. ``log_burst``: findings of :mod:`sitemesh.detect` on the
+telemetry an alert carries inline (``TelemetryAlert.samples`` / ``.logs``)."""
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):

@@ -40,6 +40,7 @@ REASON_CODES: Final[Mapping[str, str]] = MappingProxyType(
         ),
         "no_knowledge_match": "No knowledge-base document answers the request.",
         "no_retrieval": "The site's knowledge base was not searched.",
+        "no_telemetry": "The site has no telemetry for the alert's device and window.",
         "triage_uncertain": "The triage model is not confident about the request's category.",
         "knowledge_triage_disagree": (
             "The triage label and the closest knowledge-base answer disagree."
@@ -133,6 +134,7 @@ _PHRASES: Final[tuple[tuple[re.Pattern[str], str], ...]] = tuple(
         (r"\bno (knowledge|kb)\b|\bno (document|article|passage|answer|match)\b",
          "no_knowledge_match"),
         (r"\bno retrieval\b", "no_retrieval"),
+        (r"\bno telemetry\b", "no_telemetry"),
         (r"\bno plan\b", "no_plan"),
         (r"\bnot validated\b", "plan_not_validated"),
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Annotated, Literal
 
 import msgspec
@@ -40,6 +42,62 @@ class SupportTicket(Message, frozen=True, kw_only=True, tag="support_ticket.v1")
 
 AlertSeverity = Literal["info", "minor", "major", "critical"]
 
+MAX_INLINE_SERIES = 32
+"""At most this many series in :attr:`TelemetryAlert.samples`."""
+MAX_SERIES_POINTS = 10_000
+"""At most this many points per series (a day at 10 s is 8,640)."""
+MAX_LOG_LINES = 5_000
+"""At most this many lines in :attr:`TelemetryAlert.logs`."""
+MAX_LOG_LINE_CHARS = 2_000
+"""At most this many characters per log line."""
+
+LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class MetricSeries(msgspec.Struct, frozen=True, kw_only=True):
+    """One metric series carried inline in an alert: ``n`` samples in time order.
+
+    Raises:
+        ValueError: ``timestamps`` and ``values`` differ in length, the times are
+            not in order, or a value is not finite (the message names the field).
+    """
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    """What the series measures (``interface.in_octets_rate``)."""
+    labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=16)] = {}
+    """At most 16 labels; ``interface`` names the interface the finding is about."""
+    timestamps: Annotated[list[datetime], msgspec.Meta(max_length=MAX_SERIES_POINTS)]
+    """Sample times (RFC 3339; naive values are UTC), non-decreasing, at most 10,000."""
+    values: Annotated[list[float], msgspec.Meta(max_length=MAX_SERIES_POINTS)]
+    """Sample values in the metric's own unit, finite, one per timestamp."""
+
+    def __post_init__(self) -> None:
+        if len(self.timestamps) != len(self.values):
+            raise ValueError(
+                f"`values` has {len(self.values)} item(s) but `timestamps` has "
+                f"{len(self.timestamps)}; they must be of equal length"
+            )
+        if not all(math.isfinite(v) for v in self.values):
+            raise ValueError("`values` must be finite numbers")
+        epochs = [_epoch(t) for t in self.timestamps]
+        if any(b < a for a, b in pairwise(epochs)):
+            raise ValueError("`timestamps` must be in time order (non-decreasing)")
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One device log line carried inline in an alert."""
+
+    at: datetime | None = None
+    """When it was logged (RFC 3339; naive values are UTC), or ``None``."""
+    line: Annotated[str, msgspec.Meta(max_length=MAX_LOG_LINE_CHARS)]
+    """The message, at most 2,000 characters (may contain PII: it never leaves the
+    site; only its masked template appears in findings)."""
+
+
+def _epoch(at: datetime) -> float:
+    return at.timestamp() if at.tzinfo is not None else at.replace(tzinfo=UTC).timestamp()
+
 
 class TelemetryAlert(Message, frozen=True, kw_only=True, tag="telemetry_alert.v1"):
     """A monitoring alert on a network device (subject kind ``telemetry_alert``)."""
@@ -62,6 +120,12 @@ class TelemetryAlert(Message, frozen=True, kw_only=True, tag="telemetry_alert.v1
     severity: AlertSeverity = "minor"
     submitted_at: datetime | None = None
     source: ShortText | None = None
+    samples: Annotated[list[MetricSeries], msgspec.Meta(max_length=MAX_INLINE_SERIES)] = []
+    """Metric series of the device, inline (at most 32); samples before
+    ``window_start`` are the baseline. Diagnosed with :mod:`sitemesh.detect`."""
+    logs: Annotated[list[LogLine], msgspec.Meta(max_length=MAX_LOG_LINES)] = []
+    """Device log lines in time order, inline (at most 5,000); lines before
+    ``window_start`` are the learning prefix. Never copied into any output."""
 
     def __post_init__(self) -> None:
         if self.window_end <= self.window_start:
