@@ -172,3 +172,25 @@ def test_inline_telemetry_round_trips_through_the_decoder() -> None:
     assert task.samples[0].values == [1.5]
     assert task.logs[0].line == "link down"
     assert DECODE(_raw()).samples == []
+
+
+def test_the_demo_alerts_with_inline_samples_decode_and_tell_anomaly_from_normal() -> None:
+    """examples/data/telemetry_inline_alerts.jsonl (held-out NAB windows): every alert
+    fits the bus's task limit, and two clear cases come out as labelled."""
+    from pathlib import Path
+
+    from sitemesh.config import BusSettings
+
+    data = Path(__file__).resolve().parents[1] / "examples" / "data"
+    decode = task_decoder(BusSettings().max_task_bytes)
+    lines = (data / "telemetry_inline_alerts.jsonl").read_bytes().splitlines()
+    alerts = {a.task_id: a for a in (decode(ln) for ln in lines if ln.strip())}
+    assert len(alerts) == 14
+    for task_id, expect in (
+        ("nab-anomalous-ec2_cpu_utilization_77c1ca", True),
+        ("nab-normal-rds_cpu_utilization_cc0c53", False),
+    ):
+        alert = alerts[task_id]
+        assert isinstance(alert, TelemetryAlert)
+        diagnosis = diagnose_alert(alert, task_id=task_id)
+        assert bool(diagnosis.findings) is expect, diagnosis.summary

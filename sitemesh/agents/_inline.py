@@ -13,6 +13,7 @@ from itertools import pairwise
 from typing import Final
 
 from ..detect import (
+    DEFAULT_CONFIG,
     DetectConfig,
     DetectError,
     LogConfig,
@@ -84,6 +85,16 @@ def inline_config(cadence: timedelta) -> DetectConfig:
     )
 
 
+def config_for(s: MetricSeries, cadence: timedelta) -> DetectConfig:
+    """:data:`~sitemesh.detect.DEFAULT_CONFIG` (tuned on the NAB tuning half, with its
+    time-of-day profile) when the series spans at least its baseline window plus its
+    minimum history (1.5 days), else :func:`inline_config` for a short series."""
+    span = _utc(s.timestamps[-1]) - _utc(s.timestamps[0])
+    if span >= DEFAULT_CONFIG.window + DEFAULT_CONFIG.min_history:
+        return DEFAULT_CONFIG
+    return inline_config(cadence)
+
+
 def _series_name(s: MetricSeries) -> str:
     labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
     return f"{s.name}{{{labels}}}" if labels else s.name
@@ -135,7 +146,7 @@ def diagnose_samples(alert: TelemetryAlert) -> tuple[list[Finding], list[str]]:
             cadence = steps[len(steps) // 2] if steps else timedelta(seconds=1)
             if cadence <= timedelta(0):
                 cadence = max((d for d in steps if d > timedelta(0)), default=timedelta(seconds=1))
-            found = detect_series(series, inline_config(cadence))
+            found = detect_series(series, config_for(s, cadence))
         except DetectError as exc:
             notes.append(f"{name}: not analysed ({exc})")
             continue

@@ -67,6 +67,8 @@ class _Run:
     """Published tickets by task id (``publish`` prints ids in file order)."""
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     """Labels of the bundled tickets that have them, by ``source``."""
+    inline: dict[str, bool] = field(default_factory=dict)
+    """Alerts with inline samples: task id -> whether their window is a labelled anomaly."""
 
     @property
     def total(self) -> int:
@@ -229,10 +231,17 @@ async def run_demo(
                     a = msgspec.json.decode(line, type=TelemetryAlert)
                     if a.task_id:
                         run.alerts[prefix + a.task_id] = a
+            inline = data / "telemetry_inline_alerts.jsonl"
+            files = [tickets, alerts, *([inline] if inline.exists() else [])]
             t_pub = time.monotonic()
-            ids = await _sh_publish(settings, url, [tickets, alerts], prefix)
+            ids = await _sh_publish(settings, url, files, prefix)
             run.tickets = _ticket_ids(tickets, ids)
             run.labels = _labels(data / "tickets.labels.jsonl")
+            inline_labels = data / "telemetry_inline_alerts.labels.jsonl"
+            if inline_labels.exists():
+                rows = [json.loads(ln) for ln in inline_labels.read_text("utf-8").splitlines()
+                        if ln.strip()]  # fmt: skip
+                run.inline = {prefix + str(r["task"]): bool(r["anomalous"]) for r in rows}
             # alerts carry their own ids; make them unique per run as well
             run.valid.update(ids)
             by_kind: dict[str, list[Path]] = {}
@@ -403,6 +412,27 @@ def _support_summary(console: Console, run: _Run) -> None:
         _show_resolved(console, tid, ticket, answer)
 
 
+def _inline_summary(console: Console, run: _Run) -> None:
+    """Alerts that carried their own samples (NAB windows, labelled anomalous or
+    normal): how many of each the diagnostics flagged, and what it said."""
+    flagged: dict[bool, list[int]] = {True: [], False: []}
+    for task, anomalous in run.inline.items():
+        answer = run.answers.get(task)
+        if answer is None:
+            continue
+        n = len(answer.diagnosis.findings) if answer.diagnosis is not None else 0
+        flagged[anomalous].append(n)
+    if not (flagged[True] or flagged[False]):
+        return
+    console.print(
+        "alerts with inline samples (held-out NAB windows): diagnostics flagged "
+        f"{sum(n > 0 for n in flagged[True])}/{len(flagged[True])} anomalous windows and "
+        f"{sum(n > 0 for n in flagged[False])}/{len(flagged[False])} normal ones "
+        "(sitemesh show <task> prints the findings)",
+        highlight=False,
+    )
+
+
 def _show_resolved(console: Console, tid: str, ticket: SupportTicket, answer: FinalAnswer) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -432,6 +462,7 @@ async def _summary(console: Console, store: Any, run: _Run, prefix: str, fault_s
     """Print the summary from the database; returns the exit code."""
     ok = True
     _support_summary(console, run)
+    _inline_summary(console, run)
     tasks = await store.list_tasks(limit=100_000, prefix=prefix)
     outcome = Counter(t.outcome or t.status for t in tasks)
     dclass = Counter(t.data_class for t in tasks if t.status == "answered")

@@ -144,7 +144,7 @@ def answer_section(report: Mapping[str, Any]) -> Group | None:
     )
     parts.append(grid)
     if plan and plan.get("steps"):
-        table = Table(title=f"plan ({plan.get('source')})", title_justify="left")
+        table = Table(title=f"plan ({plan.get('source', 'runbook')})", title_justify="left")
         for col in ("n", "action", "description", "grounding"):
             table.add_column(col, overflow="fold")
         for step in plan["steps"]:
