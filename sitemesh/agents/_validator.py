@@ -146,8 +146,9 @@ class ValidatorAgent(Agent):
                     )
                 )
         issues += self._check_grounding(item, plan)
-        issues += self._check_reply(item, plan)
-        issues += self._check_pii(self._unvetted(item, plan))
+        cited = self._cited(item, plan) if plan.source == "knowledge" else None
+        issues += self._check_reply(plan, cited)
+        issues += self._check_pii(self._unvetted(plan, cited))
         return ValidationReport(task_id=task_id, ok=not issues, issues=issues, checks=list(CHECKS))
 
     @staticmethod
@@ -213,10 +214,10 @@ class ValidatorAgent(Agent):
             (p for p in retrieval.passages if p.kb == res.kb and p.doc_id == res.doc_id), None
         )
 
-    def _check_reply(self, item: WorkItem, plan: Plan) -> list[ValidationIssue]:
+    @staticmethod
+    def _check_reply(plan: Plan, cited: Passage | None) -> list[ValidationIssue]:
         if plan.source != "knowledge":
             return []
-        cited = self._cited(item, plan)
         if cited is None:
             return [ValidationIssue(code="ungrounded_reply",
                                     message="the reply's document is not among the retrieved")]
@@ -225,7 +226,8 @@ class ValidatorAgent(Agent):
                                     message="the reply does not cite its document's URL")]
         return []
 
-    def _unvetted(self, item: WorkItem, plan: Plan) -> str:
+    @staticmethod
+    def _unvetted(plan: Plan, cited: Passage | None) -> str:
         """The part of the customer message the PII check must read.
 
         A reply drafted from the knowledge base copies sentences of the cited
@@ -236,7 +238,6 @@ class ValidatorAgent(Agent):
         vetted text again only turns correct replies into false positives.
         """
         message = plan.customer_message
-        cited = self._cited(item, plan) if plan.source == "knowledge" else None
         if cited is None:
             return message
         if cited.url:

@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from ..bus import free_port
 from ..errors import ConfigError, ModelUnavailable
-from ._vllm import vllm_health
+from ._vllm import stop_process, vllm_health
 
 if TYPE_CHECKING:
     from ..config import ModelsSettings, Settings
@@ -233,14 +233,7 @@ class LocalModelServer:
         """Stop the process (SIGTERM, then SIGKILL after ``graceful_timeout_s`` seconds);
         safe to call twice, and when it never started."""
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), graceful_timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_process(process, graceful_timeout_s)
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -27,6 +27,21 @@ if TYPE_CHECKING:
     from ..config import ModelsSettings
 
 
+async def stop_process(
+    process: asyncio.subprocess.Process | None, graceful_timeout_s: float
+) -> None:
+    """SIGTERM ``process``, then SIGKILL after ``graceful_timeout_s`` seconds; nothing
+    when it is ``None`` or has already exited (a model server's shutdown)."""
+    if process is None or process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), graceful_timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 async def vllm_health(base_url: str, model: str | None = None, *, timeout_s: float = 2.0) -> bool:
     """Is an OpenAI-compatible server healthy at ``base_url`` (and serving ``model``)?
 
@@ -203,14 +218,7 @@ class VllmServer:
             graceful_timeout_s: seconds to wait after SIGTERM before SIGKILL.
         """
         process, self.process = self.process, None
-        if process is None or process.returncode is not None:
-            return
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), graceful_timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await stop_process(process, graceful_timeout_s)
 
     async def __aenter__(self) -> Self:
         await self.start()
