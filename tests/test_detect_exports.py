@@ -17,7 +17,8 @@ PUBLIC = [
     "log_lines", "merge_findings", "mine_logs", "nab_score", "noise_sigma",
     "parse_timestamp", "read_log_lines", "read_series_csv", "robust_deviation",
     "robust_spread", "rolling_zscore", "scaled_sigmoid", "template_miner",
-    "timestamp_parser", "window_counts",
+    "timestamp_parser", "window_counts", "MAJOR_FACTOR", "config_for_span",
+    "finding_severity", "short_series_config",
 ]  # fmt: skip
 
 

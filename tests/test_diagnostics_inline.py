@@ -11,21 +11,31 @@ import pytest
 
 from sitemesh.agents import DiagnosticsAgent, EscalationAgent
 from sitemesh.agents._diagnostics import diagnose_alert
-from sitemesh.agents._inline import INLINE_LOGS, INLINE_METRICS, inline_config
+from sitemesh.agents._inline import INLINE_LOGS, INLINE_METRICS
+from sitemesh.detect import short_series_config as inline_config
 from sitemesh.edge_node import task_decoder
 from sitemesh.errors import SchemaError
 from sitemesh.schemas import (
     Envelope,
     LogLine,
     MetricSeries,
+    Plan,
+    PlanStep,
     PolicyDecision,
     RetrievalResult,
     TelemetryAlert,
+    ValidationReport,
     reason_codes,
 )
 from tests._items import work_item
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+PLAN = Plan(
+    task_id="t-1",
+    steps=[PlanStep(n=1, action="check_status", description="check", grounding=["d#s"])],
+    customer_message="We are on it.",
+)
+OK = ValidationReport(task_id="t-1", ok=True, checks=["schema"])
 STEP = timedelta(seconds=10)
 TIMES = [T0 + i * STEP for i in range(120)]
 """20 minutes at 10 s; the alert window is the second half."""
@@ -115,7 +125,7 @@ async def test_unknown_device_without_data_says_so_in_diagnosis_and_answer() -> 
     assert d.checks_run == []
     assert "no telemetry for device 'edge3'" in d.summary
     retrieval = RetrievalResult(task_id="t-1", query="q", confidence=0.9)
-    answer = EscalationAgent().answer(work_item(env, alert, decision, retrieval, d))
+    answer = EscalationAgent().answer(work_item(env, alert, decision, retrieval, d, PLAN, OK))
     assert answer.outcome != "resolved"
     assert "no telemetry for the alert's device and window" in answer.reasons
     assert "no_telemetry" in reason_codes(answer.reasons)
@@ -194,3 +204,53 @@ def test_the_demo_alerts_with_inline_samples_decode_and_tell_anomaly_from_normal
         assert isinstance(alert, TelemetryAlert)
         diagnosis = diagnose_alert(alert, task_id=task_id)
         assert bool(diagnosis.findings) is expect, diagnosis.summary
+
+
+def _env_decision() -> tuple[Envelope, PolicyDecision]:
+    env = Envelope(
+        task_id="t-1", site="lab", kind="telemetry_alert", submitted_at=T0, accepted_at=T0
+    )
+    decision = PolicyDecision(
+        task_id="t-1", action="pin_edge", rule_id="r1", policy_version="0",
+        data_class="internal",
+    )
+    return env, decision
+
+
+def _answer(alert: TelemetryAlert, confidence: float = 0.1):  # type: ignore[no-untyped-def]
+    env, decision = _env_decision()
+    d = diagnose_alert(alert, task_id="t-1")
+    retrieval = RetrievalResult(task_id="t-1", query="q", confidence=confidence)
+    return d, EscalationAgent().answer(work_item(env, alert, decision, retrieval, d, PLAN, OK))
+
+
+def test_outcome_depends_on_what_the_telemetry_shows() -> None:
+    clean = MetricSeries(name="cpu.util", timestamps=TIMES, values=_noise())
+    spiked_values = _noise()
+    spiked_values[90] = 400.0  # far beyond twice the threshold: major
+    spiked = MetricSeries(name="cpu.util", timestamps=TIMES, values=spiked_values)
+    d, normal = _answer(_alert(samples=[clean]))
+    assert d.findings == []
+    # a minor alert the data does not confirm is closed, even without a runbook match
+    assert normal.outcome == "resolved"
+    assert normal.reasons == [
+        "alert not confirmed: telemetry checked (inline_metrics), no anomaly in the window"
+    ]
+    assert "does not confirm this alert" in normal.customer_message
+    d, anomalous = _answer(_alert(samples=[spiked]))
+    assert [f.severity for f in d.findings] == ["major"]
+    assert anomalous.outcome == "escalate"
+    assert "major finding: metric_anomaly" in anomalous.reasons
+    # a major alert goes to a human even when the data looks normal
+    _, major = _answer(_alert(samples=[clean], severity="major"))
+    assert major.outcome == "escalate"
+    assert "major alert" in major.reasons
+
+
+def test_a_finding_just_past_the_threshold_is_minor() -> None:
+    values = _noise()
+    values[90] = 100.0 + 6 * 2.0 * 1.2  # about 7 robust z: fires, but under 10
+    series = MetricSeries(name="cpu.util", timestamps=TIMES, values=values)
+    d = diagnose_alert(_alert(samples=[series]), task_id="t-1")
+    assert d.findings, d.summary
+    assert {f.severity for f in d.findings} == {"minor"}

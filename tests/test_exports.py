@@ -10,7 +10,9 @@ import pytest
 
 PUBLIC = {
     "sitemesh.schemas": [
-        "ALL_MESSAGES", "ANSWER_DECODER", "Action", "ApprovalRequested", "CloudAnswer",
+        "MAX_INLINE_SERIES", "MAX_LOG_LINES", "MAX_LOG_LINE_CHARS", "MAX_SERIES_POINTS",
+        "SOURCE_NAME_PATTERN", "ALL_MESSAGES", "ANSWER_DECODER", "Action",
+        "ApprovalRequested", "CloudAnswer",
         "CloudIncident", "Condition", "DATA_CLASS_ORDER", "DLQ_DECODER", "DataClass",
         "DeadLetter", "Diagnosis", "ENCODER", "EVENT_DECODER", "EntityCount", "Envelope",
         "Escalation", "Event", "FinalAnswer", "Finding", "FindingKind", "INCIDENT_DECODER",

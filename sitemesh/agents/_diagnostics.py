@@ -5,13 +5,28 @@ telemetry alert, or over the devices a support ticket names.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import Counter
-from datetime import UTC, datetime
-from typing import ClassVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, ClassVar, Final
+
+import msgspec
 
 from ..errors import PermanentError
-from ..schemas import Diagnosis, Finding, SupportTicket, TelemetryAlert, WorkItem
+from ..schemas import (
+    Diagnosis,
+    Finding,
+    LogLine,
+    MetricSeries,
+    SupportTicket,
+    TelemetryAlert,
+    WorkItem,
+)
+
+if TYPE_CHECKING:
+    from ..sources import SourceSpec, TelemetryReader
 from ._base import Agent, AgentContext, AgentOutput, AgentResources
 from ._checks import (
     CHECKS,
@@ -21,6 +36,8 @@ from ._checks import (
 )
 from ._inline import INLINE_LOGS, INLINE_METRICS, diagnose_logs, diagnose_samples
 from ._telemetry import DEVICES, load_telemetry
+
+log = logging.getLogger("sitemesh.agents.diagnostics")
 
 
 def _utc(at: datetime) -> datetime:
@@ -83,55 +100,154 @@ def diagnose(device: str, start: datetime, end: datetime, *, task_id: str) -> Di
     )
 
 
-def diagnose_alert(alert: TelemetryAlert, *, task_id: str) -> Diagnosis:
-    """Diagnose a telemetry alert on the packaged capture and on its inline telemetry.
+SOURCE_LOOKBACK: Final = timedelta(days=2)
+"""How far before ``window_start`` a telemetry source is read: the baseline. Two days
+is more than :data:`~sitemesh.detect.DEFAULT_CONFIG`'s baseline window plus minimum
+history (1.5 days), so a 5-minute series read from a source gets the NAB-tuned
+settings (see :func:`._inline.config_for`)."""
 
-    Without ``samples`` or ``logs`` this is :func:`diagnose` on the packaged capture.
-    With them, :mod:`sitemesh.detect` runs on each (``checks_run`` gains
-    ``inline_metrics`` / ``inline_logs``, see :mod:`._inline`), and a device of the
-    capture is also diagnosed from it. An alert with no data at all (nothing inline,
-    device not in the capture) gives no findings, empty ``checks_run`` and a summary
-    that says so; the escalation agent turns that into a ``no telemetry`` reason.
+SOURCE_METRICS: Final = "source_metrics"
+"""``Diagnosis.checks_run`` name of the metric detectors on series read from a source."""
+SOURCE_LOGS: Final = "source_logs"
+"""``Diagnosis.checks_run`` name of the log template mining on lines read from a source."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceData:
+    """What was read from the telemetry source an alert names.
+
+    Attributes:
+        name: the source's name.
+        samples: series of the alert's device over ``[window_start - SOURCE_LOOKBACK,
+            window_end)``, at most ``MAX_INLINE_SERIES``.
+        logs: log lines over the same span, at most ``MAX_LOG_LINES``.
+        problem: why nothing could be read (``None``: the read worked), PII-free.
+    """
+
+    name: str
+    samples: list[MetricSeries] = field(default_factory=list)
+    logs: list[LogLine] = field(default_factory=list)
+    problem: str | None = None
+
+
+def read_source(reader: TelemetryReader, alert: TelemetryAlert) -> SourceData:
+    """Read the alert's device from ``reader`` over its window and baseline.
 
     Args:
-        alert: the alert.
-        task_id: id of the task.
+        reader: the opened source.
+        alert: the alert (``device``, ``window_start``, ``window_end``).
 
     Returns:
-        The diagnosis, findings sorted by time, kind and interface.
+        The series and lines; a :class:`~sitemesh.sources.SourceError` while reading
+        (a file gone, the Prometheus server down) is returned as ``problem``.
     """
-    if not alert.samples and not alert.logs:
-        return diagnose(alert.device, alert.window_start, alert.window_end, task_id=task_id)
-    start, end = _utc(alert.window_start), _utc(alert.window_end)
+    from ..sources import SourceError
+
+    name = reader.spec.name
+    start = _utc(alert.window_start) - SOURCE_LOOKBACK
+    end = _utc(alert.window_end)
+    try:
+        samples = reader.series(alert.device, start, end)
+        logs = reader.logs(alert.device, start, end)
+    except SourceError as exc:
+        return SourceData(name, problem=f"telemetry source {name!r} not read: {exc}")
+    return SourceData(name, samples=samples, logs=logs)
+
+
+def _inline_parts(
+    alert: TelemetryAlert, label: str, names: tuple[str, str]
+) -> tuple[list[Finding], list[str], list[str]]:
+    """Detectors on ``alert.samples`` and ``alert.logs``: findings, checks, summary parts."""
     findings: list[Finding] = []
     checks: list[str] = []
     parts: list[str] = []
-    if load_telemetry(alert.device) is not None:
-        packaged = diagnose(alert.device, start, end, task_id=task_id)
-        findings += packaged.findings
-        checks += packaged.checks_run
-        parts.append(packaged.summary)
-    inline: list[Finding] = []
     if alert.samples:
         found, notes = diagnose_samples(alert)
-        inline += found
-        checks.append(INLINE_METRICS)
+        findings += found
+        checks.append(names[0])
         parts.append(
-            f"inline metrics ({len(alert.samples)} series): "
+            f"{label} metrics ({len(alert.samples)} series): "
             + (f"{len(found)} finding(s)" if found else "no findings")
             + (f"; {'; '.join(notes)}" if notes else "")
         )
     if alert.logs:
         found = diagnose_logs(alert)
-        inline += found
-        checks.append(INLINE_LOGS)
+        findings += found
+        checks.append(names[1])
         parts.append(
-            f"inline logs ({len(alert.logs)} lines): "
+            f"{label} logs ({len(alert.logs)} lines): "
             + (f"{len(found)} finding(s)" if found else "no findings")
         )
+    return findings, checks, parts
+
+
+def diagnose_alert(
+    alert: TelemetryAlert, *, task_id: str, source: SourceData | None = None
+) -> Diagnosis:
+    """Diagnose a telemetry alert on the packaged capture, its inline telemetry and
+    the telemetry source it names.
+
+    * The packaged capture (:data:`~sitemesh.sources.CISCO_SOURCE`): the checks of
+      :data:`CHECKS` run when the alert's device is in it (always, when the alert names
+      that source).
+    * Inline ``samples`` / ``logs``: :mod:`sitemesh.detect` runs on each
+      (``checks_run`` gains ``inline_metrics`` / ``inline_logs``, see :mod:`._inline`).
+    * ``source`` (read by :func:`read_source` from ``alert.telemetry_source``): the
+      same detectors on what was read (``source_metrics`` / ``source_logs``).
+
+    An alert with no data at all gives no findings, empty ``checks_run`` and a
+    summary that says why; the escalation agent turns that into a ``no telemetry``
+    reason.
+
+    Args:
+        alert: the alert.
+        task_id: id of the task.
+        source: what was read from the alert's telemetry source, if it names one
+            other than the packaged capture.
+
+    Returns:
+        The diagnosis, findings sorted by time, kind and interface.
+    """
+    from ..sources import CISCO_SOURCE
+
+    named = alert.telemetry_source
+    packaged = named == CISCO_SOURCE or (named is None and not alert.samples and not alert.logs)
+    if packaged and not alert.samples and not alert.logs and source is None:
+        return diagnose(alert.device, alert.window_start, alert.window_end, task_id=task_id)
+    start, end = _utc(alert.window_start), _utc(alert.window_end)
+    findings: list[Finding] = []
+    checks: list[str] = []
+    parts: list[str] = []
+    if packaged or load_telemetry(alert.device) is not None:
+        capture = diagnose(alert.device, start, end, task_id=task_id)
+        findings += capture.findings
+        checks += capture.checks_run
+        parts.append(capture.summary)
+    found, ran, said = _inline_parts(alert, "inline", (INLINE_METRICS, INLINE_LOGS))
+    inline = list(found)
+    checks += ran
+    parts += said
+    if source is not None:
+        if source.problem is not None:
+            parts.append(source.problem)
+        elif not source.samples and not source.logs:
+            parts.append(
+                f"telemetry source {source.name!r}: no series or log lines of "
+                f"{alert.device} in [{_ts(start - SOURCE_LOOKBACK)}, {_ts(end)})"
+            )
+        else:
+            sourced = msgspec.structs.replace(alert, samples=source.samples, logs=source.logs)
+            found, ran, said = _inline_parts(sourced, f"source {source.name}", (SOURCE_METRICS,
+                                                                               SOURCE_LOGS))
+            inline += found
+            checks += ran
+            parts += said
     findings = sorted(findings + inline, key=_sort_key)
     window = f"[{_ts(start)}, {_ts(end)})"
-    head = f"{alert.device} {window} inline: " + (_describe(inline) if inline else "no findings")
+    what = "inline" if source is None else f"inline and source {source.name}"
+    head = f"{alert.device} {window} {what}: " + (_describe(inline) if inline else "no findings")
+    if not checks:
+        head = f"{alert.device} {window}: no telemetry"
     return Diagnosis(
         task_id=task_id,
         findings=findings,
@@ -214,10 +330,55 @@ class DiagnosticsAgent(Agent):
     output: ClassVar[type[Diagnosis]] = Diagnosis
     description: ClassVar[str] = "diagnostic routines over the device telemetry a task names"
 
+    def __init__(self) -> None:
+        self._resources: AgentResources | None = None
+        self._readers: dict[str, TelemetryReader] = {}
+
     async def setup(self, resources: AgentResources) -> None:
-        """Load the packaged telemetry before the first message (about 1 s)."""
-        del resources
+        """Load the packaged telemetry before the first message (about 1 s), and follow
+        the site's telemetry sources (``sitemesh telemetry add``)."""
+        self._resources = resources
         await asyncio.to_thread(load_telemetry, "leaf7")
+        resources.on_artifact_change(self._artifact_changed)
+
+    async def _artifact_changed(self, name: str) -> None:
+        if not name:
+            self._readers.clear()
+        elif name.startswith("telemetry/"):
+            self._readers.pop(name.removeprefix("telemetry/"), None)
+
+    async def _reader(self, name: str) -> TelemetryReader:
+        """The opened source ``name`` of this site (cached until its spec changes).
+
+        Raises:
+            PermanentError: no such source at the site (field ``$.task.telemetry_source``).
+        """
+        from ..sources import SourceError, SourceNotFound, fetch_source, open_source
+
+        if (reader := self._readers.get(name)) is not None:
+            return reader
+        artifacts = await self._resources.artifacts() if self._resources is not None else None
+        if artifacts is None:
+            raise PermanentError(
+                f"telemetry source {name!r} is not registered at this site (no sources are; "
+                "add one with `sitemesh telemetry add`)",
+                field="$.task.telemetry_source",
+            )
+        try:
+            spec: SourceSpec = await fetch_source(artifacts, name)
+            reader = await asyncio.to_thread(open_source, spec)
+        except SourceNotFound as exc:
+            raise PermanentError(
+                f"{exc}; add it with `sitemesh telemetry add {name} SOURCE`",
+                field="$.task.telemetry_source",
+            ) from exc
+        except SourceError as exc:
+            raise PermanentError(
+                f"telemetry source {name!r} cannot be opened: {exc}",
+                field="$.task.telemetry_source",
+            ) from exc
+        self._readers[name] = reader
+        return reader
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> Diagnosis:
         """Diagnose the task of ``item``.
@@ -228,9 +389,23 @@ class DiagnosticsAgent(Agent):
 
         Returns:
             A :class:`~sitemesh.schemas.Diagnosis` with ``source="rules"``.
+
+        Raises:
+            PermanentError: another task type, or the alert names a telemetry source
+                that is not registered at the site (dead-lettered with the field).
         """
+        from ..sources import CISCO_SOURCE
+
         task_id = item.envelope.task_id
         match item.task:
+            case TelemetryAlert(telemetry_source=str(name)) as alert if name != CISCO_SOURCE:
+                reader = await self._reader(name)
+                data = await asyncio.to_thread(read_source, reader, alert)
+                if data.problem is not None:
+                    log.warning("diagnostics: %s", data.problem)
+                return await asyncio.to_thread(
+                    diagnose_alert, alert, task_id=task_id, source=data
+                )
             case TelemetryAlert() as alert:
                 return await asyncio.to_thread(diagnose_alert, alert, task_id=task_id)
             case SupportTicket() as ticket:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
+from ..knowledge import trim
 from ..schemas import (
     Diagnosis,
     FinalAnswer,
@@ -50,7 +51,25 @@ HOLDING_MESSAGE: Final = (
 """Customer message used when the plan's own message cannot be sent (validation
 failed, so it may contain PII or may not have been checked)."""
 
+UNCONFIRMED_SUMMARY_CHARS: Final = 600
+"""At most this many characters of the diagnosis summary in the message that closes
+an unconfirmed alert."""
+
+
 _RANK: Final[dict[Outcome, int]] = {"resolved": 0, "escalate": 1, "needs_human": 2}
+
+
+def _unconfirmed(task: object, diagnosis: Diagnosis | None) -> bool:
+    """An info or minor alert whose telemetry was read and checked without a finding:
+    the data does not confirm it, so it is closed without a runbook (a major or
+    critical alert still goes to a human, by its own row)."""
+    return (
+        isinstance(task, TelemetryAlert)
+        and task.severity not in ESCALATE_SEVERITIES
+        and diagnosis is not None
+        and bool(diagnosis.checks_run)
+        and not diagnosis.findings
+    )
 
 
 class EscalationAgent(Agent):
@@ -66,6 +85,8 @@ class EscalationAgent(Agent):
     a diagnosis finding is major/critical          ``escalate``
     the alert's severity is major/critical         ``escalate``
     an alert's diagnosis ran no check (no data)    ``escalate``
+    an info/minor alert whose telemetry was        ``resolved`` (not confirmed;
+    checked and shows no anomaly                   no runbook needed)
     the ticket's urgency is 0 (critical)           ``escalate``
     no retrieval, or confidence < threshold        ``escalate``
     a ticket has no reply from the knowledge base  ``escalate``
@@ -134,6 +155,13 @@ class EscalationAgent(Agent):
                 found.append(("escalate", "ticket urgency 0 (critical)"))
             case _:
                 pass
+        if not found and _unconfirmed(item.task, diagnosis):
+            assert diagnosis is not None  # _unconfirmed checked it
+            return "resolved", [
+                "alert not confirmed: telemetry checked ("
+                + ", ".join(diagnosis.checks_run)
+                + "), no anomaly in the window"
+            ]
         triage = item.output(Triage)
         if triage is not None and triage.urgency == 0 and triage.urgency_source != "ticket":
             found.append(("escalate", f"triage urgency 0 (critical, {triage.urgency_source})"))
@@ -230,6 +258,14 @@ class EscalationAgent(Agent):
                                  and plan.source == "knowledge"):
                 message = HOLDING_MESSAGE
             message = self.address(item, message)
+        elif outcome == "resolved" and _unconfirmed(item.task, item.output(Diagnosis)):
+            diagnosis = item.output(Diagnosis)
+            assert diagnosis is not None
+            message = (
+                "The telemetry does not confirm this alert: "
+                + trim(diagnosis.summary, UNCONFIRMED_SUMMARY_CHARS)
+                + ". Closed without action; raise it again if the problem persists."
+            )
         env = item.envelope
         return FinalAnswer(
             task_id=env.task_id,

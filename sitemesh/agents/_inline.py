@@ -3,7 +3,8 @@
 
 :mod:`sitemesh.detect`'s defaults fit 5-minute data over days (a one-day baseline,
 12 h of history before any finding); an alert carries minutes to hours of samples, so
-each series gets a configuration scaled to its own cadence (:func:`inline_config`).
+each series gets a configuration scaled to its own cadence
+(:func:`sitemesh.detect.short_series_config`).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from itertools import pairwise
 from typing import Final
 
 from ..detect import (
-    DEFAULT_CONFIG,
     DetectConfig,
     DetectError,
     LogConfig,
     LogFinding,
     MetricFinding,
     Series,
+    config_for_span,
     detect_series,
+    finding_severity,
     mine_logs,
 )
 from ..detect import LogLine as DetectLogLine
@@ -53,46 +55,9 @@ def _ts(at: datetime | None) -> str:
     return "-" if at is None else _utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def inline_config(cadence: timedelta) -> DetectConfig:
-    """Detector settings for a short inline series sampled every ``cadence``.
-
-    Every duration is a number of samples rather than :data:`~sitemesh.detect.DEFAULT_CONFIG`'s
-    wall-clock time, so that a 60-sample series at 10 s (10 minutes) and one at 5 min
-    (5 hours) are judged alike: a trailing baseline of 30 samples (enough for a median
-    and MAD to be stable), findings from the 10th sample on, a single sample beyond
-    ``|z| >= 5`` (and the window's 1 % tail) is a finding, flagged samples at most 3
-    apart are one, level shifts need segments of 10 samples, flatlines 30 samples
-    and twice the longest earlier constant stretch of 60. No time-of-day profile: an
-    alert carries less than a day. The z threshold, tail and shift size are the
-    tuned defaults. These settings were chosen by this argument, not tuned on data.
-
-    Args:
-        cadence: the series' median sample spacing (positive).
-
-    Returns:
-        The configuration.
-    """
-    c = max(cadence, timedelta(microseconds=1))
-    return DetectConfig(
-        window=30 * c,
-        min_history=10 * c,
-        min_duration=c,
-        merge_gap=3 * c,
-        shift_min_segment=10 * c,
-        flat_min_duration=30 * c,
-        flat_history=60 * c,
-        seasonal=False,
-    )
-
-
 def config_for(s: MetricSeries, cadence: timedelta) -> DetectConfig:
-    """:data:`~sitemesh.detect.DEFAULT_CONFIG` (tuned on the NAB tuning half, with its
-    time-of-day profile) when the series spans at least its baseline window plus its
-    minimum history (1.5 days), else :func:`inline_config` for a short series."""
-    span = _utc(s.timestamps[-1]) - _utc(s.timestamps[0])
-    if span >= DEFAULT_CONFIG.window + DEFAULT_CONFIG.min_history:
-        return DEFAULT_CONFIG
-    return inline_config(cadence)
+    """:func:`sitemesh.detect.config_for_span` for an inline series."""
+    return config_for_span(_utc(s.timestamps[-1]) - _utc(s.timestamps[0]), cadence)
 
 
 def _series_name(s: MetricSeries) -> str:
@@ -104,9 +69,12 @@ def _overlaps(start: datetime, end: datetime, lo: datetime, hi: datetime) -> boo
     return _utc(start) < hi and _utc(end) >= lo
 
 
-def _metric_finding(alert: TelemetryAlert, s: MetricSeries, f: MetricFinding) -> Finding:
+def _metric_finding(
+    alert: TelemetryAlert, s: MetricSeries, f: MetricFinding, config: DetectConfig
+) -> Finding:
     return Finding(
         kind=_METRIC_KINDS[f.kind],
+        severity=finding_severity(f, config),
         device=alert.device,
         interface=s.labels.get("interface") or alert.interface,
         at=_utc(f.peak_at),
@@ -129,8 +97,10 @@ def diagnose_samples(alert: TelemetryAlert) -> tuple[list[Finding], list[str]]:
         alert: the alert; its ``samples`` are used.
 
     Returns:
-        ``(findings, notes)``: findings with ``severity="minor"``, and one note per
-        series that was too short or could not be read (PII-free: names and counts).
+        ``(findings, notes)``: findings with the severity of
+        :func:`sitemesh.detect.finding_severity`,
+        and one note per series that was too short or could not be read
+        (PII-free: names and counts).
     """
     lo, hi = _utc(alert.window_start), _utc(alert.window_end)
     findings: list[Finding] = []
@@ -146,12 +116,15 @@ def diagnose_samples(alert: TelemetryAlert) -> tuple[list[Finding], list[str]]:
             cadence = steps[len(steps) // 2] if steps else timedelta(seconds=1)
             if cadence <= timedelta(0):
                 cadence = max((d for d in steps if d > timedelta(0)), default=timedelta(seconds=1))
-            found = detect_series(series, config_for(s, cadence))
+            config = config_for(s, cadence)
+            found = detect_series(series, config)
         except DetectError as exc:
             notes.append(f"{name}: not analysed ({exc})")
             continue
         findings += [
-            _metric_finding(alert, s, f) for f in found if _overlaps(f.start, f.end, lo, hi)
+            _metric_finding(alert, s, f, config)
+            for f in found
+            if _overlaps(f.start, f.end, lo, hi)
         ]
     return findings, notes
 

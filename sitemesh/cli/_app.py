@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from rich.console import Console
 from ..config import Settings, load_settings
 from ..errors import SitemeshError
 from ._kb_cmds import kb_app
+from ._telemetry_cmds import telemetry_app
 from ._triage_cmds import triage_app
 
 app = typer.Typer(
@@ -141,6 +143,45 @@ def publish(
     from ._run import run_publish
 
     raise typer.Exit(_run(run_publish(_settings(site), console, files, task_id_prefix, raw)))
+
+
+@app.command()
+def watch(
+    source: Annotated[str, typer.Argument(help="A telemetry source of the site "
+                                          "(`sitemesh telemetry list`).")],
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", help="Watch only this device (repeatable)."),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="Poll once, then exit.")] = False,
+    since: Annotated[
+        datetime | None,
+        typer.Option(help="First poll reads from this time (a backfill), not the lookback.",
+                     formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant of the raised alerts.")] = "default",
+    task_id_prefix: Annotated[str, typer.Option(help="Prefix for the derived task ids.")] = "",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the alerts; publish nothing.")
+    ] = False,
+    site: SiteOpt = None,
+) -> None:
+    """Tail a telemetry source and publish a telemetry alert per new incident (one per
+    incident, ids derived from it, state kept under the state dir)."""
+    from ._watch_cmds import run_watch
+
+    try:
+        code = _run(
+            run_watch(
+                _settings(site), console, source, devices=list(device or ()),
+                interval=interval, once=once, since=since, tenant=tenant, dry_run=dry_run,
+                id_prefix=task_id_prefix,
+            )
+        )
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -438,6 +479,7 @@ dlq_app = typer.Typer(help="Dead letters: list, show, redrive.", no_args_is_help
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(triage_app, name="triage")
 app.add_typer(kb_app, name="kb")
+app.add_typer(telemetry_app, name="telemetry")
 
 
 @dlq_app.command("list")

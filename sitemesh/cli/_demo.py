@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -46,6 +47,8 @@ from ..schemas import (
     reason_codes,
     utcnow,
 )
+from . import _demo_sources as demo_sources
+from ._demo_sources import SourceRun
 from ._nats import nats_url
 from ._ready import pids_line, wait_workers
 from ._run import on_url, site_roles, site_supervisor
@@ -69,6 +72,8 @@ class _Run:
     """Labels of the bundled tickets that have them, by ``source``."""
     inline: dict[str, bool] = field(default_factory=dict)
     """Alerts with inline samples: task id -> whether their window is a labelled anomaly."""
+    source: SourceRun | None = None
+    """The telemetry source's alerts (labelled) and the ones ``sitemesh watch`` raised."""
 
     @property
     def total(self) -> int:
@@ -233,8 +238,14 @@ async def run_demo(
                         run.alerts[prefix + a.task_id] = a
             inline = data / "telemetry_inline_alerts.jsonl"
             files = [tickets, alerts, *([inline] if inline.exists() else [])]
+            # a telemetry source of the site (held-out NAB series) and alerts naming it
+            sourced, run.source, said = await demo_sources.prepare(settings, url)
+            for said_line in said:
+                console.print(said_line, highlight=False, soft_wrap=True)
             t_pub = time.monotonic()
             ids = await _sh_publish(settings, url, files, prefix)
+            src_ids = await _sh_publish(settings, url, [sourced], prefix)
+            run.source.labels = {prefix + k: v for k, v in run.source.labels.items()}
             run.tickets = _ticket_ids(tickets, ids)
             run.labels = _labels(data / "tickets.labels.jsonl")
             inline_labels = data / "telemetry_inline_alerts.labels.jsonl"
@@ -244,6 +255,7 @@ async def run_demo(
                 run.inline = {prefix + str(r["task"]): bool(r["anomalous"]) for r in rows}
             # alerts carry their own ids; make them unique per run as well
             run.valid.update(ids)
+            run.valid.update(src_ids)
             by_kind: dict[str, list[Path]] = {}
             for name, spec in manifest.items():
                 by_kind.setdefault(spec["kind"], []).append(data / "malformed" / name)
@@ -253,6 +265,15 @@ async def run_demo(
             console.print(
                 f"published {len(run.valid)} tasks and {len(run.malformed)} "
                 f"malformed ones in {time.monotonic() - t_pub:.1f} s (run {run_id})"
+            )
+            # the platform raises incidents itself: sitemesh watch backfills two devices
+            await demo_sources.watch(settings, url, run.source, prefix)
+            run.valid.update(run.source.watched)
+            console.print(
+                f"sitemesh watch {demo_sources.DEMO_SOURCE} --once (devices "
+                f"{', '.join(run.source.watch_devices)}, whole span): raised "
+                f"{len(run.source.watched)} incident alert(s)",
+                highlight=False,
             )
 
             with Progress(
@@ -433,6 +454,61 @@ def _inline_summary(console: Console, run: _Run) -> None:
     )
 
 
+def _outcomes(run: _Run, ids: Iterable[str]) -> str:
+    counts = Counter(a.outcome for t in ids if (a := run.answers.get(t)) is not None)
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none answered"
+
+
+def _source_summary(console: Console, run: _Run) -> None:
+    """Alerts that named the telemetry source (labelled windows) and the incidents
+    ``sitemesh watch`` raised: what was flagged and how each group ended."""
+    src = run.source
+    if src is None:
+        return
+    groups = {flag: [t for t, a in src.labels.items() if a == flag] for flag in (True, False)}
+    flagged = {
+        flag: sum(
+            1 for t in ids
+            if (a := run.answers.get(t)) is not None and a.diagnosis is not None
+            and a.diagnosis.findings
+        )
+        for flag, ids in groups.items()
+    }  # fmt: skip
+    console.print(
+        f"alerts naming telemetry source {demo_sources.DEMO_SOURCE} (held-out NAB, read by "
+        f"the diagnostics agent): flagged {flagged[True]}/{len(groups[True])} anomalous "
+        f"windows and {flagged[False]}/{len(groups[False])} normal ones; outcomes: "
+        f"anomalous {_outcomes(run, groups[True])}; normal {_outcomes(run, groups[False])}",
+        highlight=False,
+    )
+    inline = {flag: [t for t, a in run.inline.items() if a == flag] for flag in (True, False)}
+    if run.inline:
+        console.print(
+            f"outcomes of the inline alerts: anomalous {_outcomes(run, inline[True])}; "
+            f"normal {_outcomes(run, inline[False])}",
+            highlight=False,
+        )
+    hits = 0
+    for t in src.watched:
+        answer = run.answers.get(t)
+        if answer is None or answer.diagnosis is None:
+            continue
+        hits += bool(answer.diagnosis.findings)
+    labelled = sum(demo_sources.in_window(src, d, at) for d, at in src.watched.values())
+    windows = sum(len(src.windows.get(d, [])) for d in src.watch_devices)
+    caught = sum(
+        any(d == dev and lo <= at <= hi for d, at in src.watched.values())
+        for dev in src.watch_devices
+        for lo, hi in src.windows.get(dev, [])
+    )
+    console.print(
+        f"incidents raised by sitemesh watch: {len(src.watched)} ({labelled} in a labelled "
+        f"anomaly window; {caught}/{windows} windows caught), confirmed by the diagnostics "
+        f"agent {hits}; outcomes: {_outcomes(run, src.watched)}",
+        highlight=False,
+    )
+
+
 def _show_resolved(console: Console, tid: str, ticket: SupportTicket, answer: FinalAnswer) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -463,6 +539,7 @@ async def _summary(console: Console, store: Any, run: _Run, prefix: str, fault_s
     ok = True
     _support_summary(console, run)
     _inline_summary(console, run)
+    _source_summary(console, run)
     tasks = await store.list_tasks(limit=100_000, prefix=prefix)
     outcome = Counter(t.outcome or t.status for t in tasks)
     dclass = Counter(t.data_class for t in tasks if t.status == "answered")

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from ._baseline import MAD_TO_SIGMA, MEAN_AD_TO_SIGMA, Baseline, baseline, robust_spread
 from ._changes import change_points, noise_sigma
-from ._combine import detect_series, merge_findings
-from ._config import DEFAULT_CONFIG, DetectConfig
+from ._combine import MAJOR_FACTOR, detect_series, finding_severity, merge_findings
+from ._config import DEFAULT_CONFIG, DetectConfig, config_for_span, short_series_config
 from ._deviation import flatlines, robust_deviation
 from ._errors import DetectError
 from ._findings import LogFinding, LogKind, MetricFinding, MetricKind, TemplateCount
@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_LOG_CONFIG",
     "DEFAULT_MASKS",
     "MAD_TO_SIGMA",
+    "MAJOR_FACTOR",
     "MEAN_AD_TO_SIGMA",
     "NAB_CATEGORIES",
     "NAB_DIR",
@@ -91,7 +92,9 @@ __all__ = [
     "WindowCounts",
     "baseline",
     "change_points",
+    "config_for_span",
     "detect_series",
+    "finding_severity",
     "fixed_threshold",
     "flatlines",
     "load_nab",
@@ -107,6 +110,7 @@ __all__ = [
     "robust_spread",
     "rolling_zscore",
     "scaled_sigmoid",
+    "short_series_config",
     "template_miner",
     "timestamp_parser",
     "window_counts",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Final, Literal
 
 import msgspec
 
@@ -12,6 +13,23 @@ from ._config import DEFAULT_CONFIG, DetectConfig
 from ._deviation import flatlines, robust_deviation
 from ._findings import MetricFinding
 from ._series import Series
+
+MAJOR_FACTOR: Final = 2.0
+"""A metric finding is ``major`` when its deviation is at least this many times the
+detection threshold (``|z| >= 10`` robust z with the default 5), else ``minor``: a
+reading twice as far out as the rule needs to fire is not noise at the threshold's
+edge. Flatlines are always ``minor`` (a stuck exporter more often than a fault).
+Chosen by this argument, not tuned on data."""
+
+
+def finding_severity(
+    f: MetricFinding, config: DetectConfig = DEFAULT_CONFIG
+) -> Literal["minor", "major"]:
+    """``major`` when ``|f.deviation| >= MAJOR_FACTOR x config.z_threshold`` (never for
+    a flatline), else ``minor``; see :data:`MAJOR_FACTOR`."""
+    if f.kind == "flatline":
+        return "minor"
+    return "major" if abs(f.deviation) >= MAJOR_FACTOR * config.z_threshold else "minor"
 
 
 def merge_findings(findings: Iterable[MetricFinding]) -> list[MetricFinding]:

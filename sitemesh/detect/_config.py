@@ -108,3 +108,50 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 DEFAULT_CONFIG = DetectConfig()
 """The settings :func:`detect_series` uses when given none."""
+
+
+def short_series_config(cadence: timedelta) -> DetectConfig:
+    """Detector settings for a short series (an alert's inline samples, a watcher's
+    recent window) sampled every ``cadence``.
+
+    Every duration is a number of samples rather than :data:`DEFAULT_CONFIG`'s
+    wall-clock time, so that a 60-sample series at 10 s (10 minutes) and one at 5 min
+    (5 hours) are judged alike: a trailing baseline of 30 samples (enough for a median
+    and MAD to be stable), findings from the 10th sample on, a single sample beyond
+    ``|z| >= 5`` (and the window's 1 % tail) is a finding, flagged samples at most 3
+    apart are one, level shifts need segments of 10 samples, flatlines 30 samples
+    and twice the longest earlier constant stretch of 60. No time-of-day profile: an
+    alert carries less than a day. The z threshold, tail and shift size are the
+    tuned defaults. These settings were chosen by this argument, not tuned on data.
+
+    Args:
+        cadence: the series' median sample spacing (positive).
+
+    Returns:
+        The configuration.
+    """
+    c = max(cadence, timedelta(microseconds=1))
+    return DetectConfig(
+        window=30 * c,
+        min_history=10 * c,
+        min_duration=c,
+        merge_gap=3 * c,
+        shift_min_segment=10 * c,
+        flat_min_duration=30 * c,
+        flat_history=60 * c,
+        seasonal=False,
+    )
+
+
+def config_for_span(span: timedelta, cadence: timedelta) -> DetectConfig:
+    """:data:`DEFAULT_CONFIG` (tuned on the NAB tuning half, with its time-of-day
+    profile) when a series spans at least its baseline window plus its minimum
+    history (1.5 days), else :func:`short_series_config` for a short series.
+
+    Args:
+        span: last sample time minus first.
+        cadence: the median sample spacing.
+    """
+    if span >= DEFAULT_CONFIG.window + DEFAULT_CONFIG.min_history:
+        return DEFAULT_CONFIG
+    return short_series_config(cadence)

@@ -75,7 +75,19 @@ from ._reasons import (
     reason_code,
     reason_codes,
 )
-from ._tasks import TASK_KINDS, LogLine, MetricSeries, SupportTicket, Task, TelemetryAlert
+from ._tasks import (
+    MAX_INLINE_SERIES,
+    MAX_LOG_LINE_CHARS,
+    MAX_LOG_LINES,
+    MAX_SERIES_POINTS,
+    SOURCE_NAME_PATTERN,
+    TASK_KINDS,
+    LogLine,
+    MetricSeries,
+    SupportTicket,
+    Task,
+    TelemetryAlert,
+)
 from ._workflow import Condition, Jump, StepOutput, WorkflowSpec, WorkflowStep
 
 __all__ = [
@@ -87,9 +99,14 @@ __all__ = [
     "ENCODER",
     "EVENT_DECODER",
     "INCIDENT_DECODER",
+    "MAX_INLINE_SERIES",
+    "MAX_LOG_LINES",
+    "MAX_LOG_LINE_CHARS",
+    "MAX_SERIES_POINTS",
     "REASON_CODES",
     "REASON_DETAILS",
     "SCHEMA_DIR",
+    "SOURCE_NAME_PATTERN",
     "TASK_DECODER",
     "TASK_KINDS",
     "WORK_DECODER",

@@ -51,6 +51,12 @@ MAX_LOG_LINES = 5_000
 MAX_LOG_LINE_CHARS = 2_000
 """At most this many characters per log line."""
 
+SOURCE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""A telemetry source name (``sitemesh telemetry add NAME``): lower-case letters,
+digits, ``_``, ``.`` and ``-``, at most 64 characters, starting with a letter or digit."""
+
+SourceName = Annotated[str, msgspec.Meta(pattern=SOURCE_NAME_PATTERN)]
+
 LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 LabelValue = Annotated[str, msgspec.Meta(max_length=256)]
 
@@ -126,6 +132,11 @@ class TelemetryAlert(Message, frozen=True, kw_only=True, tag="telemetry_alert.v1
     logs: Annotated[list[LogLine], msgspec.Meta(max_length=MAX_LOG_LINES)] = []
     """Device log lines in time order, inline (at most 5,000); lines before
     ``window_start`` are the learning prefix. Never copied into any output."""
+    telemetry_source: SourceName | None = None
+    """Name of a telemetry source registered on the site (``sitemesh telemetry add``):
+    the diagnostics agent reads the device's series and log lines from it, from a
+    baseline before ``window_start`` to ``window_end``. May be combined with inline
+    ``samples`` and ``logs``."""
 
     def __post_init__(self) -> None:
         if self.window_end <= self.window_start:
