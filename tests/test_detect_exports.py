@@ -18,7 +18,7 @@ PUBLIC = [
     "parse_timestamp", "read_log_lines", "read_series_csv", "robust_deviation",
     "robust_spread", "rolling_zscore", "scaled_sigmoid", "template_miner",
     "timestamp_parser", "window_counts", "MAJOR_FACTOR", "config_for_span",
-    "finding_severity", "short_series_config",
+    "finding_severity", "short_series_config", "write_nab_source",
 ]  # fmt: skip
 
 

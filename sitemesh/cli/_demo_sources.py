@@ -86,24 +86,14 @@ def export(root: Path) -> tuple[list[TelemetryAlert], dict[str, bool], SourceRun
     Returns:
         ``(alerts, labels, run)``: labels by the alerts' own task ids.
     """
-    from ..detect import load_nab
+    from ..detect import write_nab_source
 
     run = SourceRun(root=root)
     alerts: list[TelemetryAlert] = []
     labels: dict[str, bool] = {}
-    for nab in load_nab():
-        if nab.tune or nab.category != "realAWSCloudwatch" or not nab.windows:
-            continue
+    for device, nab in write_nab_source(root).items():
         name = nab.series.name
-        device = f"aws-{name}"[:120]
-        folder = root / device
-        folder.mkdir(parents=True, exist_ok=True)
         times = [float(t) for t in nab.series.times]
-        rows = "".join(
-            f"{_at(t).strftime('%Y-%m-%d %H:%M:%S')},{float(v):.6g}\n"
-            for t, v in zip(times, nab.series.values, strict=True)
-        )
-        (folder / f"{name}.csv").write_text("timestamp,value\n" + rows, "utf-8")
         run.windows[device] = list(nab.windows)
         start, end = nab.windows[0]
         a = _alert(device, name, start, end, "anomalous")

@@ -49,6 +49,7 @@ from ._nab import (
     nab_score,
     scaled_sigmoid,
     window_counts,
+    write_nab_source,
 )
 from ._readers import (
     LogLine,
@@ -114,4 +115,5 @@ __all__ = [
     "template_miner",
     "timestamp_parser",
     "window_counts",
+    "write_nab_source",
 ]

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -261,3 +261,39 @@ def window_counts(results: Iterable[tuple[NabSeries, Sequence[MetricFinding]]]) 
         fps += sum(not any(s <= b and e >= a for a, b in item.windows) for s, e in spans)
         days += item.scored_days
     return WindowCounts(windows=windows, detected=detected, false_positives=fps, days=days)
+
+
+def write_nab_source(
+    root: Path, *, category: str = "realAWSCloudwatch", tune: bool = False
+) -> dict[str, NabSeries]:
+    """Write NAB files as a telemetry source folder: ``root/aws-<file>/<file>.csv``
+    (``timestamp,value``, UTC), one folder per device, the layout
+    ``sitemesh telemetry add NAME ROOT`` reads as a ``series`` source.
+
+    Args:
+        root: the folder to write (created).
+        category: the NAB category.
+        tune: the tuning half (``True``) or the held-out half (``False``).
+
+    Returns:
+        Device name -> its file, for the files that have labelled windows.
+
+    Raises:
+        OSError: ``root`` cannot be written.
+    """
+    out: dict[str, NabSeries] = {}
+    for nab in load_nab():
+        if nab.tune != tune or nab.category != category or not nab.windows:
+            continue
+        name = nab.series.name
+        device = f"aws-{name}"[:120]
+        folder = root / device
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = "".join(
+            f"{datetime.fromtimestamp(float(t), UTC).strftime('%Y-%m-%d %H:%M:%S')},"
+            f"{float(v):.6g}\n"
+            for t, v in zip(nab.series.times, nab.series.values, strict=True)
+        )
+        (folder / f"{name}.csv").write_text("timestamp,value\n" + rows, "utf-8")
+        out[device] = nab
+    return out
