@@ -9,11 +9,12 @@ through the environment built by :func:`Settings.to_env`.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +90,30 @@ class PolicySettings(_Group):
     """Rules file (TOML). ``None``: the bundled ``sitemesh/policy/rules/default.toml``."""
     min_score: float = Field(default=0.5, ge=0, le=1)
     """Lowest Presidio score that counts as a detected entity."""
+    device_networks: list[str] = []
+    """The operator's own networks, CIDR notation (``["10.0.0.0/8", "2001:db8:42::/48"]``;
+    a bare address is a /32 or /128): an IP address inside one, in a machine-data task
+    (a telemetry alert's summary, logs and labels), is a device's and not personal
+    data. Empty: every address that could be a client's counts as personal data (GDPR
+    Recital 30). JSON list in the environment:
+    ``SITEMESH_POLICY_DEVICE_NETWORKS='["10.0.0.0/8"]'``."""
+
+    @field_validator("device_networks")
+    @classmethod
+    def _networks_parse(cls, values: list[str]) -> list[str]:
+        out: list[str] = []
+        for value in values:
+            text = value.strip()
+            try:
+                out.append(str(ipaddress.ip_network(text, strict=True)))
+            except ValueError as exc:
+                try:
+                    loose = ipaddress.ip_network(text, strict=False)
+                    hint = f"it has host bits set, did you mean {loose}?"
+                except ValueError:
+                    hint = "use CIDR notation, e.g. 10.0.0.0/8 or 2001:db8::/32"
+                raise ValueError(f"{value!r} is not an IP network: {hint} ({exc})") from exc
+        return out
 
 
 class PrivacySettings(_Group):

@@ -52,6 +52,18 @@ EXPECTED = {
     "UNEXPECTED_FORMAT",
     "UNEXPECTED_FIELD",
     "CLOSED_MESSAGE_TYPES",
+    "DEFAULT_MACHINE_KINDS",
+    "NER_ENTITIES",
+    "NON_SOURCE_NETWORKS",
+    "SYSTEM_ACCOUNTS",
+    "USER_NAME",
+    "MachineDataMasker",
+    "MachineDataScanner",
+    "MachineToken",
+    "MachineTokenKind",
+    "UserNameRecognizer",
+    "parse_device_networks",
+    "task_lines",
 }
 
 

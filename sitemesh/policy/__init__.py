@@ -3,6 +3,12 @@
 * PII: :class:`PiiScanner` (Presidio, offline, batched; :func:`find_pii` for one
   text) finds :class:`DetectedEntity` spans;
 * classification: :func:`classify` maps entity types to a data class;
+* machine data (task kinds in the rules' ``machine_kinds``, telemetry alerts by
+  default): :class:`MachineDataScanner` blanks machine tokens
+  (:class:`MachineDataMasker`: timestamps, counters, ids, the operator's device
+  addresses, log levels, code names) before the scan, finds account names
+  (:class:`UserNameRecognizer`, ``USER_NAME``) and scans an alert's inline log lines
+  (:func:`task_lines`) without NER;
 * policy as code: :class:`Policy` loads a validated, versioned TOML rules file
   (bundled: ``rules/default.toml``) and returns the first matching rule for
   :class:`DecisionFacts`, falling back to ``default-deny-cloud`` (``pin_edge``);
@@ -27,7 +33,8 @@ dead-lettered, never forwarded.
 
 from ._analyzer import LANGUAGE, SPACY_MODEL, build_analyzer, use_bundled_suffix_list
 from ._classify import ENTITY_DATA_CLASS, UNKNOWN_ENTITY_DATA_CLASS, classify
-from ._complexity import estimate_complexity, task_text
+from ._complexity import estimate_complexity, task_lines, task_text
+from ._devices import NON_SOURCE_NETWORKS, parse_device_networks
 from ._egress import UNEXPECTED_FIELD, UNEXPECTED_FORMAT, EgressGuard
 from ._fastscan import FastScanner
 from ._formats import CLOSED_MESSAGE_TYPES, EGRESS_FIELD_SPECS, FieldFormat
@@ -40,30 +47,46 @@ from ._kv import (
     PolicyStore,
     policy_key,
 )
+from ._machine import MachineDataMasker, MachineToken, MachineTokenKind
+from ._machinescan import NER_ENTITIES, MachineDataScanner
 from ._pii import DEFAULT_ENTITIES, DEFAULT_MIN_SCORES, DetectedEntity, PiiScanner, find_pii
 from ._pseudonym import PLACEHOLDER_RE, Pseudonymized, Pseudonymizer, pick_spans, restore
 from ._refs import REF_RE, BoundaryRefs
 from ._router import PolicyRouter, count_entities, task_kind
-from ._rules import DEFAULT_RULE, DecisionFacts, Match, Policy, Rule, RuleMatch
+from ._rules import (
+    DEFAULT_MACHINE_KINDS,
+    DEFAULT_RULE,
+    DecisionFacts,
+    Match,
+    Policy,
+    Rule,
+    RuleMatch,
+)
+from ._usernames import SYSTEM_ACCOUNTS, USER_NAME, UserNameRecognizer
 from ._vault import Vault, generate_vault_key, load_vault_key
 
 __all__ = [
     "CLOSED_MESSAGE_TYPES",
     "DEFAULT_ENTITIES",
+    "DEFAULT_MACHINE_KINDS",
     "DEFAULT_MIN_SCORES",
     "DEFAULT_RULE",
     "EGRESS_FIELD_SPECS",
     "ENTITY_DATA_CLASS",
     "LANGUAGE",
+    "NER_ENTITIES",
+    "NON_SOURCE_NETWORKS",
     "PLACEHOLDER_RE",
     "POLICY_BUCKET",
     "POLICY_HISTORY",
     "POLICY_KEY",
     "REF_RE",
     "SPACY_MODEL",
+    "SYSTEM_ACCOUNTS",
     "UNEXPECTED_FIELD",
     "UNEXPECTED_FORMAT",
     "UNKNOWN_ENTITY_DATA_CLASS",
+    "USER_NAME",
     "BoundaryRefs",
     "DecisionFacts",
     "DetectedEntity",
@@ -71,6 +94,10 @@ __all__ = [
     "FastScanner",
     "FieldFormat",
     "LivePolicy",
+    "MachineDataMasker",
+    "MachineDataScanner",
+    "MachineToken",
+    "MachineTokenKind",
     "Match",
     "PiiScanner",
     "Policy",
@@ -81,6 +108,7 @@ __all__ = [
     "Pseudonymizer",
     "Rule",
     "RuleMatch",
+    "UserNameRecognizer",
     "Vault",
     "build_analyzer",
     "classify",
@@ -89,10 +117,12 @@ __all__ = [
     "find_pii",
     "generate_vault_key",
     "load_vault_key",
+    "parse_device_networks",
     "pick_spans",
     "policy_key",
     "restore",
     "task_kind",
+    "task_lines",
     "task_text",
     "use_bundled_suffix_list",
 ]

@@ -27,6 +27,7 @@ ENTITY_DATA_CLASS: Mapping[str, DataClass] = MappingProxyType(
         # name, an identification number, location data, an online identifier").
         "PERSON": "confidential",
         "CUSTOMER_ID": "confidential",  # the ticket's customer field (online identifier)
+        "USER_NAME": "confidential",  # an account name in machine data (online identifier)
         "EMAIL_ADDRESS": "confidential",
         "PHONE_NUMBER": "confidential",
         "IP_ADDRESS": "confidential",  # online identifier (Recital 30)
@@ -46,7 +47,10 @@ ENTITY_DATA_CLASS: Mapping[str, DataClass] = MappingProxyType(
 
 The grouping follows the GDPR's notions: Art. 4(1) personal data (a natural person
 identified "directly or indirectly", by name, number, location data or online
-identifier, Recital 30 for IP and device identifiers) is ``confidential``; data
+identifier, Recital 30 for IP and device identifiers) is ``confidential``; so is an
+account name in a log line (``USER_NAME``: it identifies the account's holder on the
+operator's systems, an online identifier; not ``restricted``, as a name alone enables
+no fraud without the credential that logs never carry); data
 whose disclosure causes financial loss or identity theft (Recital 75), national
 identification numbers (Art. 87), special categories such as health (Art. 9) and
 payment-card account data under PCI DSS v4.0 are ``restricted``.
@@ -64,10 +68,10 @@ def classify(entities: Iterable[DetectedEntity | str], *, public: bool = False) 
     ``restricted``            any financial, government or health identifier
                               (CREDIT_CARD, IBAN_CODE, US_BANK_NUMBER, CRYPTO, US_SSN,
                               US_ITIN, US_PASSPORT, UK_NHS, MEDICAL_LICENSE)
-    ``confidential``          any direct identifier (PERSON, EMAIL_ADDRESS,
-                              PHONE_NUMBER, IP_ADDRESS, URL, LOCATION,
-                              US_DRIVER_LICENSE, MAC_ADDRESS, AGE, NRP) or an
-                              unknown entity type
+    ``confidential``          any direct identifier (PERSON, CUSTOMER_ID,
+                              USER_NAME, EMAIL_ADDRESS, PHONE_NUMBER, IP_ADDRESS,
+                              URL, LOCATION, US_DRIVER_LICENSE, MAC_ADDRESS, AGE,
+                              NRP) or an unknown entity type
     ``internal``              no PII detected in customer content (the default)
     ``public``                no PII detected and the policy declares the task kind
                               public (``public=True``)

@@ -6,7 +6,7 @@ import re
 
 from ..schemas import SupportTicket, Task, TelemetryAlert
 
-__all__ = ["estimate_complexity", "task_text"]
+__all__ = ["estimate_complexity", "task_lines", "task_text"]
 
 # Device-ish tokens: host names with a number (leaf7, spine-02, edge1.par),
 # interface names (HundredGigE0/0/0/10, eth0, ge-0/0/1) and IPv4 addresses.
@@ -39,6 +39,27 @@ def task_text(task: Task) -> str:
         case TelemetryAlert(summary=summary):
             parts = [summary]
     return "\n\n".join(p for p in parts if p.strip())
+
+
+def task_lines(task: Task) -> list[str]:
+    """The machine-written text a task carries beside :func:`task_text`, one string each.
+
+    Args:
+        task: a telemetry alert (its inline ``logs`` and its samples' labels) or a
+            support ticket (none).
+
+    Returns:
+        Each log line's ``line``, in order, then each sample label as ``key=value``
+        (the key gives the value its context: ``user=alice``); may be empty. Series
+        names are metric identifiers and left out.
+    """
+    match task:
+        case TelemetryAlert(logs=logs, samples=samples):
+            lines = [log.line for log in logs]
+            lines.extend(f"{k}={v}" for series in samples for k, v in series.labels.items())
+            return lines
+        case SupportTicket():
+            return []
 
 
 def _saturate(value: float, full: float) -> float:

@@ -214,6 +214,9 @@ class FastScanner:
         batch_size: texts per ``nlp.pipe`` batch.
         cache_size: texts whose results are kept (LRU); 0 disables the cache. The
             cache holds texts in process memory, on the site.
+        ner: run spaCy's NER (``SpacyRecognizer``: PERSON, LOCATION...); ``False``:
+            pattern recognizers only, and no spaCy pipe at all (so no context words
+            either: each pattern keeps its own score).
 
     The scanner is not thread-safe (neither is spaCy).
     """
@@ -226,6 +229,7 @@ class FastScanner:
         *,
         batch_size: int = 32,
         cache_size: int = 4096,
+        ner: bool = True,
     ) -> None:
         self._analyzer = analyzer
         self._entities = sorted(entities)
@@ -248,7 +252,8 @@ class FastScanner:
         for r in recognizers:
             wanted = [e for e in r.supported_entities if e in self._floors]
             if isinstance(r, SpacyRecognizer):
-                self._ner.append((r, wanted))
+                if ner:
+                    self._ner.append((r, wanted))
             elif not self._can_report(r, wanted):
                 continue  # every pattern stays below its floor, context or not
             elif type(r) is PhoneRecognizer:

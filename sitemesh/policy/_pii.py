@@ -269,12 +269,27 @@ class PiiScanner:
         return out
 
     def _convert(self, text: str, results: list[RecognizerResult]) -> list[DetectedEntity]:
-        floors = self._floors
-        results = [r for r in results if r.score >= floors.get(r.entity_type, 1.1)]
-        emails = [r for r in results if r.entity_type == "EMAIL_ADDRESS"]
-        kept = [r for r in results if not _is_noise(text, r, emails)]
-        kept.sort(key=lambda r: (r.start, r.end, r.entity_type))
-        return [DetectedEntity(r.entity_type, r.start, r.end, float(r.score)) for r in kept]
+        return to_entities(text, results, self._floors)
+
+
+def to_entities(
+    text: str, results: Iterable[RecognizerResult], floors: Mapping[str, float]
+) -> list[DetectedEntity]:
+    """Presidio results of ``text`` at or above their type's floor, minus artefacts.
+
+    Args:
+        text: the analysed text.
+        results: Presidio's results for it.
+        floors: entity type -> lowest score (0..1); a type not in it is dropped.
+
+    Returns:
+        Entities ordered by start offset, end offset and type.
+    """
+    kept = [r for r in results if r.score >= floors.get(r.entity_type, 1.1)]
+    emails = [r for r in kept if r.entity_type == "EMAIL_ADDRESS"]
+    kept = [r for r in kept if not _is_noise(text, r, emails)]
+    kept.sort(key=lambda r: (r.start, r.end, r.entity_type))
+    return [DetectedEntity(r.entity_type, r.start, r.end, float(r.score)) for r in kept]
 
 
 @functools.cache

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from ..schemas import TASK_KINDS, EntityCount, PolicyDecision, SupportTicket, Task
 from ._classify import classify
-from ._complexity import estimate_complexity, task_text
+from ._complexity import estimate_complexity, task_lines, task_text
+from ._machinescan import MachineDataScanner
 from ._pii import DetectedEntity, PiiScanner
 from ._rules import DecisionFacts, Policy
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from ..config import PolicySettings
 
 __all__ = ["PolicyRouter", "count_entities", "structured_identifiers", "task_kind"]
+
+Scan = Callable[[Sequence[str]], list[list[DetectedEntity]]]
 
 _KIND_OF: Mapping[type, str] = MappingProxyType({cls: kind for kind, cls in TASK_KINDS.items()})
 
@@ -71,6 +74,16 @@ def _always_healthy() -> bool:
 class PolicyRouter:
     """Decides where each task may run: PII scan -> data class -> first matching rule.
 
+    What is scanned, per task kind:
+
+    * a kind in the policy's ``machine_kinds`` (default ``telemetry_alert``): its
+      :func:`~sitemesh.policy.task_text` (an alert's summary) with
+      :meth:`MachineDataScanner.scan_many` (machine tokens masked, NER, user names)
+      and each of its :func:`~sitemesh.policy.task_lines` (inline log lines, sample
+      labels) with :meth:`MachineDataScanner.scan_lines` (no NER);
+    * any other kind (``support_ticket``): ``task_text`` with ``scanner`` as is, and
+      its lines, if it has any, with ``scanner`` too, one text per line.
+
     Fails closed: any analyzer error propagates as
     :class:`~sitemesh.errors.PiiAnalyzerError` (a ``PermanentError``), so the worker
     dead-letters the task instead of forwarding it. Decisions carry entity types,
@@ -81,6 +94,8 @@ class PolicyRouter:
     Args:
         policy: the rules (used when ``policy_source`` is ``None``).
         scanner: the PII scanner.
+        machine_scanner: the scanner of machine-data kinds; ``None``: a
+            :class:`MachineDataScanner` over ``scanner`` with no device networks.
         tenant_tiers: tenant -> tier (``standard`` when absent).
         backend_healthy: called once per decision (or batch) for the
             ``backend_healthy`` fact; ``None``: always healthy.
@@ -96,6 +111,7 @@ class PolicyRouter:
         policy: Policy,
         scanner: PiiScanner,
         *,
+        machine_scanner: MachineDataScanner | None = None,
         tenant_tiers: Mapping[str, str] | None = None,
         backend_healthy: Callable[[], bool] | None = None,
         policy_source: Callable[[], Policy] | None = None,
@@ -103,6 +119,9 @@ class PolicyRouter:
         self._policy = policy
         self._source = policy_source
         self.scanner = scanner
+        self.machine_scanner = (
+            machine_scanner if machine_scanner is not None else MachineDataScanner(scanner)
+        )
         self._tiers = dict(tenant_tiers or {})
         self._healthy = backend_healthy or _always_healthy
 
@@ -118,13 +137,18 @@ class PolicyRouter:
 
     @classmethod
     def from_settings(cls, settings: PolicySettings) -> PolicyRouter:
-        """A router with ``settings.rules_file`` (bundled rules when ``None``) and
-        ``settings.min_score``.
+        """A router with ``settings.rules_file`` (bundled rules when ``None``),
+        ``settings.min_score`` and ``settings.device_networks``.
 
         Raises:
             PolicyError: the rules file is invalid.
         """
-        return cls(Policy.load(settings.rules_file), PiiScanner.from_settings(settings))
+        scanner = PiiScanner.from_settings(settings)
+        return cls(
+            Policy.load(settings.rules_file),
+            scanner,
+            machine_scanner=MachineDataScanner.from_settings(settings, scanner),
+        )
 
     def decide(
         self, task: Task, task_id: str, *, latency_budget_ms: float | None = None
@@ -143,12 +167,13 @@ class PolicyRouter:
         Raises:
             PiiAnalyzerError: the analyzer failed (dead-letter the task).
         """
+        policy = self.policy
         self.scanner.load()
         start = time.perf_counter()
-        entities = self.scanner.scan(task_text(task)) + structured_identifiers(task)
+        entities = self._scan([task], policy)[0]
         analyzer_ms = (time.perf_counter() - start) * 1000
         return self._decide(
-            self.policy, task, task_id, entities, analyzer_ms, latency_budget_ms, self._healthy()
+            policy, task, task_id, entities, analyzer_ms, latency_budget_ms, self._healthy()
         )
 
     def decide_many(self, items: Sequence[tuple[Task, str]]) -> list[PolicyDecision]:
@@ -167,24 +192,51 @@ class PolicyRouter:
         """
         if not items:
             return []
+        policy = self.policy
         self.scanner.load()
         start = time.perf_counter()
-        found = self.scanner.scan_many([task_text(task) for task, _ in items])
+        found = self._scan([task for task, _ in items], policy)
         analyzer_ms = (time.perf_counter() - start) * 1000 / len(items)
         healthy = self._healthy()
-        policy = self.policy
         return [
-            self._decide(
-                policy,
-                task,
-                task_id,
-                entities + structured_identifiers(task),
-                analyzer_ms,
-                None,
-                healthy,
-            )
+            self._decide(policy, task, task_id, entities, analyzer_ms, None, healthy)
             for (task, task_id), entities in zip(items, found, strict=True)
         ]
+
+    def _scan(self, tasks: Sequence[Task], policy: Policy) -> list[list[DetectedEntity]]:
+        """Every detection of each task (its text, its lines, its structured fields).
+
+        Offsets are per scanned text (the task text or one line); only the types,
+        counts and scores are used.
+        """
+        machine = [task_kind(task) in policy.machine_kinds for task in tasks]
+        out: list[list[DetectedEntity]] = [structured_identifiers(task) for task in tasks]
+        texts: list[tuple[bool, Scan]] = [
+            (False, self.scanner.scan_many),
+            (True, self.machine_scanner.scan_many),
+        ]
+        for is_machine, scan in texts:
+            idx = [i for i, m in enumerate(machine) if m is is_machine]
+            if idx:
+                found = scan([task_text(tasks[i]) for i in idx])
+                for i, entities in zip(idx, found, strict=True):
+                    out[i] = entities + out[i]
+        lines: list[tuple[bool, Scan]] = [
+            (False, self.scanner.scan_many),
+            (True, self.machine_scanner.scan_lines),
+        ]
+        for is_machine, scan in lines:
+            owners: list[int] = []
+            todo: list[str] = []
+            for i, task in enumerate(tasks):
+                if machine[i] is is_machine:
+                    mine = task_lines(task)
+                    owners.extend([i] * len(mine))
+                    todo.extend(mine)
+            if todo:
+                for i, entities in zip(owners, scan(todo), strict=True):
+                    out[i].extend(entities)
+        return out
 
     def _decide(
         self,

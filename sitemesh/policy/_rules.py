@@ -17,6 +17,7 @@ from ..schemas import Action, DataClass
 
 __all__ = [
     "BUNDLED_RULES",
+    "DEFAULT_MACHINE_KINDS",
     "DEFAULT_RULE",
     "DecisionFacts",
     "Match",
@@ -72,9 +73,16 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """``pin_edge``, ``allow_cloud``, ``deny`` or ``require_approval``."""
 
 
+DEFAULT_MACHINE_KINDS: frozenset[str] = frozenset({"telemetry_alert"})
+"""Task kinds scanned as machine data when a rules file does not say
+(``machine_kinds``): telemetry alerts, whose summary quotes device output and whose
+inline logs are log lines (see :class:`sitemesh.policy.MachineDataScanner`)."""
+
+
 class _Header(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     version: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     public_kinds: frozenset[str] = frozenset()
+    machine_kinds: frozenset[str] = DEFAULT_MACHINE_KINDS
     rule: list[dict[str, Any]] = []
 
 
@@ -193,6 +201,7 @@ class Policy:
 
         version = "2026-11-22.1"      # a label for humans
         public_kinds = []             # task kinds whose PII-free content is public
+        machine_kinds = ["telemetry_alert"]  # task kinds scanned as machine data
 
         [[rule]]
         id = "restricted-stays-on-site"
@@ -207,12 +216,16 @@ class Policy:
         rules: the file's rules, in order (without the built-in default).
         label: the file's ``version`` label.
         public_kinds: task kinds the file declares public.
+        machine_kinds: task kinds whose content is scanned as machine data (logs,
+            telemetry: :class:`sitemesh.policy.MachineDataScanner`); the file's
+            ``machine_kinds``, :data:`DEFAULT_MACHINE_KINDS` when it has none. ``[]``
+            scans every kind as prose (an alert's log lines included, with NER).
         version: first 16 hex digits of the SHA-256 of the canonical JSON of the
             parsed file (sorted keys, defaults filled in), so whitespace, comments
             and key order do not change it but any rule change does.
     """
 
-    __slots__ = ("label", "public_kinds", "rules", "source", "version")
+    __slots__ = ("label", "machine_kinds", "public_kinds", "rules", "source", "version")
 
     def __init__(
         self,
@@ -220,14 +233,21 @@ class Policy:
         *,
         label: str,
         public_kinds: frozenset[str] = frozenset(),
+        machine_kinds: frozenset[str] = DEFAULT_MACHINE_KINDS,
         source: str = "<rules>",
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.label = label
         self.public_kinds = public_kinds
+        self.machine_kinds = machine_kinds
         self.source = source
         canonical = msgspec.json.encode(
-            {"version": label, "public_kinds": public_kinds, "rule": self.rules},
+            {
+                "version": label,
+                "public_kinds": public_kinds,
+                "machine_kinds": machine_kinds,
+                "rule": self.rules,
+            },
             order="sorted",
         )
         self.version = hashlib.sha256(canonical).hexdigest()[:16]
@@ -279,7 +299,13 @@ class Policy:
                 raise _rule_error(index, raw, "duplicate rule id - at `$.id`")
             seen.add(rule.id)
             rules.append(rule)
-        return cls(rules, label=header.version, public_kinds=header.public_kinds, source=source)
+        return cls(
+            rules,
+            label=header.version,
+            public_kinds=header.public_kinds,
+            machine_kinds=header.machine_kinds,
+            source=source,
+        )
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Policy:

@@ -92,7 +92,7 @@ def _decode_work(data: bytes) -> WorkItem:
 
 
 async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
-    from ..policy import PiiScanner, PolicyRouter, PolicyStore
+    from ..policy import MachineDataScanner, PiiScanner, PolicyRouter, PolicyStore
     from ..workflows import WorkflowStore
 
     subjects = Subjects(settings.site)
@@ -106,9 +106,11 @@ async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
     live = await policies.live(settings.site).start()
     workflows = await WorkflowStore(js).live(settings.site).start()
     hub_enabled = settings.hub.enabled
+    scanner = PiiScanner.from_settings(settings.policy)
     router = PolicyRouter(
         live.policy,
-        PiiScanner.from_settings(settings.policy),
+        scanner,
+        machine_scanner=MachineDataScanner.from_settings(settings.policy, scanner),
         policy_source=live,
         backend_healthy=lambda: hub_enabled,
     )
