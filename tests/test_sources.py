@@ -79,8 +79,17 @@ PUBLIC = [
     "SourceError", "SourceKind", "SourceNotFound", "SourceSpec", "SourceSummary",
     "TelemetryReader", "WatchConfig", "Watcher", "artifact_name", "check_spec",
     "fetch_source", "infer_kind", "list_sources", "open_source", "parse_spec",
-    "publish_source", "remove_source",
+    "publish_source", "remove_source", "SPEC_SCHEMA_FILE", "spec_json_schema",
 ]  # fmt: skip
+
+
+def test_the_checked_in_spec_schema_is_current() -> None:
+    import json
+
+    text = sitemesh.sources.SPEC_SCHEMA_FILE.read_text("utf-8")
+    assert text == sitemesh.sources.spec_json_schema(), "run `sitemesh schemas`"
+    schema = json.loads(text)
+    assert "kind" in json.dumps(schema)
 
 
 def test_public_api() -> None:

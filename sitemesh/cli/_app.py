@@ -325,15 +325,20 @@ def workflows(
 def schemas(
     check: Annotated[bool, typer.Option(help="Fail if the checked-in schemas are stale.")] = False,
 ) -> None:
-    """Generate the JSON Schemas of every message into sitemesh/schemas/json/."""
+    """Generate the JSON Schemas of every message into sitemesh/schemas/json/, and of a
+    telemetry source spec into sitemesh/sources/."""
     from ..schemas import SCHEMA_DIR, json_schemas, write_json_schemas
+    from ..sources import SPEC_SCHEMA_FILE, spec_json_schema
 
+    spec = SPEC_SCHEMA_FILE
     if check:
         stale = [
             n
             for n, t in json_schemas().items()
             if not (SCHEMA_DIR / n).exists() or (SCHEMA_DIR / n).read_text("utf-8") != t
         ]
+        if not spec.exists() or spec.read_text("utf-8") != spec_json_schema():
+            stale.append(spec.name)
         if stale:
             err_console.print(f"stale JSON Schemas: {stale}; run `sitemesh schemas`")
             raise typer.Exit(1)
@@ -341,6 +346,8 @@ def schemas(
         return
     for path in write_json_schemas():
         console.print(f"wrote {path}")
+    spec.write_text(spec_json_schema(), encoding="utf-8")
+    console.print(f"wrote {spec}")
 
 
 @app.command()

@@ -37,7 +37,15 @@ from ._registry import (
     remove_source,
 )
 from ._series import SeriesReader
-from ._spec import SOURCE_KINDS, SourceKind, SourceSpec, check_spec, parse_spec
+from ._spec import (
+    SOURCE_KINDS,
+    SPEC_SCHEMA_FILE,
+    SourceKind,
+    SourceSpec,
+    check_spec,
+    parse_spec,
+    spec_json_schema,
+)
 from ._watch import Incident, WatchConfig, Watcher
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "BUNDLED_SOURCES",
     "CISCO_SOURCE",
     "SOURCE_KINDS",
+    "SPEC_SCHEMA_FILE",
     "Incident",
     "LogReader",
     "PrometheusApiReader",
@@ -67,4 +76,5 @@ __all__ = [
     "parse_spec",
     "publish_source",
     "remove_source",
+    "spec_json_schema",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
-from typing import Final, Literal, NoReturn, get_args
+from pathlib import Path
+from typing import Any, Final, Literal, NoReturn, get_args
 from urllib.parse import urlsplit
 
 import msgspec
@@ -65,6 +67,27 @@ _DECODER = msgspec.json.Decoder(SourceSpec)
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
 _UNKNOWN = re.compile(r"unknown field `([^`]+)`")
 _MISSING = re.compile(r"missing required field `([^`]+)`")
+
+
+SPEC_SCHEMA_FILE: Final = Path(__file__).parent / "telemetry_source.schema.json"
+"""The checked-in JSON Schema of a source spec (``sitemesh schemas`` writes it)."""
+
+
+def spec_json_schema() -> str:
+    """The JSON Schema (draft 2020-12) of :class:`SourceSpec`, as deterministic JSON
+    text: what ``sitemesh telemetry add`` stores as ``telemetry/<name>``.
+
+    The name pattern, the kind list and the defaults are the struct's; the checks
+    :func:`check_spec` adds (a regex that compiles, a URL for ``prometheus_api``)
+    are not expressible in it.
+    """
+    schema: dict[str, Any] = msgspec.json.schema(SourceSpec)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "telemetry_source",
+        **schema,
+    }
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 def parse_spec(data: bytes | str) -> SourceSpec:
