@@ -244,7 +244,10 @@ def diagnose_alert(
             parts += said
     findings = sorted(findings + inline, key=_sort_key)
     window = f"[{_ts(start)}, {_ts(end)})"
-    what = "inline" if source is None else f"inline and source {source.name}"
+    used = (["inline"] if alert.samples or alert.logs else []) + (
+        [f"source {source.name}"] if source is not None else []
+    )
+    what = " and ".join(used)
     head = f"{alert.device} {window} {what}: " + (_describe(inline) if inline else "no findings")
     if not checks:
         head = f"{alert.device} {window}: no telemetry"

@@ -120,8 +120,13 @@ def _iso(at: datetime) -> str:
     return _utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _signal(s: MetricSeries) -> str:
-    labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+def _signal(s: MetricSeries, device: str = "", device_label: str = "device") -> str:
+    """``name{labels}``, without the label that only repeats the device."""
+    labels = ",".join(
+        f"{k}={v}"
+        for k, v in sorted(s.labels.items())
+        if not (k == device_label and v == device)
+    )
     return f"{s.name}{{{labels}}}" if labels else s.name
 
 
@@ -371,8 +376,10 @@ class Watcher:
             return []
         cadence = steps[len(steps) // 2]
         config = config_for_span(times[-1] - times[0], cadence)
+        label = getattr(self.reader.spec, "device_label", "device")
+        signal = _signal(s, device, label)
         try:
-            found = detect_series(Series.from_points(_signal(s), times, s.values), config)
+            found = detect_series(Series.from_points(signal, times, s.values), config)
         except DetectError:
             return []
         out = []
@@ -380,7 +387,7 @@ class Watcher:
             out.append(
                 _Hit(
                     device=device,
-                    signal=_signal(s),
+                    signal=signal,
                     family=_FAMILY[f.kind],
                     start=_utc(f.start),
                     end=_utc(f.end),
