@@ -271,6 +271,21 @@ class ModelsSettings(_Group):
     """Seconds to wait for a launched server to pass its health check (weights load)."""
 
 
+class ToolsSettings(_Group):
+    """Tools over MCP (``sitemesh.tools``; docs/tools.md)."""
+
+    file: Path | None = None
+    """The site's tools file (TOML), over the bundled one (``sitemesh/tools/tools.toml``).
+    ``None``: ``<state_dir>/tools.toml`` if it exists, else the bundled tools only."""
+    replay: Literal["off", "prefer", "strict"] = "off"
+    """``prefer``: serve the recorded response of a known call (same task, step, call
+    index, tool and arguments), else call live; ``strict``: recorded responses only (a
+    miss is an error, no tool is ever called)."""
+    health_interval_s: float = Field(default=5.0, gt=0)
+    """Seconds between two publications of a process's tool health in
+    ``sitemesh_tools_<site>`` (``sitemesh tools health``)."""
+
+
 class Settings(BaseSettings):
     """All sitemesh settings. Build with :func:`load_settings`."""
 
@@ -305,6 +320,7 @@ class Settings(BaseSettings):
     them set."""
     telemetry: TelemetrySettings = TelemetrySettings()
     health: HealthSettings = HealthSettings()
+    tools: ToolsSettings = ToolsSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -50,7 +50,9 @@ PUBLIC = {
         "WorkerPresence", "WorkerRecord", "WorkerState", "build_model_client",
         "catch_early_signals", "connect", "models_for", "nats_options", "presence_key",
         "provision_workers", "read_worker", "read_workers", "ready_by_role", "run_role",
-        "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket"
+        "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket",
+        "TOOLS_BUCKET_PREFIX", "ToolHealthPublisher", "ToolHealthReport", "ToolsService",
+        "build_tool_registry", "read_tool_health", "tools_bucket",
     ],
     "sitemesh.workflows": [
         "Advance", "BUNDLED_WORKFLOWS", "Condition", "LiveWorkflows", "PolicyView",
@@ -59,6 +61,17 @@ PUBLIC = {
         "next_step", "parse_condition", "skipped_events", "step_names", "step_of"
     ],
     "sitemesh.cli": ["app", "main"],
+    "sitemesh.tools": [
+        "ANSWERED_OUTCOMES", "BUNDLED_TOOLS_FILE", "IDEMPOTENCY_ARGUMENT",
+        "IDEMPOTENCY_META_KEY", "TOOLS_FILE_NAME", "InMemoryToolRecorder",
+        "InvalidToolArguments", "NullToolRecorder", "ReplayMode", "ResponseScanner",
+        "StoreToolRecorder", "ToolCall", "ToolCallOutcome", "ToolCallRecorder", "ToolCalls",
+        "ToolCircuitOpen", "ToolConfigError", "ToolError", "ToolErrorNote", "ToolHealth",
+        "ToolInfo", "ToolRateLimited", "ToolRegistry", "ToolReplayMiss", "ToolResponse",
+        "ToolResponseUnscanned", "ToolResult", "ToolSource", "ToolSpec", "ToolTimeout",
+        "ToolUnavailable", "Transport", "UnknownTool", "arguments_hash", "idempotency_key",
+        "load_tool_specs", "parse_tool_specs", "tool_call_id", "tools_file",
+    ],
     "sitemesh.cloud_node": [
         "COMPOSED_LABEL", "ComposingSynthesiser", "SynthesisBackend", "Synthesiser",
         "describe_incident", "run_cloud",

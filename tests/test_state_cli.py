@@ -154,6 +154,7 @@ def test_public_api() -> None:
             "ApprovalStatus", "UnknownApproval", "decide_approval", "get_approval",
             "list_approvals", "request_approval", "undo_decision",
             "BudgetCounterRow", "BudgetHoldRow", "ModelCallRow", "PseudonymVaultRow",
+            "AccountRow", "CustomerNoteRow", "CustomerRow", "ToolCallRow",
         ]
     )  # fmt: skip
     for name in sitemesh.state.__all__:

@@ -362,7 +362,7 @@ async def test_close_is_idempotent(db_url: str) -> None:
 # -- migrations -------------------------------------------------------------------------
 def test_single_head() -> None:
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert heads == ["0005"]
+    assert heads == ["0007_tool_calls"]
 
 
 async def test_migrations_match_models(db_url: str) -> None:
@@ -382,7 +382,7 @@ async def test_migrations_match_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
-    assert version == "0005"
+    assert version == "0007_tool_calls"
 
 
 async def test_downgrade_and_upgrade_again(db_url: str) -> None:

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ..bus import SiteArtifacts
     from ..config import Settings
     from ..models import ModelClient
+    from ..tools import ToolCalls, ToolRegistry
     from ._kb import KnowledgeBase
 
 AgentOutput = msgspec.Struct
@@ -52,8 +53,9 @@ class AgentResources:
     """What a process offers its agents, built once per process by the runtime.
 
     Heavy things load on first use: :attr:`models` (``None`` when no model endpoint
-    is configured: use your deterministic fallback and say so) and
-    :attr:`knowledge` (the site's knowledge base).
+    is configured: use your deterministic fallback and say so), :attr:`tools` (the
+    site's tool registry; ``None`` when no tool is configured) and :attr:`knowledge`
+    (the site's knowledge base).
 
     Args:
         site: the site the process serves.
@@ -62,6 +64,8 @@ class AgentResources:
             reads ``settings.models``); ``None``: no models.
         js: the process's JetStream context on its site (``None`` in unit tests and
             replays), for :meth:`artifacts`.
+        tools: builds the tool registry on first use (the runtime passes one that
+            reads ``settings.tools``); ``None``: no tools.
     """
 
     def __init__(
@@ -71,12 +75,16 @@ class AgentResources:
         *,
         models: Callable[[], ModelClient | None] | None = None,
         js: JetStreamContext | None = None,
+        tools: Callable[[], ToolRegistry | None] | None = None,
     ) -> None:
         self.site = site
         self.settings = settings
         self._models_factory = models
         self._models: ModelClient | None = None
         self._models_built = False
+        self._tools_factory = tools
+        self._tools: ToolRegistry | None = None
+        self._tools_built = False
         self.js = js
         self._artifacts: SiteArtifacts | None = None
         self.followers: list[Callable[[str], Awaitable[None]]] = []
@@ -115,6 +123,26 @@ class AgentResources:
         return self._models
 
     @property
+    def tools(self) -> ToolRegistry | None:
+        """The process's :class:`~sitemesh.tools.ToolRegistry` (built on first use; its
+        servers start on their first call), or ``None``. Agents use ``ctx.tools``."""
+        if not self._tools_built:
+            self._tools_built = True
+            if self._tools_factory is not None:
+                self._tools = self._tools_factory()
+        return self._tools
+
+    @property
+    def tools_built(self) -> bool:
+        """Whether :attr:`tools` was built (a registry exists to report or close)."""
+        return self._tools is not None
+
+    async def aclose(self) -> None:
+        """Close what was built: the tool registry's MCP sessions. Safe to call twice."""
+        if self._tools is not None:
+            await self._tools.aclose()
+
+    @property
     def knowledge(self) -> KnowledgeBase:
         """The site's knowledge base (loaded and indexed on first use)."""
         from ._kb import default_kb
@@ -131,8 +159,10 @@ class AgentContext:
         worker: ``<host>:<pid>`` of the process.
         num_delivered: 1 on the first delivery; agents must be idempotent anyway.
         step: the workflow step being run (``item.step``).
-        resources: the process's shared resources (models, knowledge).
+        resources: the process's shared resources (models, tools, knowledge).
         log: a logger named ``sitemesh.agent.<role>``; log no customer text.
+        task_id: the task being handled (``item.envelope.task_id``).
+        role: the role handling it.
     """
 
     site: str
@@ -141,11 +171,32 @@ class AgentContext:
     step: str = ""
     resources: AgentResources | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("sitemesh.agent"))
+    task_id: str = ""
+    role: str = ""
+    _tool_calls: ToolCalls | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def models(self) -> ModelClient | None:
         """The model client (``None``: no model configured; fall back and say so)."""
         return self.resources.models if self.resources is not None else None
+
+    @property
+    def tools(self) -> ToolCalls | None:
+        """The site's tools for this message (``None``: no tool is configured).
+
+        One view per context: it fills in the task id, the step and each call's index
+        (its idempotency key), so a redelivered step repeats no side effect; make the
+        calls in a deterministic order. See :class:`sitemesh.tools.ToolCalls`.
+        """
+        if self._tool_calls is None:
+            registry = self.resources.tools if self.resources is not None else None
+            if registry is None:
+                return None
+            from ..tools import ToolCalls
+
+            view = ToolCalls(registry, task_id=self.task_id, step=self.step, agent=self.role)
+            object.__setattr__(self, "_tool_calls", view)  # frozen: cache the one view
+        return self._tool_calls
 
     @property
     def knowledge(self) -> KnowledgeBase:

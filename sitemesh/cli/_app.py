@@ -17,6 +17,7 @@ from ..config import Settings, load_settings
 from ..errors import SitemeshError
 from ._kb_cmds import kb_app
 from ._telemetry_cmds import telemetry_app
+from ._tools_cmds import tools_app
 from ._triage_cmds import triage_app
 
 app = typer.Typer(
@@ -487,6 +488,7 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(triage_app, name="triage")
 app.add_typer(kb_app, name="kb")
 app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(tools_app, name="tools")
 
 
 @dlq_app.command("list")

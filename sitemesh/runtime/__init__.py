@@ -8,6 +8,9 @@
   step events, the next step of the workflow;
 * :func:`build_model_client` — the process's model client, recording every call,
   from its side's model settings (:func:`models_for`: a site's or the hub's);
+* :func:`build_tool_registry` — the process's tool registry (MCP servers, built on the
+  first tool call); :class:`ToolHealthPublisher` puts its health in the site's
+  ``sitemesh_tools_<site>`` KV bucket, :func:`read_tool_health` reads it back;
 * :class:`Readiness` — a process's loading → ready → stopping, registered in the
   site's ``sitemesh_workers_<site>`` KV bucket (:class:`WorkerPresence`) and served
   on the optional ``/healthz``/``/readyz`` endpoint (:class:`HealthServer`);
@@ -44,10 +47,20 @@ from ._roles import (
     worker_roles,
 )
 from ._steps import Finaliser, step_handler
+from ._tools import (
+    TOOLS_BUCKET_PREFIX,
+    ToolHealthPublisher,
+    ToolHealthReport,
+    ToolsService,
+    build_tool_registry,
+    read_tool_health,
+    tools_bucket,
+)
 
 __all__ = [
     "INBOX_DURABLE",
     "SERVICE_ROLES",
+    "TOOLS_BUCKET_PREFIX",
     "WORKERS_BUCKET_PREFIX",
     "Finaliser",
     "HealthServer",
@@ -56,21 +69,27 @@ __all__ = [
     "Processes",
     "Readiness",
     "Service",
+    "ToolHealthPublisher",
+    "ToolHealthReport",
+    "ToolsService",
     "WorkerPresence",
     "WorkerRecord",
     "WorkerState",
     "build_model_client",
+    "build_tool_registry",
     "catch_early_signals",
     "connect",
     "models_for",
     "nats_options",
     "presence_key",
     "provision_workers",
+    "read_tool_health",
     "read_worker",
     "read_workers",
     "ready_by_role",
     "run_role",
     "step_handler",
+    "tools_bucket",
     "wait_ready",
     "worker_name",
     "worker_roles",

@@ -44,6 +44,7 @@ from ._connect import connect
 from ._health import Readiness
 from ._models import build_model_client, models_for
 from ._steps import step_handler
+from ._tools import ToolHealthPublisher, ToolsService, build_tool_registry, health_source
 
 log = logging.getLogger("sitemesh.worker")
 
@@ -170,11 +171,24 @@ class _ArtifactFollower:
 async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> list[Service]:
     subjects = Subjects(settings.site)
     resources = AgentResources(
-        settings.site, settings, models=lambda: build_model_client(settings), js=js
+        settings.site,
+        settings,
+        models=lambda: build_model_client(settings),
+        js=js,
+        tools=lambda: build_tool_registry(settings),  # MCP servers start on first call
     )
     agent = spec.create()
     await agent.setup(resources)  # indexes, models, analyzers: before the first message
-    extra: list[Service] = []
+    publisher = ToolHealthPublisher(
+        js,
+        site=settings.site,
+        role=spec.role,
+        source=health_source(resources),
+        interval_s=settings.tools.health_interval_s,
+        health=settings.health,
+        create_bucket=not settings.nats.has_identity,
+    )
+    extra: list[Service] = [ToolsService(resources, publisher)]
     if resources.followers:
         extra.append(_ArtifactFollower(resources))
     finaliser = None
@@ -352,6 +366,9 @@ async def _run_site_role(
     await readiness.stopping()
     await asyncio.gather(*(s.shutdown() for s in services), return_exceptions=True)
     await asyncio.gather(*runs, return_exceptions=True)
+    for s in services:  # drained: now end what in-flight work used (MCP sessions)
+        if isinstance(s, ToolsService):
+            await s.aclose()
     stop_wait.cancel()
     await readiness.shutdown()  # the record goes before the connection does
     await nc.drain()

@@ -95,6 +95,8 @@ def step_handler(
                 step=step.name,
                 resources=resources,
                 log=log,
+                task_id=env.task_id,
+                role=role,
             ),
         )
         if not isinstance(output, expected):

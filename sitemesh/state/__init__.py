@@ -3,11 +3,13 @@
 SQLAlchemy 2.0 async over SQLite (aiosqlite, the embedded default) or PostgreSQL
 (asyncpg); schema managed by Alembic (:func:`migrate`). The :class:`Recorder`
 fills the :class:`Store` from a site's ``EVENTS`` and ``DLQ`` streams; the CLI
-reads it (``sitemesh status``, ``sitemesh show TASK_ID``).
+reads it (``sitemesh status``, ``sitemesh show TASK_ID``). The site's CRM tables
+(:class:`CustomerRow`, :class:`AccountRow`, :class:`CustomerNoteRow`) live here too,
+served by the bundled ``crm`` tool (``sitemesh.tools.servers``).
 """
 
 # ``_models`` first: it imports the other table modules (approvals, model calls, the
-# vault) at its end, and they import ``Base`` back from it.
+# vault, the CRM, tool calls) at its end, and they import ``Base`` back from it.
 from ._models import Base, DeadLetterRow, PolicyDecisionRow, TaskEventRow, TaskRow
 
 # isort: split
@@ -24,10 +26,12 @@ from ._approvals import (
     request_approval,
     undo_decision,
 )
+from ._crm_models import AccountRow, CustomerNoteRow, CustomerRow
 from ._db import alembic_config, create_engine, is_sqlite, migrate, sqlite_path
 from ._model_calls import BudgetCounterRow, BudgetHoldRow, ModelCallRow
 from ._recorder import RECORDER_DURABLE, Recorder
 from ._store import STATUSES, Store
+from ._tool_calls import ToolCallRow
 from ._vault_models import PseudonymVaultRow
 from ._views import (
     DeadLetterView,
@@ -43,6 +47,7 @@ __all__ = [
     "APPROVAL_STATUSES",
     "RECORDER_DURABLE",
     "STATUSES",
+    "AccountRow",
     "ApprovalAlreadyDecided",
     "ApprovalRecord",
     "ApprovalRow",
@@ -50,6 +55,8 @@ __all__ = [
     "Base",
     "BudgetCounterRow",
     "BudgetHoldRow",
+    "CustomerNoteRow",
+    "CustomerRow",
     "DeadLetterRow",
     "DeadLetterView",
     "DecisionView",
@@ -65,6 +72,7 @@ __all__ = [
     "TaskRow",
     "TaskSummary",
     "TaskView",
+    "ToolCallRow",
     "UnknownApproval",
     "alembic_config",
     "create_engine",

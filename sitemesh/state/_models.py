@@ -200,5 +200,7 @@ class DeadLetterRow(Base):
 
 
 from sitemesh.state._approvals import ApprovalRow as ApprovalRow  # noqa: E402
+from sitemesh.state._crm_models import AccountRow, CustomerNoteRow, CustomerRow  # noqa: E402, F401
 from sitemesh.state._model_calls import BudgetCounterRow, BudgetHoldRow, ModelCallRow  # noqa: E402, F401
+from sitemesh.state._tool_calls import ToolCallRow as ToolCallRow  # noqa: E402
 from sitemesh.state._vault_models import PseudonymVaultRow as PseudonymVaultRow  # noqa: E402

@@ -1,0 +1,291 @@
+"""The tools of a process: its registry, built lazily, and its health on the bus.
+
+* :func:`build_tool_registry` — the process's :class:`~sitemesh.tools.ToolRegistry`
+  from its settings (``None`` when no tool is configured); agents reach it through
+  ``AgentResources.tools`` / ``ctx.tools``, so it is built on the first tool call;
+* :class:`ToolHealthPublisher` — puts the process's per-tool health
+  (:class:`ToolHealthReport`) in the site's ``sitemesh_tools_<site>`` KV bucket every
+  ``tools.health_interval_s`` while a registry exists, like the worker registry
+  (``sitemesh_workers_<site>``: key ``<role>.<host>_<pid>``, history 1, a TTL that
+  drops the report of a process that stopped), and deletes it on shutdown;
+* :func:`read_tool_health` — every live report (``sitemesh tools health``).
+
+Publishing is fail-soft: the bucket is a signal, and a KV failure never stops a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from ..config import HealthSettings, Settings
+from ..schemas import utcnow
+from ..tools import ToolHealth
+from ._presence import KV_TIMEOUT_S, presence_key
+
+if TYPE_CHECKING:
+    from ..agents import AgentResources
+    from ..tools import ToolRegistry
+
+__all__ = [
+    "TOOLS_BUCKET_PREFIX",
+    "ToolHealthPublisher",
+    "ToolHealthReport",
+    "ToolsService",
+    "build_tool_registry",
+    "read_tool_health",
+    "tools_bucket",
+]
+
+log = logging.getLogger("sitemesh.tools")
+
+TOOLS_BUCKET_PREFIX: Final = "sitemesh_tools_"
+"""Prefix of the per-site tool health bucket (``sitemesh_tools_<site>``)."""
+
+
+def tools_bucket(site: str) -> str:
+    """The KV bucket of ``site``'s tool health: ``sitemesh_tools_<site>``."""
+    return f"{TOOLS_BUCKET_PREFIX}{site}"
+
+
+class ToolHealthReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One process's tool health (the JSON value of its key in the bucket)."""
+
+    site: str
+    role: str
+    host: str
+    pid: int
+    at: datetime
+    """When it was published (UTC)."""
+    tools: list[ToolHealth] = []
+    """Every tool the process called, by name."""
+
+    @property
+    def key(self) -> str:
+        """Its key in the bucket, ``<role>.<host>_<pid>``."""
+        return presence_key(self.role, self.host, self.pid)
+
+
+_ENCODER: Final = msgspec.json.Encoder()
+_DECODER: Final = msgspec.json.Decoder(ToolHealthReport)
+
+
+def build_tool_registry(settings: Settings) -> ToolRegistry | None:
+    """The process's tool registry from ``settings.tools`` (nothing connected yet), or
+    ``None`` when no tool server is configured.
+
+    Raises:
+        ToolConfigError: the tools file is unreadable or invalid (names the field).
+    """
+    from ..tools import ToolRegistry
+
+    registry = ToolRegistry.from_settings(settings)
+    return registry if registry.specs else None
+
+
+async def _bucket(
+    js: JetStreamContext, site: str, health: HealthSettings, *, create: bool
+) -> KeyValue:
+    name = tools_bucket(site)
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        if not create:
+            raise
+    config = KeyValueConfig(
+        bucket=name,
+        description=f"tool health of the processes of site {site} (sitemesh.runtime)",
+        history=1,
+        ttl=health.ttl_s,
+        storage=StorageType.FILE,
+        direct=True,
+        max_value_size=256 * 1024,
+    )
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:  # created meanwhile by another process
+        return await js.key_value(name)
+
+
+class ToolHealthPublisher:
+    """Publishes this process's tool health while it runs (see the module docstring).
+
+    Args:
+        js: the process's JetStream context on its site.
+        site: the site.
+        role: the process's role.
+        source: this process's tool health now, or ``None`` while it has no registry.
+        interval_s: seconds between publications (at most a third of the bucket's TTL).
+        health: the bucket's TTL, for a bucket this process creates.
+        create_bucket: create the bucket when missing (processes without an identity).
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        site: str,
+        role: str,
+        source: Callable[[], list[ToolHealth] | None],
+        interval_s: float = 5.0,
+        health: HealthSettings | None = None,
+        create_bucket: bool = True,
+    ) -> None:
+        self._js = js
+        self.site = site
+        self.role = role
+        self._source = source
+        self._health = health or HealthSettings()
+        self._interval_s = min(interval_s, self._health.ttl_s / 3)
+        self._create = create_bucket
+        self._kv: KeyValue | None = None
+        self._stop = asyncio.Event()
+        self._stored = False
+        self._failing = False
+        self.key = presence_key(role, socket.gethostname(), os.getpid())
+
+    async def publish(self) -> bool:
+        """Put the current report now (if there is a registry); ``False`` if it failed."""
+        tools = self._source()
+        if tools is None:
+            return False
+        report = ToolHealthReport(
+            site=self.site,
+            role=self.role,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            at=utcnow(),
+            tools=tools,
+        )
+        try:
+            if self._kv is None:
+                self._kv = await asyncio.wait_for(
+                    _bucket(self._js, self.site, self._health, create=self._create), KV_TIMEOUT_S
+                )
+            await asyncio.wait_for(self._kv.put(self.key, _ENCODER.encode(report)), KV_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a signal only
+            self._kv = None
+            if not self._failing:
+                log.warning(
+                    "cannot publish tool health in %s (retrying): %r", tools_bucket(self.site), exc
+                )
+            self._failing = True
+            return False
+        self._failing = False
+        self._stored = True
+        return True
+
+    async def run(self) -> None:
+        """Publish every interval until :meth:`shutdown`."""
+        while not self._stop.is_set():
+            await self.publish()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._interval_s)
+
+    async def shutdown(self) -> None:
+        """Stop publishing and delete this process's report. Safe to call twice."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if not self._stored or self._kv is None:
+            return
+        try:
+            await asyncio.wait_for(self._kv.delete(self.key), KV_TIMEOUT_S)
+        except Exception as exc:  # the TTL removes it anyway
+            log.warning(
+                "cannot remove %s from %s (it expires): %r", self.key, tools_bucket(self.site), exc
+            )
+
+
+class ToolsService:
+    """The tools of an agent process: publishes their health; :meth:`aclose` (after the
+    worker drained) ends the MCP sessions.
+
+    Args:
+        resources: the process's agent resources (their registry is built lazily).
+        publisher: the health publisher (``None``: none, e.g. no bus).
+    """
+
+    def __init__(
+        self, resources: AgentResources, publisher: ToolHealthPublisher | None = None
+    ) -> None:
+        self._resources = resources
+        self._publisher = publisher
+
+    async def run(self) -> None:
+        """Publish the tool health until :meth:`shutdown` (returns at once without a publisher)."""
+        if self._publisher is not None:
+            await self._publisher.run()
+
+    async def shutdown(self) -> None:
+        """Stop publishing (and remove the report)."""
+        if self._publisher is not None:
+            await self._publisher.shutdown()
+
+    async def aclose(self) -> None:
+        """Close the registry's MCP sessions (stdio servers exit). Safe to call twice."""
+        await self._resources.aclose()
+
+
+def health_source(resources: AgentResources) -> Callable[[], list[ToolHealth] | None]:
+    """The publisher's source for ``resources``: ``None`` until a registry was built."""
+
+    def source() -> list[ToolHealth] | None:
+        if not resources.tools_built:
+            return None
+        registry = resources.tools
+        return registry.health() if registry is not None else None
+
+    return source
+
+
+async def read_tool_health(js: JetStreamContext, site: str) -> list[ToolHealthReport]:
+    """Every live report of ``site`` (none when the bucket does not exist), by key.
+
+    Raises:
+        nats.errors.Error: NATS failed (timeout, no permission).
+    """
+    bucket = tools_bucket(site)
+    prefix = f"$KV.{bucket}."
+    try:
+        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    except NotFoundError:
+        return []
+    keys = sorted(s.removeprefix(prefix) for s in (info.state.subjects or {}))
+    out: list[ToolHealthReport] = []
+    try:
+        kv = await js.key_value(bucket)
+    except BucketNotFoundError:
+        return []
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError, NotFoundError):
+            continue
+        if not entry.value:
+            continue
+        try:
+            out.append(_DECODER.decode(entry.value))
+        except msgspec.ValidationError:
+            log.warning("ignoring malformed tool health entry %s of site %s", key, site)
+    return out

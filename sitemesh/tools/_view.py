@@ -1,0 +1,94 @@
+"""The tools of one message, as an agent sees them: ``ctx.tools``.
+
+```python
+async def handle(self, item: WorkItem, ctx: AgentContext) -> Plan:
+    tools = ctx.tools
+    if tools is not None:
+        found = await tools.call("crm.lookup_customer", {"email": ...})
+        data_class = found.raises(item.envelope.data_class)
+```
+
+The view fills in the task id, the step and the call index itself: the n-th call of a
+step (counted from 0, in the order the agent *starts* them) always gets the same
+idempotency key, however often the step is delivered or replayed. An agent must
+therefore make its tool calls in a deterministic order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._registry import ToolRegistry
+    from ._types import ToolInfo, ToolResult
+
+__all__ = ["ToolCalls"]
+
+
+class ToolCalls:
+    """A per-message view of the process's :class:`~sitemesh.tools.ToolRegistry`.
+
+    Args:
+        registry: the process's registry.
+        task_id: the task being handled.
+        step: the workflow step being run.
+        agent: the role running it (recorded with each call).
+    """
+
+    def __init__(self, registry: ToolRegistry, *, task_id: str, step: str, agent: str = "") -> None:
+        self.registry = registry
+        self.task_id = task_id
+        self.step = step
+        self.agent = agent
+        self._next = 0
+
+    @property
+    def calls(self) -> int:
+        """Calls started through this view so far."""
+        return self._next
+
+    async def call(
+        self,
+        tool: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        pseudonymise: bool = False,
+    ) -> ToolResult:
+        """Call ``tool`` as this step's next call (:meth:`ToolRegistry.call`).
+
+        Args:
+            tool: ``<server>.<tool>`` (``<server>`` alone when it offers one tool).
+            arguments: its arguments (validated against its input schema).
+            pseudonymise: replace personal data in the response by the task's
+                placeholders (the content may reach a cloud step).
+
+        Returns:
+            The scanned result; raise the task's data class with
+            :meth:`ToolResult.raises`.
+
+        Raises:
+            ToolUnavailable: the tool is down, timed out, rate limited or its breaker
+                is open (transient: degrade, saying why, or let the step be redelivered).
+            InvalidToolArguments | UnknownTool | ToolResponseUnscanned | ToolReplayMiss:
+                permanent (see :meth:`ToolRegistry.call`).
+        """
+        index = self._next
+        self._next += 1
+        return await self.registry.call(
+            tool,
+            arguments,
+            task_id=self.task_id,
+            step=self.step,
+            call_index=index,
+            agent=self.agent,
+            pseudonymise=pseudonymise,
+        )
+
+    async def list(self) -> list[ToolInfo]:
+        """Every configured tool with its input schema (connects the servers)."""
+        return await self.registry.list_tools()
+
+    async def describe(self, tool: str) -> ToolInfo:
+        """One tool's description and input schema (e.g. for a model's function calling)."""
+        return await self.registry.describe(tool)
