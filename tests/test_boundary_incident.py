@@ -337,7 +337,9 @@ async def test_a_telemetry_alert_crosses_with_its_device(scanner: PiiScanner) ->
     assert incident.steps[0].grounding == ["diagnosis#1"]
     assert incident.reasons == ["major_finding:bfd_session_down", "major_alert"]
     wire = msgspec.json.encode(incident).decode()
-    for raw in ("Maria", "555", "down_count"):
+    # the phone number's parts, not "555" alone: the incident's own timestamps
+    # (fractions of a second) may hold those digits
+    for raw in ("Maria", "555 0199", "5550199", "212 555", "down_count"):
         assert raw not in wire
 
 

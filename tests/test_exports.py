@@ -28,6 +28,7 @@ PUBLIC = {
         "IncidentFinding", "IncidentResolution", "IncidentStep", "IncidentTriage",
         "LabelScore", "Resolution", "Triage",
         "LogLine", "MetricSeries",
+        "CustomerContext", "CustomerStatus",
     ],
     "sitemesh.agents": [
         "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",
@@ -52,19 +53,20 @@ PUBLIC = {
         "provision_workers", "read_worker", "read_workers", "ready_by_role", "run_role",
         "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket",
         "TOOLS_BUCKET_PREFIX", "ToolHealthPublisher", "ToolHealthReport", "ToolsService",
-        "build_tool_registry", "read_tool_health", "tools_bucket",
+        "build_tool_registry", "provision_tool_health", "read_tool_health", "tools_bucket",
     ],
     "sitemesh.workflows": [
         "Advance", "BUNDLED_WORKFLOWS", "Condition", "LiveWorkflows", "PolicyView",
         "RoleInfo", "Skip", "WORKFLOWS_KEY", "WorkflowStore", "Workflows", "bundled_text",
-        "check_workflows", "cloud_allowed", "dispatch", "first_step", "new_item",
-        "next_step", "parse_condition", "skipped_events", "step_names", "step_of"
+        "check_workflows", "cloud_allowed", "data_class_raised", "dispatch", "first_step",
+        "new_item", "next_step", "parse_condition", "skipped_events", "step_names", "step_of"
     ],
     "sitemesh.cli": ["app", "main"],
     "sitemesh.tools": [
         "ANSWERED_OUTCOMES", "BUNDLED_TOOLS_FILE", "IDEMPOTENCY_ARGUMENT",
         "IDEMPOTENCY_META_KEY", "TOOLS_FILE_NAME", "InMemoryToolRecorder",
-        "InvalidToolArguments", "NullToolRecorder", "ReplayMode", "ResponseScanner",
+        "InvalidToolArguments", "NullToolRecorder", "ReadOnlyToolRecorder", "ReplayMode",
+        "ResponseScanner",
         "StoreToolRecorder", "ToolCall", "ToolCallOutcome", "ToolCallRecorder", "ToolCalls",
         "ToolCircuitOpen", "ToolConfigError", "ToolError", "ToolErrorNote", "ToolHealth",
         "ToolInfo", "ToolRateLimited", "ToolRegistry", "ToolReplayMiss", "ToolResponse",

@@ -29,7 +29,7 @@ from sitemesh.bus import Subjects, find_nats_server, provision
 from sitemesh.cli import app
 from sitemesh.config import BusSettings, DbSettings, NatsSettings, Settings, TelemetrySettings
 from sitemesh.edge_node import Supervisor, child_env, process_environ
-from sitemesh.runtime import connect, provision_workers
+from sitemesh.runtime import connect, provision_tool_health, provision_workers
 from sitemesh.state import Store, list_approvals, migrate
 from sitemesh.topology import Security, Topology, TopologySpec, load_creds
 from tests.conftest import TEST_STREAM_BYTES, assert_eventually
@@ -151,6 +151,7 @@ async def secure_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         prov = await connect(site.as_role("provisioner"), "provisioner", name="provision")
         await provision(prov.jetstream(), Subjects(SITE), bus)
         await provision_workers(prov.jetstream(), SITE)  # the registry `status` reads
+        await provision_tool_health(prov.jetstream(), SITE)  # what `tools health` reads
         await prov.drain()
         await migrate(settings.db_url)
         # the policy is in the bucket before the router starts, so it applies to every task
@@ -288,6 +289,18 @@ async def test_dlq_list_show_redrive(secure_site: SecureSite) -> None:
     # is still malformed, so the router dead-letters it anew under the next sequence)
     out = await secure_site.ok("dlq", "redrive", seq)
     _shows(out, f"dead letter {seq} was already redriven", "nothing published")
+
+
+@slow
+async def test_tools_health(secure_site: SecureSite) -> None:
+    """The workers may publish their tool health in the provisioned bucket (their own
+    keys only); the operator reads it."""
+    out = await secure_site.ok("tools", "health")
+    assert "tools health failed" not in out, out
+    assert "tool health of site eu1" in out or "no tool calls reported at site eu1" in out, out
+    code, out = await secure_site.cli("tools", "health", role=None)
+    assert code == 2, out
+    assert "authorization violation" in out.lower(), out
 
 
 @slow

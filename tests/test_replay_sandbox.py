@@ -19,7 +19,7 @@ from sitemesh.agents import Agent
 from sitemesh.bus import NatsServer, Subjects, connect
 from sitemesh.bus._streams import stream_configs
 from sitemesh.cli._publish import prepare, publish
-from sitemesh.config import BusSettings, NatsSettings, Settings
+from sitemesh.config import BusSettings, NatsSettings, Settings, ToolsSettings
 from sitemesh.policy import PiiScanner, Policy
 from sitemesh.replay import (
     InProcessSite,
@@ -216,15 +216,19 @@ async def test_cli_replay_exit_codes_and_report(
 
     r = recorded
     monkeypatch.setattr(PiiScanner, "from_settings", classmethod(lambda cls, s: r.scanner))
-    async def built(*args: object) -> object:
+
+    async def built(*args: object, **kwargs: object) -> object:
         return r.agents
 
     monkeypatch.setattr(cmds, "build_agents", built)
+    no_tools = r.tmp / "no-tools.toml"  # as in the recorded run: its agents had no tools
+    no_tools.write_text("bundled = false\n", encoding="utf-8")
     settings = Settings(
         site=r.subjects.site,
         state_dir=r.tmp,
         nats=NatsSettings(url=nats_server.client_url),
         bus=r.bus,
+        tools=ToolsSettings(file=no_tools),
     )
     console = Console(record=True, width=250)
     assert await replay(settings, console, since="1h", speed="original") == 0

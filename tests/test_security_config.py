@@ -49,6 +49,10 @@ def test_retriever_permissions_are_exactly_its_job() -> None:
         "$JS.API.STREAM.INFO.KV_sitemesh_workers_eu1",
         "$JS.API.DIRECT.GET.KV_sitemesh_workers_eu1.$KV.sitemesh_workers_eu1.retriever.>",
         "$KV.sitemesh_workers_eu1.retriever.>",
+        # its own tool health (sitemesh tools health), nobody else's; no bucket create
+        "$JS.API.STREAM.INFO.KV_sitemesh_tools_eu1",
+        "$JS.API.DIRECT.GET.KV_sitemesh_tools_eu1.$KV.sitemesh_tools_eu1.retriever.>",
+        "$KV.sitemesh_tools_eu1.retriever.>",
         # read and watch the site's knowledge bases (sitemesh kb add): no writes
         "$JS.API.STREAM.INFO.OBJ_sitemesh_knowledge_eu1",
         "$JS.API.STREAM.MSG.GET.OBJ_sitemesh_knowledge_eu1",

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.js import JetStreamContext
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -17,11 +18,18 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from sitemesh.agents import AgentResources
+from sitemesh.bus import find_nats_server
 from sitemesh.cli import app
 from sitemesh.cli._tools_cmds import tools_health, tools_list
-from sitemesh.config import TelemetrySettings, load_settings
+from sitemesh.config import BusSettings, NatsSettings, TelemetrySettings, load_settings
 from sitemesh.models import CircuitBreaker
-from sitemesh.runtime import ToolHealthPublisher, read_tool_health, tools_bucket
+from sitemesh.runtime import (
+    TOOLS_BUCKET_PREFIX,
+    ToolHealthPublisher,
+    provision_tool_health,
+    read_tool_health,
+    tools_bucket,
+)
 from sitemesh.runtime._tools import health_source
 from sitemesh.state import Store
 from sitemesh.telemetry import setup_telemetry, shutdown_telemetry
@@ -34,6 +42,8 @@ from sitemesh.tools import (
     ToolUnavailable,
 )
 from sitemesh.tools._health import HealthTracker, TokenBucket
+from sitemesh.topology import Security, Topology, TopologySpec, generate_creds, load_creds
+from sitemesh.topology._permissions import TOOLS_BUCKET_PREFIX as TOPOLOGY_MIRROR
 from tests._mcp import inproc
 from tests._mcp.helpers import FakeTime, NoPii
 from tests._mcp.http_server import HttpState, serve
@@ -285,3 +295,54 @@ async def test_the_runtime_builds_the_registry_on_first_use_and_closes_it() -> N
     assert registry.pool._connections == {}
     with pytest.raises(ToolUnavailable, match="closed"):
         await registry.call("p.plain", {"topic": "x"}, task_id="t", step="s", call_index=1)
+
+
+# -- a site with per-role identities (sitemesh creds) -----------------------------------
+
+
+@pytest.fixture(scope="module")
+async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Topology]:
+    """A hub and site eu1 with one NKey identity per role (as ``sitemesh creds``)."""
+    root = tmp_path_factory.mktemp("secure-tools")
+    generate_creds(root / "creds", ["eu1"])
+    security = Security.from_dirs(["eu1"], certs_dir=None, creds_dir=root / "creds")
+    spec = TopologySpec.for_sites(["eu1"], root / "topology")
+    bus = BusSettings(max_bytes=4 * 1024 * 1024, duplicate_window_s=120)
+    async with Topology(spec, binary=find_nats_server(None), bus=bus, security=security) as t:
+        yield t
+
+
+@pytest.mark.timeout(90)
+async def test_tool_health_on_a_secured_site(
+    secured: Topology, registry_with_history: ToolRegistry
+) -> None:
+    """A worker identity puts (and deletes) only its own report, never creates the
+    bucket; the provisioner does; the operator reads it, ``sitemesh tools health`` too."""
+    assert TOPOLOGY_MIRROR == TOOLS_BUCKET_PREFIX  # the permissions name the same bucket
+    nc = await secured.connect_identity("eu1", "planner")
+    js = nc.jetstream(timeout=1)
+    publisher = ToolHealthPublisher(
+        js, site="eu1", role="planner", source=registry_with_history.health, create_bucket=True
+    )
+    assert await publisher.publish() is False  # a worker may not create the bucket
+    prov = await secured.connect_identity("eu1", "provisioner")
+    await provision_tool_health(prov.jetstream(), "eu1")
+    assert await publisher.publish() is True
+    op = await secured.connect_identity("eu1", "operator")
+    (report,) = await read_tool_health(op.jetstream(), "eu1")
+    assert (report.role, report.key, report.tools[0].tool) == ("planner", publisher.key, "h.ping")
+    with pytest.raises(nats.errors.TimeoutError):  # another role's report: refused
+        await js.publish(f"$KV.{tools_bucket('eu1')}.retriever.somewhere_1", b"{}")
+
+    s = secured.spec.site("eu1")
+    seed = load_creds(secured.spec.state_dir.parent / "creds").get("eu1", "operator").seed_file
+    settings = load_settings(
+        site="eu1", nats=NatsSettings(url=f"nats://{s.host}:{s.client_port}", nkey_seed_file=seed)
+    )
+    console = Console(record=True, width=200)
+    assert await tools_health(settings, console) == 0, console.export_text()
+    text = console.export_text()
+    assert "h.ping" in text
+    assert "planner" in text
+    await publisher.shutdown()
+    assert await read_tool_health(op.jetstream(), "eu1") == []

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
-from ..schemas import Task, WorkItem, Zone
+from ..schemas import DataClass, Task, WorkItem, Zone
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -197,6 +197,14 @@ class AgentContext:
             view = ToolCalls(registry, task_id=self.task_id, step=self.step, agent=self.role)
             object.__setattr__(self, "_tool_calls", view)  # frozen: cache the one view
         return self._tool_calls
+
+    @property
+    def tool_data_class(self) -> DataClass | None:
+        """The most sensitive class of the tool results of this message (``None``: no
+        tool was called). After the step the runtime raises the task's data class to it
+        (``Envelope.data_class`` from the next step on), which keeps the task on site
+        when it goes above the class the policy decided on."""
+        return self._tool_calls.data_class if self._tool_calls is not None else None
 
     @property
     def knowledge(self) -> KnowledgeBase:

@@ -17,7 +17,9 @@ from ..schemas import (
     ValidationReport,
     WorkItem,
 )
+from ..workflows import cloud_allowed, data_class_raised
 from ._base import Agent, AgentContext, AgentOutput
+from ._crm import customer_greeting
 from ._planner import CUSTOMER
 
 MIN_RETRIEVAL_CONFIDENCE: Final = 0.30
@@ -88,6 +90,7 @@ class EscalationAgent(Agent):
     an info/minor alert whose telemetry was        ``resolved`` (not confirmed;
     checked and shows no anomaly                   no runbook needed)
     the ticket's urgency is 0 (critical)           ``escalate``
+    the CRM did not answer (retrieval's customer)  ``escalate`` (its reason)
     no retrieval, or confidence < threshold        ``escalate``
     a ticket has no reply from the knowledge base  ``escalate``
     triage label and the document's intent differ  ``escalate``
@@ -101,7 +104,11 @@ class EscalationAgent(Agent):
     the document's intent and :data:`MIN_ANSWER_CONFIDENCE` otherwise; for runbook
     plans it is ``min_confidence``. A resolved ticket's message is the drafted reply
     with ``<CUSTOMER>`` filled in on the site; any other outcome gets
-    :data:`HOLDING_MESSAGE`, which promises no work that was not done.
+    :data:`HOLDING_MESSAGE`, which promises no work that was not done. When the
+    retriever found the ticket's customer in the CRM, :meth:`handle` re-identifies the
+    name and account number on the site (``ctx.tools.reidentify``): the reply greets
+    the customer by name and cites the account's last four digits. An escalation that
+    cannot leave the site because a tool raised the data class says so in its reasons.
 
     The answer copies the plan, the diagnosis, and ``data_class`` and
     ``submitted_at`` from the envelope. Its ``customer_message`` is the plan's
@@ -166,6 +173,9 @@ class EscalationAgent(Agent):
         if triage is not None and triage.urgency == 0 and triage.urgency_source != "ticket":
             found.append(("escalate", f"triage urgency 0 (critical, {triage.urgency_source})"))
         ticket = isinstance(item.task, SupportTicket)
+        customer = retrieval.customer if retrieval is not None else None
+        if customer is not None and customer.status == "unavailable":
+            found.append(("escalate", customer.reason or f"{customer.tool} unavailable"))
         if retrieval is None:
             found.append(("escalate", "no retrieval result"))
         elif ticket and plan is not None and plan.source != "knowledge":
@@ -228,28 +238,42 @@ class EscalationAgent(Agent):
         return []
 
     @staticmethod
-    def address(item: WorkItem, message: str) -> str:
+    def address(item: WorkItem, message: str, name: str | None = None) -> str:
         """Fill the ``<CUSTOMER>`` placeholder of a drafted reply on the site: the
+        customer's name from the CRM when given (re-identified on the site), else the
         ticket's ``@handle`` on Twitter, the customer as given elsewhere, else
         "there"."""
         task = item.task
         who = "there"
-        if isinstance(task, SupportTicket) and task.customer and task.customer.strip():
+        if name:
+            who = name
+        elif isinstance(task, SupportTicket) and task.customer and task.customer.strip():
             who = task.customer.strip()
             if task.channel == "twitter" and not who.startswith("@"):
                 who = f"@{who}"
+        if name and message and CUSTOMER not in message:  # greet the customer by name
+            message = f"Hello {CUSTOMER}, {message[0].lower()}{message[1:]}"
         return message.replace(CUSTOMER, who)
 
-    def answer(self, item: WorkItem) -> FinalAnswer:
+    def answer(self, item: WorkItem, *, name: str | None = None, last4: str = "") -> FinalAnswer:
         """The :class:`FinalAnswer` for ``item`` (the synchronous core of :meth:`handle`).
 
         Args:
             item: the work item after validation.
+            name: the customer's name from the CRM, re-identified on the site (the
+                reply addresses it instead of the ticket's handle).
+            last4: the last four digits of the customer's account (the reply cites them).
 
         Returns:
             The final answer.
         """
         outcome, reasons = self.decide(item)
+        raised = data_class_raised(item)
+        if outcome == "escalate" and raised is not None and cloud_allowed(item.decision):
+            reasons.append(
+                f"kept on site: a tool response raised the data class to {raised} after "
+                f"the policy decision ({item.decision.data_class})"
+            )
         plan, report = item.output(Plan), item.output(ValidationReport)
         validated = report is not None and report.ok
         message = plan.customer_message if plan is not None and validated else ""
@@ -257,7 +281,9 @@ class EscalationAgent(Agent):
             if not validated or (outcome != "resolved" and plan is not None
                                  and plan.source == "knowledge"):
                 message = HOLDING_MESSAGE
-            message = self.address(item, message)
+            message = self.address(item, message, name)
+            if last4 and message:
+                message = f"{message} This concerns your account ending in {last4}."
         elif outcome == "resolved" and _unconfirmed(item.task, item.output(Diagnosis)):
             diagnosis = item.output(Diagnosis)
             assert diagnosis is not None
@@ -282,16 +308,23 @@ class EscalationAgent(Agent):
         )
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> FinalAnswer:
-        """Decide and answer.
+        """Decide and answer; a ticket whose customer the CRM found is addressed by
+        name and cites the account's last four digits, re-identified on the site.
 
         Args:
             item: the work item after validation.
-            ctx: the agent context (unused).
+            ctx: the agent context (``ctx.tools.reidentify``: the site vault).
 
         Returns:
             The :class:`FinalAnswer`.
         """
-        return self.answer(item)
+        retrieval = item.output(RetrievalResult)
+        customer = retrieval.customer if retrieval is not None else None
+        if customer is None or not isinstance(item.task, SupportTicket):
+            return self.answer(item)
+        tools = ctx.tools if ctx is not None else None
+        name, last4 = await customer_greeting(customer, tools)
+        return self.answer(item, name=name, last4=last4)
 
     def summarize(self, output: AgentOutput) -> str:
         """One PII-free line: outcome and reasons.

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+import msgspec
+
 from ..knowledge import (
     RUNBOOKS,
     KbHit,
@@ -36,6 +38,7 @@ from ..schemas import (
     WorkItem,
 )
 from ._base import Agent, AgentContext, AgentOutput, AgentResources
+from ._crm import CRM_TOOL, customer_summary, lookup_customer
 from ._kb import Hit, KnowledgeBase, default_kb, tokenize, trim
 
 log = logging.getLogger("sitemesh.agent.retriever")
@@ -290,6 +293,7 @@ class RetrieverAgent(Agent):
         the bundled ones, and the site's (from its artifact bucket), and follow the
         site's changes."""
         _ = self.kb
+        await self._warm_crm(resources)
         if self._runbooks_only:
             return
         library = self.library
@@ -300,6 +304,21 @@ class RetrieverAgent(Agent):
             if loaded:
                 log.info("site knowledge bases: %s", ", ".join(loaded))
         resources.on_artifact_change(self._artifact_changed)
+
+    @staticmethod
+    async def _warm_crm(resources: AgentResources) -> None:
+        """Start the site's ``crm`` tool and its response scanner before the first
+        message (a cold start takes seconds and would stall the messages behind it).
+        A CRM that cannot start is logged; its tickets then escalate with the reason."""
+        registry = resources.tools
+        if registry is None or CRM_TOOL not in registry.specs:
+            return
+        from ..tools import ToolError
+
+        try:
+            await registry.warm(CRM_TOOL)
+        except ToolError as exc:
+            log.warning("crm tool not started: %s", exc)
 
     async def _artifact_changed(self, name: str) -> None:
         resources = self._resources
@@ -461,26 +480,38 @@ class RetrieverAgent(Agent):
         )
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> RetrievalResult:
-        """Retrieve passages for ``item.task``.
+        """Retrieve passages for ``item.task``, and ask the CRM about its customer.
 
         Args:
             item: the work item: its task, envelope (kind, tenant) and the triage
                 output when there is one.
-            ctx: the agent context (unused).
+            ctx: the agent context: ``ctx.tools`` for the CRM lookup
+                (:func:`lookup_customer`); without tools there is none.
 
         Returns:
-            The :class:`RetrievalResult` for the task.
+            The :class:`RetrievalResult` for the task (``customer`` set when the CRM
+            was asked).
+
+        Raises:
+            ToolResponseUnscanned: a CRM response could not be scanned for personal
+                data (permanent: the task is dead-lettered; nothing passes unscanned).
         """
         query = build_query(item.task)
         if self._runbooks_only:
-            return self.retrieve(item.envelope.task_id, query)
-        return self.retrieve_routed(
-            item.envelope.task_id,
-            query,
-            kind=task_kind(item),
-            tenant=task_tenant(item),
-            triage=item.output(Triage),
-        )
+            result = self.retrieve(item.envelope.task_id, query)
+        else:
+            result = self.retrieve_routed(
+                item.envelope.task_id,
+                query,
+                kind=task_kind(item),
+                tenant=task_tenant(item),
+                triage=item.output(Triage),
+            )
+        tools = ctx.tools if ctx is not None else None
+        customer = await lookup_customer(item, tools)
+        if customer is None:
+            return result
+        return msgspec.structs.replace(result, customer=customer)
 
     def summarize(self, output: AgentOutput) -> str:
         """One PII-free line: passage count, top passage, its knowledge base and score,
@@ -495,12 +526,13 @@ class RetrieverAgent(Agent):
         """
         if not isinstance(output, RetrievalResult):
             return type(output).__name__
+        crm = customer_summary(output.customer)
         if not output.passages:
-            return "0 passages, confidence 0.00"
+            return "0 passages, confidence 0.00" + crm
         top = output.passages[0]
         label = top.passage_id.rsplit("/", 1)[-1]
         where = f" ({top.kb})" if top.kb != RUNBOOKS else ""
         return (
             f"{len(output.passages)} passages, top {label!r}{where} {top.score:.2f}, "
-            f"confidence {output.confidence:.2f}"
+            f"confidence {output.confidence:.2f}{crm}"
         )

@@ -459,6 +459,12 @@ def replay(
     ] = None,
     speed: Annotated[str, typer.Option(help="original or max.")] = "max",
     live_models: Annotated[bool, typer.Option(help="Call current models, not recordings.")] = False,
+    live_tools: Annotated[
+        bool,
+        typer.Option(
+            help="Call the tools live, not recordings (a recorded side effect is not repeated)."
+        ),
+    ] = False,
     keep: Annotated[bool, typer.Option(help="Keep the sandbox streams.")] = False,
     agent: Annotated[
         list[str] | None,
@@ -477,7 +483,7 @@ def replay(
             replay_cmd(
                 _settings(site), console, task, since, until, from_seq, to_seq, rules,
                 speed, live_models, keep, stream=stream,  # type: ignore[arg-type]
-                agent_paths=tuple(agent or ()),
+                agent_paths=tuple(agent or ()), live_tools=live_tools,
             )
         )
     )  # fmt: skip

@@ -29,7 +29,7 @@ from rich.console import Console
 from ..bus import Subjects, provision
 from ..config import HubSettings, ModelsSettings, Settings
 from ..edge_node import Supervisor, child_env, process_environ
-from ..runtime import connect, models_for, provision_workers
+from ..runtime import connect, models_for, provision_tool_health, provision_workers
 from ..topology import Topology, TopologySpec, credentials_url
 from ._ready import pids_line, wait_workers
 from ._run import site_roles
@@ -138,6 +138,7 @@ async def hybrid_stack(
             nc = await connect(s, "provisioner", url=topo.site_url(site), name=f"up-{site}")
             await provision(nc.jetstream(), Subjects(site), s.bus)
             await provision_workers(nc.jetstream(), site, s.health)
+            await provision_tool_health(nc.jetstream(), site, s.health)
             await nc.drain()
             stack.supervisors.append(
                 Supervisor(

@@ -34,6 +34,7 @@ from ..replay import (
     MISSING,
     DiffReport,
     ReplayModels,
+    ReplayTools,
     Selection,
     Speed,
     build_agents,
@@ -135,6 +136,7 @@ async def replay(
     stream: str | None = None,
     timeout_s: float = 120.0,
     agent_paths: Sequence[str] = (),
+    live_tools: bool = False,
 ) -> int:
     """``sitemesh replay``: select recorded tasks, re-run them in a sandbox, diff.
 
@@ -154,6 +156,10 @@ async def replay(
         timeout_s: seconds to wait for the replayed tasks to end.
         agent_paths: agents to register by import path (``--agent module:Class``),
             for workflows with roles that are not installed.
+        live_tools: call the tools live (tools replay ``off``; a side effect the
+            original run made is served its recorded response, not repeated) instead
+            of serving the recorded responses only (``strict``, the default: zero live
+            calls, a call with no record fails its task with ``ToolReplayMiss``).
 
     Returns:
         0 diff empty, 1 differences, 2 error.
@@ -182,6 +188,7 @@ async def replay(
                     settings, console, nc.jetstream(), subjects, selection,
                     rules_file=rules_file, speed=speed, live_models=live_models,
                     keep=keep, timeout_s=timeout_s, agent_paths=agent_paths,
+                    live_tools=live_tools,
                 )  # fmt: skip
             finally:
                 await nc.drain()
@@ -205,6 +212,7 @@ async def _replay(
     keep: bool,
     timeout_s: float,
     agent_paths: Sequence[str],
+    live_tools: bool,
 ) -> int:
     from ..policy import PiiScanner
 
@@ -234,42 +242,52 @@ async def _replay(
     console.print(
         f"replaying {len(tasks)} task(s) of site {settings.site} (TASKS seq "
         f"{tasks[0][1].seq}-{tasks[-1][1].seq}) at speed {speed}, policy {policy.version}, "
-        f"model calls {models.mode}, workflows {workflows.version}"
+        f"model calls {models.mode}, tool calls {'live' if live_tools else 'recorded'}, "
+        f"workflows {workflows.version}"
     )
     with console.status("loading the PII analyzer and the agents..."):
         scanner = PiiScanner.from_settings(settings.policy)
         await asyncio.to_thread(scanner.load)
-        roles = [r for r in workflows.roles if r in registry]
-        agents = await build_agents(registry, roles)
-    progress = Progress(
-        TextColumn("replaying"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    with progress:
-        bar = progress.add_task("replay", total=len(tasks))
-        report = await replay_tasks(
-            js,
-            subjects,
-            settings.bus,
-            tasks,
-            policy=policy,
-            scanner=scanner,
-            agents=agents,
-            workflows=workflows,
-            registry=registry,
-            models=models,
-            speed=speed,
-            backend_healthy=settings.hub.enabled,
-            keep=keep,
-            timeout_s=timeout_s,
-            progress=lambda done, _total: progress.update(bar, completed=done),
-            original=original,
+        tools = ReplayTools(settings, live=live_tools, scanner=scanner)
+    async with tools:
+        tools.registry()  # an invalid tools file fails here (exit 2), not in every task
+        resources = tools.resources(settings.site)
+        with console.status("setting up the agents..."):
+            roles = [r for r in workflows.roles if r in registry]
+            agents = await build_agents(registry, roles, resources=resources)
+        progress = Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         )
+        with progress:
+            bar = progress.add_task("replay", total=len(tasks))
+            report = await replay_tasks(
+                js,
+                subjects,
+                settings.bus,
+                tasks,
+                policy=policy,
+                scanner=scanner,
+                agents=agents,
+                workflows=workflows,
+                registry=registry,
+                models=models,
+                speed=speed,
+                backend_healthy=settings.hub.enabled,
+                keep=keep,
+                timeout_s=timeout_s,
+                progress=lambda done, _total: progress.update(bar, completed=done),
+                original=original,
+                resources=resources,
+            )
+        served, live = tools.counts()
     render_report(report, console)
+    if served or live:
+        console.print(f"tool calls: {served} served from records, {live} live")
     if keep:
         sandbox = Subjects.sandbox(settings.site, report.replay_id)
         console.print(f"[dim]kept sandbox streams {sandbox.tasks_stream}, ...[/dim]")

@@ -13,7 +13,7 @@ from ..agents import Registry
 from ..bus import Subjects, provision, redact_url
 from ..config import Settings
 from ..edge_node import Supervisor, child_env, process_environ
-from ..runtime import connect, models_for, provision_workers
+from ..runtime import connect, models_for, provision_tool_health, provision_workers
 from ..workflows import Workflows
 from ._nats import nats_url
 from ._publish import prepare, publish
@@ -82,6 +82,7 @@ async def run_edge(
         try:
             await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
             await provision_workers(nc.jetstream(), settings.site, settings.health)
+            await provision_tool_health(nc.jetstream(), settings.site, settings.health)
             workflows = await WorkflowStore(nc.jetstream()).current(settings.site)
         except BaseException:
             await nc.close()

@@ -48,7 +48,7 @@ from ..schemas import (
     WorkItem,
     utcnow,
 )
-from ..workflows import cloud_allowed
+from ..workflows import cloud_allowed, data_class_raised
 from ._incident import References, build_incident, pseudonymized_texts
 
 _DRAFT = msgspec.json.Decoder(FinalAnswer)
@@ -94,9 +94,15 @@ async def pending_kv(js: JetStreamContext, site: str) -> KeyValue:
 
 
 def forwards(item: WorkItem, answer: FinalAnswer) -> bool:
-    """Whether the task goes to the cloud: escalated, and the policy allows it
-    (``allow_cloud``, or ``require_approval`` after a person approved)."""
-    return answer.outcome == "escalate" and cloud_allowed(item.decision)
+    """Whether the task goes to the cloud: escalated, the policy allows it
+    (``allow_cloud``, or ``require_approval`` after a person approved), and no step
+    raised its data class above the class the policy decided on (a tool response with
+    personal data: :func:`sitemesh.workflows.data_class_raised`; fail closed)."""
+    return (
+        answer.outcome == "escalate"
+        and cloud_allowed(item.decision)
+        and data_class_raised(item) is None
+    )
 
 
 def _structured_identifiers(item: WorkItem) -> dict[str, list[str]]:

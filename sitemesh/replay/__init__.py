@@ -15,6 +15,10 @@ assert report.empty          # every decision and output reproduced
   router and agents as in-process workers on ``Subjects.sandbox(site, id)``
   (``sm.replay.<id>.*``, streams ``<STREAM>_<site>_R<id>``), deleted afterwards;
 * model calls (:class:`ReplayModels`): recorded responses by prompt hash, or live;
+* tool calls (:class:`ReplayTools`): recorded responses by call id (tools replay
+  ``strict``: no tool server is started, a miss fails its task), or live
+  (``--live-tools``: ``off``, a recorded side effect is still not repeated);
+  nothing is written to the site's database;
 * the diff (:class:`DiffReport`, :class:`TaskDiff`, :class:`Change`): per task,
   the decision, every step output and the final answer or failure, compared
   without volatile fields (:data:`VOLATILE`), differences as JSON paths;
@@ -49,6 +53,7 @@ from ._sandbox import (
 )
 from ._select import Selection, recorded_task_id, select_tasks
 from ._site import InProcessSite, build_agents
+from ._tools import ReplayTools
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -67,6 +72,7 @@ __all__ = [
     "RedriveMark",
     "RedriveResult",
     "ReplayModels",
+    "ReplayTools",
     "Selection",
     "Speed",
     "StreamRecord",

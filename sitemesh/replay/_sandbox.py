@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from ..agents import Agent, Registry
+from ..agents import Agent, AgentResources, Registry
 from ..bus import HDR_MSG_ID, HDR_TASK_ID, Outbound, Publisher, Subjects, stream_configs
 from ..config import BusSettings
 from ..policy import PiiScanner, Policy
@@ -133,6 +133,7 @@ async def replay_tasks(
     timeout_s: float = 120.0,
     progress: Progress | None = None,
     original: OutcomeBuilder | None = None,
+    resources: AgentResources | None = None,
 ) -> DiffReport:
     """Re-run recorded tasks in a sandbox and compare each with its original run.
 
@@ -155,6 +156,9 @@ async def replay_tasks(
             replayed task to end (answer, failure or approval request).
         progress: called with ``(ended, total)`` as tasks end.
         original: the original outcomes if already read (:func:`original_outcomes`).
+        resources: what the sandbox's agents reach through their context; pass
+            :meth:`ReplayTools.resources` (and build ``agents`` with the same) so their
+            tool calls are served from the records (``None``: no tools, no models).
 
     Returns:
         The per-task diff; a task that did not end shows status ``pending``.
@@ -201,6 +205,7 @@ async def replay_tasks(
             backend_healthy=backend_healthy,
             workflows=workflows,
             registry=registry,
+            resources=resources,
         ):
             publisher = Publisher(js)
             outs = [_outbound(sandbox, tid, rec) for tid, rec in tasks]

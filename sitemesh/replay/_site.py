@@ -35,7 +35,10 @@ def _decode_work(data: bytes) -> WorkItem:
 
 
 async def build_agents(
-    registry: Registry | None = None, roles: Iterable[str] | None = None
+    registry: Registry | None = None,
+    roles: Iterable[str] | None = None,
+    *,
+    resources: AgentResources | None = None,
 ) -> dict[str, Agent]:
     """The agents of ``roles`` (default: every registered one), set up with no model
     client (replays serve recorded model calls, see ``sitemesh.replay``).
@@ -43,12 +46,14 @@ async def build_agents(
     Args:
         registry: where the roles come from; default: the installed agents.
         roles: which roles to build.
+        resources: what their ``setup`` gets (the replay's tools,
+            :meth:`ReplayTools.resources`); default: nothing (no models, no tools).
     """
     registry = registry if registry is not None else Registry.load()
     agents: dict[str, Agent] = {}
     for role in roles if roles is not None else registry.roles:
         agent = registry.spec(role).create()
-        await agent.setup(AgentResources(""))
+        await agent.setup(resources if resources is not None else AgentResources(""))
         agents[role] = agent
     return agents
 
@@ -71,6 +76,9 @@ class InProcessSite:
         registry: the agent registry; default: the installed agents.
         backend_healthy: the ``backend_healthy`` policy fact (``True`` only where
             a hub is linked; the sandbox never forwards to one).
+        resources: what the agents reach through their context (``ctx.tools``: the
+            replay's tools, :meth:`ReplayTools.resources`); ``None``: no models, no
+            tools.
     """
 
     def __init__(
@@ -85,8 +93,10 @@ class InProcessSite:
         backend_healthy: bool = False,
         workflows: Workflows | None = None,
         registry: Registry | None = None,
+        resources: AgentResources | None = None,
     ) -> None:
         self._js = js
+        self.resources = resources
         self.workflows = workflows if workflows is not None else Workflows.load()
         self.registry = registry if registry is not None else Registry.load()
         self.subjects = subjects
@@ -126,7 +136,9 @@ class InProcessSite:
                     stream=stream,
                     durable=durable,
                     decoder=_decode_work,
-                    handler=step_handler(self.registry.spec(role), s, agent=agent),
+                    handler=step_handler(
+                        self.registry.spec(role), s, agent=agent, resources=self.resources
+                    ),
                     settings=bus,
                     task_id_of=_work_task_id,
                     subjects=s,
@@ -140,7 +152,7 @@ class InProcessSite:
         roles = [r for r in self.workflows.roles if r in self.registry]
         agents = self._agents
         if agents is None:
-            agents = await build_agents(self.registry, roles)
+            agents = await build_agents(self.registry, roles, resources=self.resources)
         await provision(self._js, self.subjects, self._bus, roles=("router", *agents))
         self.workers = self._build(agents)
         async with contextlib.AsyncExitStack() as stack:

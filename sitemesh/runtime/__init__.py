@@ -10,7 +10,8 @@
   from its side's model settings (:func:`models_for`: a site's or the hub's);
 * :func:`build_tool_registry` — the process's tool registry (MCP servers, built on the
   first tool call); :class:`ToolHealthPublisher` puts its health in the site's
-  ``sitemesh_tools_<site>`` KV bucket, :func:`read_tool_health` reads it back;
+  ``sitemesh_tools_<site>`` KV bucket, :func:`read_tool_health` reads it back
+  (:func:`provision_tool_health` creates the bucket on a site with identities);
 * :class:`Readiness` — a process's loading → ready → stopping, registered in the
   site's ``sitemesh_workers_<site>`` KV bucket (:class:`WorkerPresence`) and served
   on the optional ``/healthz``/``/readyz`` endpoint (:class:`HealthServer`);
@@ -53,6 +54,7 @@ from ._tools import (
     ToolHealthReport,
     ToolsService,
     build_tool_registry,
+    provision_tool_health,
     read_tool_health,
     tools_bucket,
 )
@@ -82,6 +84,7 @@ __all__ = [
     "models_for",
     "nats_options",
     "presence_key",
+    "provision_tool_health",
     "provision_workers",
     "read_tool_health",
     "read_worker",

@@ -18,7 +18,9 @@ from ..agents import AgentContext, AgentResources, AgentSpec
 from ..bus import Handler, MsgContext, Outbound, Subjects, msg_id
 from ..errors import SchemaError, WorkflowError
 from ..schemas import (
+    DATA_CLASS_ORDER,
     ENCODER,
+    DataClass,
     FinalAnswer,
     StepCompleted,
     StepOutput,
@@ -31,6 +33,20 @@ from ..workflows import dispatch, next_step, step_of
 Finaliser = Callable[[WorkItem, FinalAnswer, MsgContext], Awaitable[Sequence[Outbound] | None]]
 """Decides where a final answer goes: returns the messages to publish instead of
 answering on the site (e.g. :class:`~sitemesh.edge_node.CloudForwarder`), or ``None``."""
+
+
+def _raised(item: WorkItem, tool_class: DataClass | None) -> WorkItem:
+    """``item`` with its envelope's data class raised to what the step's tools returned
+    (a CRM answer with names and IBANs makes the task ``restricted``): the next steps,
+    the events' ``sm-data-class`` headers, the final answer and the boundary see it."""
+    env = item.envelope
+    if tool_class is None:
+        return item
+    order = DATA_CLASS_ORDER.index
+    if order(tool_class) <= order(env.data_class):
+        return item
+    envelope = msgspec.structs.replace(env, data_class=tool_class)
+    return msgspec.structs.replace(item, envelope=envelope)
 
 
 def step_handler(
@@ -86,23 +102,23 @@ def step_handler(
             raise SchemaError(
                 f"role {role!r} takes {names}, not {schema_tag(item.task)!r}", field="$.task.type"
             )
-        output = await handle_fn(
-            item,
-            AgentContext(
-                site=subjects.site,
-                worker=ctx.worker,
-                num_delivered=ctx.num_delivered,
-                step=step.name,
-                resources=resources,
-                log=log,
-                task_id=env.task_id,
-                role=role,
-            ),
+        agent_ctx = AgentContext(
+            site=subjects.site,
+            worker=ctx.worker,
+            num_delivered=ctx.num_delivered,
+            step=step.name,
+            resources=resources,
+            log=log,
+            task_id=env.task_id,
+            role=role,
         )
+        output = await handle_fn(item, agent_ctx)
         if not isinstance(output, expected):
             raise TypeError(
                 f"{role} returned {type(output).__name__}, but declares output {expected.__name__}"
             )
+        item = _raised(item, agent_ctx.tool_data_class)
+        env = item.envelope
         tid, dclass, wf = env.task_id, env.data_class, item.workflow
         raw = msgspec.Raw(ENCODER.encode(output))
         event = StepCompleted(
@@ -130,6 +146,8 @@ def step_handler(
         ]
         if isinstance(output, FinalAnswer):
             answer = msgspec.structs.replace(output, workflow=wf.name, workflow_version=wf.version)
+            if DATA_CLASS_ORDER.index(dclass) > DATA_CLASS_ORDER.index(answer.data_class):
+                answer = msgspec.structs.replace(answer, data_class=dclass)
             if finaliser is not None:
                 taken = await finaliser(item, answer, ctx)
                 if taken is not None:

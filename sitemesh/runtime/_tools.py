@@ -8,7 +8,9 @@
   ``tools.health_interval_s`` while a registry exists, like the worker registry
   (``sitemesh_workers_<site>``: key ``<role>.<host>_<pid>``, history 1, a TTL that
   drops the report of a process that stopped), and deletes it on shutdown;
-* :func:`read_tool_health` — every live report (``sitemesh tools health``).
+* :func:`read_tool_health` — every live report (``sitemesh tools health``);
+* :func:`provision_tool_health` — creates the bucket, for whoever provisions a site
+  with per-role identities (workers there may put their own report, not create it).
 
 Publishing is fail-soft: the bucket is a signal, and a KV failure never stops a worker.
 """
@@ -51,6 +53,7 @@ __all__ = [
     "ToolHealthReport",
     "ToolsService",
     "build_tool_registry",
+    "provision_tool_health",
     "read_tool_health",
     "tools_bucket",
 ]
@@ -123,6 +126,28 @@ async def _bucket(
         return await js.create_key_value(config)
     except BadRequestError:  # created meanwhile by another process
         return await js.key_value(name)
+
+
+async def provision_tool_health(
+    js: JetStreamContext, site: str, health: HealthSettings | None = None
+) -> KeyValue:
+    """Create ``site``'s tool health bucket if it is missing; returns it.
+
+    Run next to :func:`~sitemesh.runtime.provision_workers` by whoever provisions the
+    site (``sitemesh edge`` as ``operator``, ``sitemesh up``/the provisioner): on a
+    site with per-role identities a worker may put and delete only its own keys
+    (``<role>.*``) and never create the bucket. Workers without an identity create it
+    themselves on their first report. An existing bucket is used as it is.
+
+    Args:
+        js: a JetStream context allowed to create the bucket's stream.
+        site: the site name.
+        health: ``ttl_s`` for a new bucket (default :class:`HealthSettings`).
+
+    Raises:
+        nats.js.errors.APIError: the server refused (e.g. no permission).
+    """
+    return await _bucket(js, site, health or HealthSettings(), create=True)
 
 
 class ToolHealthPublisher:

@@ -47,6 +47,8 @@ from ._events import (
 )
 from ._jsonschema import ALL_MESSAGES, SCHEMA_DIR, json_schemas, write_json_schemas
 from ._outputs import (
+    CustomerContext,
+    CustomerStatus,
     Diagnosis,
     Envelope,
     Escalation,
@@ -115,6 +117,8 @@ __all__ = [
     "CloudAnswer",
     "CloudIncident",
     "Condition",
+    "CustomerContext",
+    "CustomerStatus",
     "DataClass",
     "DeadLetter",
     "Diagnosis",

@@ -61,6 +61,41 @@ class Passage(msgspec.Struct, frozen=True, kw_only=True):
     the text a grounded customer message is drafted from."""
 
 
+CustomerStatus = Literal["found", "not_found", "unavailable"]
+"""What the CRM said about a ticket's customer: a record, no record, or no answer."""
+
+
+class CustomerContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What the site's CRM tool said about a ticket's customer (the retriever's
+    ``crm.lookup_customer`` / ``crm.get_account`` calls through ``ctx.tools``).
+
+    Values are as the tool registry returned them with ``pseudonymise=True``: detected
+    personal data is the task's placeholders (``<PERSON_1>``), restored only on the site
+    (the escalation step re-identifies them for the reply). None of it crosses the site
+    boundary: the incident is built from structured fields only.
+    """
+
+    tool: str = "crm"
+    """The tool server asked."""
+    status: CustomerStatus = "not_found"
+    reason: str = ""
+    """For ``unavailable``: why, PII-free (``crm unavailable: breaker open``)."""
+    name: str = ""
+    """The customer's name, pseudonymised (``<PERSON_2>``)."""
+    email: str = ""
+    """The customer's e-mail address, pseudonymised (``<EMAIL_ADDRESS_1>``)."""
+    account: str = ""
+    """The account number's placeholder, when the scan detected it (re-identified on
+    the site for its last four digits)."""
+    account_last4: str = ""
+    """The account number's last four digits, when the scan did not detect it (the
+    full number is not kept)."""
+    data_class: DataClass = "internal"
+    """The class of what the CRM returned (the task's class is raised to it)."""
+    entities: dict[str, int] = {}
+    """Detected entity type -> count over the responses (never the values)."""
+
+
 class RetrievalResult(Message, frozen=True, kw_only=True, tag="retrieval_result.v1"):
     """Ranked passages for a task."""
 
@@ -77,6 +112,9 @@ class RetrievalResult(Message, frozen=True, kw_only=True, tag="retrieval_result.
     calibration: str = ""
     """How :attr:`confidence` was calibrated for the best passage's knowledge base
     (e.g. ``platt(leave-one-out, n=423)``)."""
+    customer: CustomerContext | None = None
+    """For a ticket that names a customer, at a site with the ``crm`` tool: what the
+    CRM said (pseudonymised); ``None`` otherwise."""
 
 
 class LabelScore(msgspec.Struct, frozen=True, kw_only=True):

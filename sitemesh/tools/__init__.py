@@ -17,7 +17,8 @@ their context (``ctx.tools``, a :class:`ToolCalls` view of the process's
   closed (:class:`ToolResponseUnscanned`); the result carries its data class, and is
   pseudonymised through the site vault when asked;
 * recording (:class:`ToolCallRecorder`, the ``tool_calls`` table) and replay
-  (``off`` / ``prefer`` / ``strict``).
+  (``off`` / ``prefer`` / ``strict``; the replay sandbox reads the records without
+  writing: :class:`ReadOnlyToolRecorder`).
 
 sitemesh's own servers live in :mod:`sitemesh.tools.servers` (``python -m
 sitemesh.tools.servers.<name>``), listed in the bundled :data:`BUNDLED_TOOLS_FILE`.
@@ -41,6 +42,7 @@ from ._recorder import (
     ANSWERED_OUTCOMES,
     InMemoryToolRecorder,
     NullToolRecorder,
+    ReadOnlyToolRecorder,
     StoreToolRecorder,
     ToolCallRecorder,
 )
@@ -80,6 +82,7 @@ __all__ = [
     "InMemoryToolRecorder",
     "InvalidToolArguments",
     "NullToolRecorder",
+    "ReadOnlyToolRecorder",
     "ReplayMode",
     "ResponseScanner",
     "StoreToolRecorder",

@@ -9,6 +9,7 @@ them in the state database's ``tool_calls`` table (append-only), one row per rec
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import msgspec
@@ -22,12 +23,15 @@ __all__ = [
     "ANSWERED_OUTCOMES",
     "InMemoryToolRecorder",
     "NullToolRecorder",
+    "ReadOnlyToolRecorder",
     "StoreToolRecorder",
     "ToolCallRecorder",
 ]
 
 ANSWERED_OUTCOMES: Final = frozenset({"ok", "tool_error"})
 """Outcomes whose record holds a response the tool gave (what replay serves)."""
+
+log = logging.getLogger("sitemesh.tools")
 
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(ToolCall)
@@ -77,6 +81,53 @@ class NullToolRecorder:
     async def lookup(self, call_id: str) -> ToolCall | None:
         """Always ``None``."""
         return None
+
+
+class ReadOnlyToolRecorder:
+    """Finds the calls recorded in ``base``, keeps its own records in memory only.
+
+    The recorder of a replay sandbox (``sitemesh replay``): the recorded responses are
+    served, and nothing the replay does is written to the site's database, so a
+    replay never becomes the "latest answer" a later replay or a redelivered step
+    would be served. Its own records are looked up first (a step redelivered inside
+    the sandbox finds what the sandbox did).
+
+    Args:
+        base: the site's recorder (``StoreToolRecorder``).
+
+    Attributes:
+        calls: every call the sandbox recorded, in order.
+        lookup_errors: lookups in ``base`` that failed (the first is logged as a
+            warning; each answers ``None``, so strict replay reports a miss for the call).
+    """
+
+    def __init__(self, base: ToolCallRecorder) -> None:
+        self.base = base
+        self._own = InMemoryToolRecorder()
+        self.calls = self._own.calls
+        self.lookup_errors = 0
+
+    async def record(self, call: ToolCall) -> None:
+        """Keep ``call`` in memory (never in ``base``)."""
+        await self._own.record(call)
+
+    async def lookup(self, call_id: str) -> ToolCall | None:
+        """This recorder's answered record of ``call_id``, else ``base``'s, else ``None``."""
+        own = await self._own.lookup(call_id)
+        if own is not None:
+            return own
+        try:
+            return await self.base.lookup(call_id)
+        except Exception as exc:  # a replay miss, with the cause in the log (once)
+            self.lookup_errors += 1
+            log.log(
+                logging.WARNING if self.lookup_errors == 1 else logging.DEBUG,
+                "cannot look up recorded tool call %s (each lookup is a miss): %s: %s",
+                call_id[:16],
+                type(exc).__name__,
+                str(exc).split("\n", 1)[0][:200],
+            )
+            return None
 
 
 class StoreToolRecorder:

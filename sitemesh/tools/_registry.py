@@ -163,6 +163,8 @@ class ToolRegistry:
         *,
         store: Store | None = None,
         scanner: ResponseScanner | None = None,
+        replay: ReplayMode | None = None,
+        read_only: bool = False,
     ) -> ToolRegistry:
         """The registry of a process: the configured tools, recording in the site's
         database, scanning with the site's scanner, pseudonymising through its vault.
@@ -175,19 +177,27 @@ class ToolRegistry:
                 and ``state_dir`` (the vault key), ``db_url``, ``site``.
             store: an open state store to record in instead of a new one.
             scanner: the scanner to use instead of ``PiiScanner.from_settings``.
+            replay: the replay mode instead of ``settings.tools.replay``.
+            read_only: look calls up in the site's database but keep this registry's
+                own records in memory (:class:`ReadOnlyToolRecorder`), and never
+                migrate the database: the replay sandbox writes nothing there.
 
         Raises:
             ToolConfigError: the tools file is unreadable or invalid (names the field).
         """
         from ..policy import PiiScanner
         from ..state import Store
-        from ._recorder import StoreToolRecorder
+        from ._recorder import ReadOnlyToolRecorder, StoreToolRecorder
 
         specs = load_tool_specs(tools_file(settings))
         owned = None
         if store is None:
-            store = owned = Store(settings.db_url)
-        recorder = StoreToolRecorder(store, site=settings.site, migrate=owned is not None)
+            store = owned = Store(settings.db_url, auto_migrate=not read_only)
+        recorder: ToolCallRecorder = StoreToolRecorder(
+            store, site=settings.site, migrate=owned is not None and not read_only
+        )
+        if read_only:
+            recorder = ReadOnlyToolRecorder(recorder)
         pii = scanner if scanner is not None else PiiScanner.from_settings(settings.policy)
 
         def pseudonymizer() -> Pseudonymizer:
@@ -201,7 +211,7 @@ class ToolRegistry:
             scanner=pii,
             pseudonymizer=pseudonymizer,
             recorder=recorder,
-            replay=settings.tools.replay,
+            replay=replay if replay is not None else settings.tools.replay,
             env=settings.to_env(),
             owned_store=owned,
         )
@@ -247,6 +257,24 @@ class ToolRegistry:
         for name in [server] if server is not None else list(self.specs):
             out.extend(await self.pool.listing(name))
         return out
+
+    async def warm(self, server: str) -> None:
+        """Start ``server`` and load the response scanner now, so that the first call
+        of a message does not pay for it (an agent's ``setup``, before its process
+        reports ready). Replays (mode ``strict``) start nothing.
+
+        Args:
+            server: a configured server's name.
+
+        Raises:
+            UnknownTool: ``server`` is not configured.
+            ToolUnavailable: it could not be started or listed (names it).
+        """
+        scanner = self._scanner_now()
+        if (load := getattr(scanner, "load", None)) is not None:
+            await asyncio.to_thread(load)
+        if self.replay != "strict":
+            await self.list_tools(server)
 
     async def describe(self, tool: str) -> ToolInfo:
         """The tool's description and input schema (connecting its server).

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..schemas import DataClass
     from ._registry import ToolRegistry
     from ._types import ToolInfo, ToolResult
 
@@ -42,11 +43,46 @@ class ToolCalls:
         self.step = step
         self.agent = agent
         self._next = 0
+        self._data_class: DataClass | None = None
 
     @property
     def calls(self) -> int:
         """Calls started through this view so far."""
         return self._next
+
+    @property
+    def data_class(self) -> DataClass | None:
+        """The most sensitive class of the results returned through this view so far
+        (``None``: none yet). The runtime raises the task's class to it after the step
+        (``Envelope.data_class`` of the next step; see ``docs/tools.md``)."""
+        return self._data_class
+
+    async def reidentify(self, text: str) -> str:
+        """``text`` with this task's placeholders (``<PERSON_1>``) restored from the
+        site's vault: for what the site itself sends (the final answer), never for
+        anything that leaves the site.
+
+        Args:
+            text: e.g. a field of a result called with ``pseudonymise=True``.
+
+        Returns:
+            The text with every placeholder of the task replaced by its value (text
+            without placeholders comes back unchanged).
+
+        Raises:
+            ToolUnavailable: the registry has no pseudonymiser (no vault) to read.
+            VaultKeyError: the task's mapping cannot be decrypted.
+        """
+        if "<" not in text:
+            return text
+        pseudonymizer = self.registry._pseudonymizer_now()  # the registry's own vault
+        if pseudonymizer is None:
+            from ._errors import ToolUnavailable
+
+            raise ToolUnavailable(
+                "no pseudonymiser (site vault) to re-identify with", reason="no vault"
+            )
+        return await pseudonymizer.reidentify(self.task_id, text)
 
     async def call(
         self,
@@ -75,7 +111,7 @@ class ToolCalls:
         """
         index = self._next
         self._next += 1
-        return await self.registry.call(
+        result = await self.registry.call(
             tool,
             arguments,
             task_id=self.task_id,
@@ -84,6 +120,10 @@ class ToolCalls:
             agent=self.agent,
             pseudonymise=pseudonymise,
         )
+        self._data_class = (
+            result.data_class if self._data_class is None else result.raises(self._data_class)
+        )
+        return result
 
     async def list(self) -> list[ToolInfo]:
         """Every configured tool with its input schema (connects the servers)."""

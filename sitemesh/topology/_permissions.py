@@ -70,6 +70,10 @@ WORKERS_BUCKET_PREFIX: Final = "sitemesh_workers_"
 """Mirror of :data:`sitemesh.runtime.WORKERS_BUCKET_PREFIX` (the worker registry of a
 site, ``sitemesh_workers_<site>``; the runtime imports the topology)."""
 
+TOOLS_BUCKET_PREFIX: Final = "sitemesh_tools_"
+"""Mirror of :data:`sitemesh.runtime.TOOLS_BUCKET_PREFIX` (the tool health of a site's
+processes, ``sitemesh_tools_<site>``)."""
+
 HUB_SITE: Final = "hub"
 """Site token of the hub's own subjects (``sm.v1.dlq.hub.synthesiser``)."""
 
@@ -158,7 +162,17 @@ def _artifacts_read(site: str) -> list[str]:
 def _presence(site: str, role: str) -> list[str]:
     """Register in site ``site``'s worker registry as ``role``: put, read and delete
     the keys ``<role>.*`` of ``sitemesh_workers_<site>`` (the provisioner creates it)."""
-    bucket = f"{WORKERS_BUCKET_PREFIX}{site}"
+    return _own_keys(f"{WORKERS_BUCKET_PREFIX}{site}", role)
+
+
+def _tool_health(site: str, role: str) -> list[str]:
+    """Publish ``role``'s tool health in site ``site``'s ``sitemesh_tools_<site>``: put,
+    read and delete the keys ``<role>.*`` (the provisioner or operator creates it)."""
+    return _own_keys(f"{TOOLS_BUCKET_PREFIX}{site}", role)
+
+
+def _own_keys(bucket: str, role: str) -> list[str]:
+    """Bucket info, and put, delete and direct gets of the keys ``<role>.*`` only."""
     stream = f"KV_{bucket}"
     return [
         f"{JS_API}.STREAM.INFO.{stream}",
@@ -197,6 +211,7 @@ def site_permissions(site: str, role: str) -> Permissions:
         pub += _presence(site, role)
         if role != "router":
             pub += _artifacts_read(site)
+            pub += _tool_health(site, role)
         if role == "router":
             # MaxDeliveriesSweeper: reads the advisories, fetches the exhausted
             # message and dead-letters it on behalf of its role

@@ -16,7 +16,16 @@ from typing import Any
 import msgspec
 
 from ..errors import NoWorkflow, WorkflowError
-from ..schemas import Envelope, PolicyDecision, Task, WorkflowSpec, WorkflowStep, WorkItem
+from ..schemas import (
+    DATA_CLASS_ORDER,
+    DataClass,
+    Envelope,
+    PolicyDecision,
+    Task,
+    WorkflowSpec,
+    WorkflowStep,
+    WorkItem,
+)
 from ._conditions import Condition, parse_condition
 from ._document import Workflows
 
@@ -48,6 +57,22 @@ def cloud_allowed(decision: PolicyDecision) -> bool:
     return decision.action == "allow_cloud" or (
         decision.action == "require_approval" and decision.approved_by is not None
     )
+
+
+def data_class_raised(item: WorkItem) -> DataClass | None:
+    """The task's data class when a step raised it above the class the policy decided
+    on, else ``None``.
+
+    A tool response with personal data raises the class mid-workflow (the runtime
+    carries it in :attr:`Envelope.data_class`, see ``docs/tools.md``). The decision was
+    made for the lower class and the facts to decide again stay with the router, so the
+    decision no longer covers the task: it does not leave the site (cloud steps are
+    skipped, the escalation is not forwarded). Fail closed (STYLE: privacy path).
+    """
+    now, decided = item.envelope.data_class, item.decision.data_class
+    if DATA_CLASS_ORDER.index(now) > DATA_CLASS_ORDER.index(decided):
+        return now
+    return None
 
 
 @functools.lru_cache(maxsize=2048)
@@ -88,6 +113,17 @@ def _walk(item: WorkItem, start: int) -> Advance:
                 Skip(
                     step,
                     f"policy {d.action} (rule {d.rule_id}) keeps the task on site; "
+                    f"step {step.name} runs in the cloud",
+                )
+            )
+            continue
+        raised = data_class_raised(item) if step.zone == "cloud" else None
+        if raised is not None:
+            skipped.append(
+                Skip(
+                    step,
+                    f"data class raised to {raised} after the policy decision "
+                    f"({item.decision.data_class}) keeps the task on site; "
                     f"step {step.name} runs in the cloud",
                 )
             )
