@@ -58,6 +58,18 @@ breaker_reset_s = 600
 """
 
 
+CRM_ON = """
+[[tools]]
+name = "crm"
+transport = "stdio"
+command = "{python}"
+args = ["-m", "sitemesh.tools.servers.crm"]
+sitemesh_env = true
+timeout_s = 10
+retries = 2
+"""
+
+
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     settings = Settings(
@@ -69,6 +81,9 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
     us1 = settings.state_dir.resolve() / "us1"
     us1.mkdir(parents=True, exist_ok=True)
     (us1 / "tools.toml").write_text(HANGING_CRM, "utf-8")
+    eu1 = settings.state_dir.resolve() / "eu1"  # the bundled crm, switched on
+    eu1.mkdir(parents=True, exist_ok=True)
+    (eu1 / "tools.toml").write_text(CRM_ON, "utf-8")
     async with hybrid_stack(settings, ["eu1", "us1"], Console(file=sys.stderr)) as s:
         assert s.sites["us1"].state_dir == us1
         seeded = await seed_crm(
