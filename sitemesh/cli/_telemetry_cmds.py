@@ -22,7 +22,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._kb_cmds import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_OK, JsonOpt, SiteOpt, _bucket, _err
+from ._kb_cmds import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    JsonOpt,
+    SiteOpt,
+    _bucket,
+    _console,
+    _err,
+    _exit,
+    _settings,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -266,24 +277,6 @@ async def telemetry_remove(settings: Settings, console: Console, name: str) -> i
 
 
 # -- the typer group ------------------------------------------------------------------
-
-
-def _exit(coro: Any) -> None:
-    from ._app import _run
-
-    raise typer.Exit(_run(coro))
-
-
-def _settings(site: str | None) -> Settings:
-    from ._app import _settings as settings_of
-
-    return settings_of(site)
-
-
-def _console() -> Console:
-    from ._app import console
-
-    return console
 
 
 @telemetry_app.command("add")

@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ._kb_cmds import _console, _exit, _settings
+
 if TYPE_CHECKING:
     from ..config import Settings
     from ..runtime import ToolHealthReport
@@ -210,24 +212,6 @@ async def tools_health(settings: Settings, console: Console, *, as_json: bool = 
 
 
 # -- the typer group ------------------------------------------------------------------
-
-
-def _exit(coro: Any) -> None:
-    from ._app import _run
-
-    raise typer.Exit(_run(coro))
-
-
-def _settings(site: str | None) -> Settings:
-    from ._app import _settings as settings_of
-
-    return settings_of(site)
-
-
-def _console() -> Console:
-    from ._app import console
-
-    return console
 
 
 @tools_app.command("list")
