@@ -252,6 +252,11 @@ class ModelsSettings(_Group):
     """Complexity (0..1) from which a task counts as complex (frontier models first)."""
     small_kinds: list[str] = ["classification", "extraction"]
     """Call kinds always served by the site's small model first."""
+    planner_tools: list[str] = ["ticket_history", "kb_search", "telemetry_query"]
+    """Tool servers whose read-only tools the model-backed planner offers the site
+    model (function calling, one extra model turn per plan; docs/tools.md). Only
+    servers the site configures are offered. ``[]``: no tool turn (what the bundled
+    local model gets: SmolLM2-135M answers a tools request with prose, not calls)."""
     replay: Literal["off", "prefer", "strict"] = "off"
     """``prefer``: serve a recorded response for a known prompt hash, else call live;
     ``strict``: recorded responses only (a miss is an error)."""

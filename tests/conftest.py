@@ -30,9 +30,9 @@ import inspect
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from nats.aio.client import Client
@@ -42,6 +42,11 @@ from nats.js.errors import NotFoundError
 
 from sitemesh.bus import NatsServer, connect, find_nats_server
 from sitemesh.config import BusSettings
+
+if TYPE_CHECKING:
+    from sitemesh.agents import KnowledgeBase
+    from sitemesh.policy import PiiScanner, Vault
+    from tests._fakes.models import Servers
 
 TEST_STREAM_BYTES = 64 * 1024 * 1024
 """``bus.max_bytes`` for test sites (the 1 GiB default is reserved per stream)."""
@@ -236,3 +241,43 @@ async def state_db_url(state_db: StateDatabases, tmp_path: Path) -> AsyncIterato
     """A fresh, empty state database for this test (its SQLAlchemy async URL)."""
     async with state_db.fresh(tmp_path) as url:
         yield url
+
+
+# -- shared by the model, agent and tool tests -------------------------------------------
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    """Three fake model servers (OpenAI, Anthropic, site vLLM) speaking the real wire
+    formats (``tests._fakes.llm_server``)."""
+    from tests._fakes.models import fake_servers
+
+    with fake_servers() as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def kb() -> KnowledgeBase:
+    """The packaged knowledge base."""
+    from sitemesh.agents import default_kb
+
+    return default_kb()
+
+
+@pytest.fixture(scope="session")
+def scanner() -> PiiScanner:
+    """The real PII scanner (Presidio and spaCy), loaded once."""
+    from sitemesh.policy import PiiScanner
+
+    s = PiiScanner()
+    s.load()
+    return s
+
+
+@pytest.fixture
+async def vault(tmp_path: Path) -> AsyncIterator[Vault]:
+    """A site vault in a throwaway SQLite database."""
+    from sitemesh.policy import Vault, generate_vault_key
+
+    async with Vault(f"sqlite+aiosqlite:///{tmp_path / 'vault.db'}", generate_vault_key()) as v:
+        yield v

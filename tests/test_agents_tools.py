@@ -8,7 +8,7 @@ with its reason, and an unscannable response dead-letters it with nothing on
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from sitemesh.agents import AgentContext, AgentResources, EscalationAgent, Regis
 from sitemesh.bus import Subjects, Worker, provision
 from sitemesh.config import BusSettings
 from sitemesh.edge_node._forward import forwards
-from sitemesh.policy import PiiScanner, Pseudonymizer, Vault, generate_vault_key
+from sitemesh.policy import PiiScanner, Pseudonymizer, Vault
 from sitemesh.runtime import step_handler
 from sitemesh.schemas import (
     DLQ_DECODER,
@@ -57,19 +57,6 @@ FAKE = ToolSpec(name="crm", transport="python", target="tests._mcp.crm_fake:serv
 LABELLED = ("Jane Doe", "jane.doe@example.com", "GB33BUKB20201555555555", "+442079460123",
             "020 7946 0123")  # fmt: skip
 """The fake CRM's personal data, none of which may travel in a work item."""
-
-
-@pytest.fixture(scope="module")
-def scanner() -> PiiScanner:
-    s = PiiScanner()
-    s.load()
-    return s
-
-
-@pytest.fixture
-async def vault(tmp_path: Path) -> AsyncIterator[Vault]:
-    async with Vault(f"sqlite+aiosqlite:///{tmp_path / 'vault.db'}", generate_vault_key()) as v:
-        yield v
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ from sitemesh.detect import (
     MetricFinding,
     Series,
     change_points,
+    config_for_times,
     detect_series,
     fixed_threshold,
     flatlines,
@@ -23,6 +24,7 @@ from sitemesh.detect import (
     read_series_csv,
     robust_deviation,
     rolling_zscore,
+    short_series_config,
 )
 from sitemesh.errors import SitemeshError
 
@@ -194,6 +196,20 @@ def test_a_bad_config_is_refused() -> None:
     with pytest.raises(DetectError, match="tail"):
         DetectConfig(tail=0.7)
     assert DetectConfig(z_threshold=4.0).z_threshold == 4.0
+
+
+def test_the_config_for_sample_times_follows_their_cadence_and_span() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ten_s = [t0 + timedelta(seconds=10 * i) for i in range(60)]
+    assert config_for_times(ten_s) == short_series_config(timedelta(seconds=10))
+    # repeated stamps are not steps; of an even count of steps, the upper middle one
+    uneven = [t0, t0, t0 + timedelta(seconds=10), t0 + timedelta(seconds=40),
+              t0 + timedelta(seconds=70), t0 + timedelta(seconds=80)]  # fmt: skip
+    assert config_for_times(uneven) == short_series_config(timedelta(seconds=30))
+    two_days = [t0 + timedelta(minutes=5 * i) for i in range(2 * DAY // STEP)]
+    assert config_for_times(two_days) is DEFAULT_CONFIG
+    assert config_for_times([t0, t0, t0]) is None
+    assert config_for_times([t0]) is None
 
 
 def test_read_series_csv(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ PUBLIC = [
     "log_lines", "merge_findings", "mine_logs", "nab_score", "noise_sigma",
     "parse_timestamp", "read_log_lines", "read_series_csv", "robust_deviation",
     "robust_spread", "rolling_zscore", "scaled_sigmoid", "template_miner",
-    "timestamp_parser", "window_counts", "MAJOR_FACTOR", "config_for_span",
+    "timestamp_parser", "window_counts", "MAJOR_FACTOR", "config_for_span", "config_for_times",
     "finding_severity", "short_series_config", "write_nab_source",
 ]  # fmt: skip
 

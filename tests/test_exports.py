@@ -29,6 +29,7 @@ PUBLIC = {
         "LabelScore", "Resolution", "Triage",
         "LogLine", "MetricSeries",
         "CustomerContext", "CustomerStatus",
+        "ToolUse", "ToolUseOutcome",
     ],
     "sitemesh.agents": [
         "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",
@@ -37,7 +38,8 @@ PUBLIC = {
         "PlannerAgent", "PlanningBackend", "RESERVED_ROLES", "Registry", "RetrieverAgent",
         "RunbookPlanner", "TICKET_MESSAGE", "TriageAgent", "ValidatorAgent", "agent",
         "check_agent_class",
-        "default_kb", "diagnosis_ref", "fault_score", "import_agent", "load_fault_log"
+        "default_kb", "diagnosis_ref", "fault_score", "import_agent", "load_fault_log",
+        "ToolPlanningBackend", "crm_handle",
     ],
     "sitemesh.edge_node": [
         "BatchingDecider", "CloudForwarder", "InboxFinaliser", "Ingress", "Supervisor",
@@ -73,6 +75,7 @@ PUBLIC = {
         "ToolResponseUnscanned", "ToolResult", "ToolSource", "ToolSpec", "ToolTimeout",
         "ToolUnavailable", "Transport", "UnknownTool", "arguments_hash", "idempotency_key",
         "load_tool_specs", "parse_tool_specs", "tool_call_id", "tools_file",
+        "validate_arguments",
     ],
     "sitemesh.cloud_node": [
         "COMPOSED_LABEL", "ComposingSynthesiser", "SynthesisBackend", "Synthesiser",

@@ -20,11 +20,20 @@ from typing import Literal
 import httpx
 import pytest
 
-from sitemesh.agents import AgentContext, RetrieverAgent, RunbookPlanner, ValidatorAgent, default_kb
+from sitemesh.agents import (
+    AgentContext,
+    AgentResources,
+    PlannerAgent,
+    RetrieverAgent,
+    RunbookPlanner,
+    ValidatorAgent,
+    default_kb,
+)
 from sitemesh.config import Settings
 from sitemesh.errors import ConfigError
 from sitemesh.models import (
     CallRecorder,
+    InMemoryRecorder,
     LocalModelServer,
     ModelClient,
     ModelPlanner,
@@ -44,7 +53,10 @@ from sitemesh.schemas import (
     TelemetryAlert,
     WorkItem,
 )
+from sitemesh.tools import ToolRegistry, ToolSpec, validate_arguments
 from tests._items import with_outputs, work_item
+from tests._mcp import history_fake
+from tests._mcp.helpers import NoPii
 
 pytestmark = [pytest.mark.slow, pytest.mark.local_model, pytest.mark.timeout(600)]
 
@@ -168,6 +180,47 @@ async def test_a_real_plan_is_validated_or_rejected_and_says_so(planned: Planned
         assert (plan.source, plan.steps) == (base.source, base.steps)
         assert plan.rationale.startswith("Model planning unavailable ("), plan.rationale
     assert plan.customer_message == ""  # alerts: the deterministic plan's (none)
+
+
+async def test_offered_a_tool_the_real_model_calls_it_validly_or_plans_without(
+    server: LocalModelServer,
+) -> None:
+    """Function calling against the real llama.cpp server: the tools request is accepted
+    and answered; whatever SmolLM2 makes of it (measured: prose, no call), a call only
+    runs when it matches the tool's input schema, and the plan is a checked model plan
+    or the deterministic one saying why."""
+    history_fake.CALLS.clear()
+    kb = default_kb()
+    item = alert_item()
+    item = with_outputs(item, await RetrieverAgent(kb).handle(item, CTX))
+    recorder = InMemoryRecorder()
+    spec = ToolSpec(name="ticket_history", transport="python",
+                    target="tests._mcp.history_fake:server", retries=0)  # fmt: skip
+    async with ToolRegistry([spec], scanner=NoPii()) as registry:
+        resources = AgentResources("lab", tools=lambda: registry)
+        ctx = AgentContext(site="lab", worker="test:1", step="plan", resources=resources,
+                           task_id="alert-1", role="planner")  # fmt: skip
+        async with client_for(server.base_url, recorder) as client:
+            backend = ModelPlanner(client, fallback=RunbookPlanner(kb), max_steps=3)
+            plan = await PlannerAgent(backend).handle(item, ctx)
+    calls = recorder.calls
+    assert calls[0].request is not None
+    assert [t.name for t in calls[0].request.tools] == ["ticket_history__history"]
+    assert calls[0].outcome in {"ok", "timeout"}, calls[0]
+    async with ToolRegistry([spec], scanner=NoPii()) as listing:
+        info = (await listing.list_tools())[0]
+    for _, arguments in history_fake.CALLS:
+        validate_arguments(info.name, info.input_schema, arguments)
+    for use in plan.tools:
+        assert (use.outcome == "ok") == bool(use.ref), use
+        if use.outcome == "rejected":
+            assert use.reason.split(":")[0] in {"unknown_tool", "bad_arguments",
+                                                "invalid_arguments", "too_many_tool_calls"}
+    if plan.source == "model":
+        report = ValidatorAgent(pii_check=lambda text: []).validate(with_outputs(item, plan))
+        assert report.ok, (report.issues, plan)
+    else:
+        assert plan.rationale.startswith("Model planning unavailable ("), plan.rationale
 
 
 async def test_the_call_is_recorded_and_replays_without_the_server(

@@ -6,7 +6,6 @@ server's errors and settings (tests/test_local_model.py runs the real model)."""
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from sitemesh.agents import (
     RetrieverAgent,
     RunbookPlanner,
     ValidatorAgent,
-    default_kb,
 )
 from sitemesh.config import Settings
 from sitemesh.errors import ConfigError, ModelUnavailable
@@ -55,17 +53,6 @@ from tests._items import with_outputs, work_item
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 CTX = AgentContext(site="lab", worker="test:1")
 NOTE = "Model planning unavailable ("
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    with fake_servers() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return default_kb()
 
 
 def _item(task: Task, *outputs: Any) -> WorkItem:

@@ -3,13 +3,10 @@ once, and otherwise the deterministic backend answers and says so."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
-
 from sitemesh.agents._base import AgentContext
-from sitemesh.agents._kb import KnowledgeBase, default_kb
+from sitemesh.agents._kb import KnowledgeBase
 from sitemesh.agents._planner import TICKET_MESSAGE, RunbookPlanner
 from sitemesh.agents._retriever import RetrieverAgent
 from sitemesh.models import ModelPlanner, ModelSynthesiser
@@ -24,7 +21,7 @@ from sitemesh.schemas import (
     WorkItem,
 )
 from tests._fakes.llm_server import Reply, server_error
-from tests._fakes.models import Servers, fake_servers
+from tests._fakes.models import Servers
 from tests._items import with_outputs, work_item
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -42,17 +39,6 @@ INCIDENT = CloudIncident(
     steps=[IncidentStep(n=1, action="check_status")],
     reasons=["major_finding:interface_down"],
 )
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    with fake_servers() as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def kb() -> KnowledgeBase:
-    return default_kb()
 
 
 async def etcd_item(kb: KnowledgeBase, action: str = "allow_cloud") -> WorkItem:

@@ -84,6 +84,8 @@ PUBLIC = [
     "LOCAL_MODEL_NAME", "MODEL_SKIPPED_NOTE", "LocalModelServer", "local_hub_models",
     "local_model_path", "local_site_models", "PlanSources", "plan_schema", "rejection_code",
     "synthesis_schema", "with_local_model",
+    "MAX_TOOL_CALLS", "MAX_TOOL_RESULT_CHARS", "PLANNER_TOOL_SERVERS", "OfferedTool",
+    "ToolRound", "function_name", "offer_tools", "run_tool_calls",
 ]  # fmt: skip
 
 

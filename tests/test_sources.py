@@ -36,6 +36,7 @@ from sitemesh.sources import (
     infer_kind,
     open_source,
     parse_spec,
+    series_signal,
 )
 from tests.fake_prometheus import FakePrometheus
 
@@ -80,6 +81,7 @@ PUBLIC = [
     "TelemetryReader", "WatchConfig", "Watcher", "artifact_name", "check_spec",
     "fetch_source", "infer_kind", "list_sources", "open_source", "parse_spec",
     "publish_source", "remove_source", "SPEC_SCHEMA_FILE", "spec_json_schema",
+    "series_signal",
 ]  # fmt: skip
 
 
@@ -98,6 +100,19 @@ def test_public_api() -> None:
         assert hasattr(sitemesh.sources, name), name
     assert issubclass(SourceError, SitemeshError)
     assert issubclass(SourceError, ValueError)
+
+
+def test_a_series_is_named_with_its_labels_but_not_the_one_repeating_its_device() -> None:
+    def series(**labels: str) -> MetricSeries:
+        return MetricSeries(name="if_in", labels=labels, timestamps=[T0], values=[1.0])
+
+    assert series_signal(series()) == "if_in"
+    both = series(interface="eth0", device="leaf7")
+    assert series_signal(both) == "if_in{device=leaf7,interface=eth0}"
+    assert series_signal(both, device="leaf7") == "if_in{interface=eth0}"
+    assert series_signal(both, device="leaf8") == "if_in{device=leaf7,interface=eth0}"
+    host = series(host="leaf7")
+    assert series_signal(host, device="leaf7", device_label="host") == "if_in"
 
 
 # -- specs ------------------------------------------------------------------------

@@ -4,12 +4,9 @@ a failing scanner withholds the response (fail closed)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from sitemesh.policy import PiiScanner, Pseudonymizer, Vault, generate_vault_key
+from sitemesh.policy import PiiScanner, Pseudonymizer, Vault
 from sitemesh.tools import (
     InMemoryToolRecorder,
     ToolRegistry,
@@ -21,19 +18,6 @@ from tests._mcp import inproc
 pytestmark = pytest.mark.timeout(120)
 
 SPEC = ToolSpec(name="crm", transport="python", target="tests._mcp.inproc:server")
-
-
-@pytest.fixture(scope="module")
-def scanner() -> PiiScanner:
-    s = PiiScanner()
-    s.load()
-    return s
-
-
-@pytest.fixture
-async def vault(tmp_path: Path) -> AsyncIterator[Vault]:
-    async with Vault(f"sqlite+aiosqlite:///{tmp_path / 'vault.db'}", generate_vault_key()) as v:
-        yield v
 
 
 async def test_personal_data_raises_the_data_class_and_is_counted(scanner: PiiScanner) -> None:

@@ -3,7 +3,8 @@
 * fast: the sandbox's registry (:class:`sitemesh.replay.ReplayTools`) serves what the
   site's database recorded and writes nothing there; a call with no record is a
   ``ToolReplayMiss`` (also when the database cannot be read), never a live call;
-  ``--live-tools`` calls the tool.
+  listing or describing tools is a miss too, and starts no server; ``--live-tools``
+  calls the tool.
 * slow: a site run through in-process workers where a user's agent
   (``tests._agents.tool_user:NoteAgent``) calls the real stdio MCP test server (which
   counts its executions): a side effect runs once per step although the step is
@@ -47,8 +48,12 @@ from sitemesh.state import Store, migrate
 from sitemesh.tools import (
     ReadOnlyToolRecorder,
     StoreToolRecorder,
+    ToolCalls,
     ToolRegistry,
     ToolReplayMiss,
+    ToolSpec,
+    ToolUnavailable,
+    UnknownTool,
     idempotency_key,
 )
 from sitemesh.workflows import Workflows, WorkflowStore
@@ -146,6 +151,9 @@ async def test_the_sandbox_serves_the_records_and_writes_nothing(tmp_path: Path)
             await registry.call("p.plain", args, task_id="t-1", step="s", call_index=1)
         with pytest.raises(ToolReplayMiss, match="other arguments"):
             await registry.call("p.plain", {"topic": "ospf"}, task_id="t-1", step="s", call_index=0)
+        for listing in (registry.list_tools("p"), registry.describe("p.plain")):
+            with pytest.raises(ToolReplayMiss, match="starts no tool server"):
+                await listing
         assert registry.pool._connections == {}  # no server was started
         assert tools.counts() == (1, 0)
     assert (served.text, served.source) == (original.text, "replay")
@@ -175,6 +183,39 @@ async def test_an_unreadable_record_store_is_a_miss_not_a_crash(tmp_path: Path) 
         assert isinstance(registry.recorder, ReadOnlyToolRecorder)
         assert registry.recorder.lookup_errors == 1  # no tool_calls table: logged
     assert len(inproc.CALLS) == executed
+
+
+async def test_a_strict_replay_lists_and_describes_nothing_and_starts_no_server(
+    tmp_path: Path,
+) -> None:
+    # a server that cannot start: listing it live fails with ToolUnavailable, so a
+    # ToolReplayMiss below means that no start was even tried
+    missing = ToolSpec(
+        name="gone", transport="stdio", command=str(tmp_path / "no-such-server"),
+        connect_timeout_s=5.0,
+    )  # fmt: skip
+    async with ToolRegistry([missing], scanner=NoPii(), replay="strict") as registry:
+        view = ToolCalls(registry, task_id="t-1", step="s")
+        for listing, named in (
+            (registry.list_tools(), "gone"),
+            (registry.list_tools("gone"), "gone"),
+            (view.list("gone"), "gone"),
+            (registry.describe("gone.echo"), "gone.echo"),
+            (view.describe("gone"), "gone"),
+        ):
+            with pytest.raises(ToolReplayMiss, match="starts no tool server") as miss:
+                await listing
+            assert (miss.value.tool, miss.value.call_id) == (named, "")
+            assert str(miss.value).startswith(f"{named}: not ")
+        with pytest.raises(UnknownTool):  # a name that is not configured stays unknown
+            await registry.list_tools("crm")
+        with pytest.raises(UnknownTool):
+            await view.describe("crm.lookup")
+        await registry.warm("gone")  # loads the scanner only
+        assert registry.pool._connections == {}
+    async with ToolRegistry([missing], scanner=NoPii()) as live:
+        with pytest.raises(ToolUnavailable, match="gone"):  # what starting it gives
+            await live.list_tools("gone")
 
 
 def test_no_tools_configured_means_no_registry(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ._actions import ACTION_DESCRIPTIONS, ALLOWED_ACTIONS
 from ._base import Agent, AgentContext, AgentOutput, AgentResources, agent
+from ._crm import crm_handle
 from ._diagnostics import DiagnosticsAgent
 from ._escalation import EscalationAgent
 from ._faultlog import FaultScore, load_fault_log
@@ -31,6 +32,7 @@ from ._planner import (
     PlannerAgent,
     PlanningBackend,
     RunbookPlanner,
+    ToolPlanningBackend,
     diagnosis_ref,
 )
 from ._registry import (
@@ -66,10 +68,12 @@ __all__ = [
     "Registry",
     "RetrieverAgent",
     "RunbookPlanner",
+    "ToolPlanningBackend",
     "TriageAgent",
     "ValidatorAgent",
     "agent",
     "check_agent_class",
+    "crm_handle",
     "default_kb",
     "diagnosis_ref",
     "fault_score",

@@ -104,7 +104,7 @@ SOURCE_LOOKBACK: Final = timedelta(days=2)
 """How far before ``window_start`` a telemetry source is read: the baseline. Two days
 is more than :data:`~sitemesh.detect.DEFAULT_CONFIG`'s baseline window plus minimum
 history (1.5 days), so a 5-minute series read from a source gets the NAB-tuned
-settings (see :func:`._inline.config_for`)."""
+settings (see :func:`sitemesh.detect.config_for_times`)."""
 
 SOURCE_METRICS: Final = "source_metrics"
 """``Diagnosis.checks_run`` name of the metric detectors on series read from a source."""

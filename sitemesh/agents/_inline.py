@@ -3,14 +3,13 @@
 
 :mod:`sitemesh.detect`'s defaults fit 5-minute data over days (a one-day baseline,
 12 h of history before any finding); an alert carries minutes to hours of samples, so
-each series gets a configuration scaled to its own cadence
-(:func:`sitemesh.detect.short_series_config`).
+each series shorter than 1.5 days gets a configuration scaled to its own cadence
+(:func:`sitemesh.detect.config_for_times`, as ``sitemesh watch`` does).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 from typing import Final
 
 from ..detect import (
@@ -20,13 +19,15 @@ from ..detect import (
     LogFinding,
     MetricFinding,
     Series,
-    config_for_span,
+    config_for_times,
     detect_series,
     finding_severity,
     mine_logs,
+    short_series_config,
 )
 from ..detect import LogLine as DetectLogLine
 from ..schemas import Finding, FindingKind, MetricSeries, TelemetryAlert
+from ..sources import series_signal
 
 INLINE_METRICS: Final = "inline_metrics"
 """``Diagnosis.checks_run`` name of the metric detectors on inline samples."""
@@ -46,6 +47,9 @@ _LOG_KINDS: Final[dict[str, FindingKind]] = {
     "burst": "log_burst",
 }
 
+_NO_CADENCE: Final = timedelta(seconds=1)
+"""The cadence a series whose samples all carry one time is judged at."""
+
 
 def _utc(at: datetime) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
@@ -53,16 +57,6 @@ def _utc(at: datetime) -> datetime:
 
 def _ts(at: datetime | None) -> str:
     return "-" if at is None else _utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def config_for(s: MetricSeries, cadence: timedelta) -> DetectConfig:
-    """:func:`sitemesh.detect.config_for_span` for an inline series."""
-    return config_for_span(_utc(s.timestamps[-1]) - _utc(s.timestamps[0]), cadence)
-
-
-def _series_name(s: MetricSeries) -> str:
-    labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-    return f"{s.name}{{{labels}}}" if labels else s.name
 
 
 def _overlaps(start: datetime, end: datetime, lo: datetime, hi: datetime) -> bool:
@@ -79,7 +73,7 @@ def _metric_finding(
         interface=s.labels.get("interface") or alert.interface,
         at=_utc(f.peak_at),
         evidence=(
-            f"series {_series_name(s)} {f.kind} [{_ts(f.start)}, {_ts(f.end)}] peak "
+            f"series {series_signal(s)} {f.kind} [{_ts(f.start)}, {_ts(f.end)}] peak "
             f"{_ts(f.peak_at)}: observed {f.observed:.6g}, baseline {f.baseline:.6g}, "
             f"spread {f.spread:.3g}, deviation {f.deviation:+.1f} robust z ({f.detector}; "
             f"{f.evidence})"
@@ -106,17 +100,16 @@ def diagnose_samples(alert: TelemetryAlert) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     notes: list[str] = []
     for s in alert.samples:
-        name = _series_name(s)
+        name = series_signal(s)
         if len(s.values) < 3:
             notes.append(f"{name}: {len(s.values)} sample(s), too few")
             continue
         try:
-            series = Series.from_points(name, [_utc(t) for t in s.timestamps], s.values)
-            steps = sorted(_utc(b) - _utc(a) for a, b in pairwise(s.timestamps))
-            cadence = steps[len(steps) // 2] if steps else timedelta(seconds=1)
-            if cadence <= timedelta(0):
-                cadence = max((d for d in steps if d > timedelta(0)), default=timedelta(seconds=1))
-            config = config_for(s, cadence)
+            times = [_utc(t) for t in s.timestamps]
+            series = Series.from_points(name, times, s.values)
+            config = config_for_times(times)
+            if config is None:  # every sample at one time: no cadence to scale by
+                config = short_series_config(_NO_CADENCE)
             found = detect_series(series, config)
         except DetectError as exc:
             notes.append(f"{name}: not analysed ({exc})")

@@ -3,7 +3,9 @@
 The default backend (:class:`RunbookPlanner`) needs no model: it follows the best
 retrieved runbook, turning the instructions of its Diagnosis / Mitigation-like
 sections into steps, and adds a ``check_status`` step for each telemetry finding.
-A model-backed planner plugs in later through :class:`PlanningBackend`.
+A model-backed planner (``sitemesh.models.ModelPlanner``) plugs in through
+:class:`PlanningBackend`; one that asks tools (function calling) implements
+:class:`ToolPlanningBackend` and gets the step's ``ctx.tools``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import ClassVar, Final, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, runtime_checkable
 
 from ..schemas import (
     Diagnosis,
@@ -30,6 +32,9 @@ from ._base import Agent, AgentContext, AgentOutput, AgentResources
 from ._kb import KnowledgeBase, default_kb
 from ._markdown import clean_text, cut_text, describe_instruction, instructions
 from ._retriever import ACTION_SECTIONS
+
+if TYPE_CHECKING:
+    from ..tools import ToolCalls
 
 MAX_STEPS: Final = 8
 """Default cap on runbook-derived steps per plan (findings come on top, see
@@ -144,6 +149,20 @@ class PlanningBackend(Protocol):
 
     async def plan(self, item: WorkItem) -> Plan:
         """Plan for ``item`` (task, retrieval and diagnosis so far)."""
+        ...
+
+
+@runtime_checkable
+class ToolPlanningBackend(PlanningBackend, Protocol):
+    """A planning backend that may call the site's tools while it plans.
+
+    :class:`PlannerAgent` calls :meth:`plan_with_tools` with the step's ``ctx.tools``
+    (``None`` on a site without tools) instead of :meth:`~PlanningBackend.plan`. The
+    calls must be made in a deterministic order (their idempotency keys count them).
+    """
+
+    async def plan_with_tools(self, item: WorkItem, tools: ToolCalls | None) -> Plan:
+        """Plan for ``item``, calling ``tools`` where it helps."""
         ...
 
 
@@ -417,24 +436,29 @@ class PlannerAgent(Agent):
         self.backend: PlanningBackend = backend if backend is not None else RunbookPlanner(kb)
 
     async def setup(self, resources: AgentResources) -> None:
-        """Use the site's model when one is configured (else the runbook planner), and
-        load the knowledge base now."""
+        """Use the site's model when one is configured (else the runbook planner),
+        offering it the tools of ``settings.models.planner_tools``, and load the
+        knowledge base now."""
         default_kb()
         if not self._explicit and resources.models is not None:
-            from ..models import ModelPlanner
+            from ..models import PLANNER_TOOL_SERVERS, ModelPlanner
 
-            self.backend = ModelPlanner(resources.models)
+            settings = resources.settings
+            servers = settings.models.planner_tools if settings else PLANNER_TOOL_SERVERS
+            self.backend = ModelPlanner(resources.models, tool_servers=servers)
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> Plan:
         """Plan for ``item``.
 
         Args:
             item: the work item with the retrieval and (for alerts) the diagnosis.
-            ctx: the agent context (unused).
+            ctx: the agent context: its ``tools`` go to a :class:`ToolPlanningBackend`.
 
         Returns:
             The plan from the backend.
         """
+        if isinstance(self.backend, ToolPlanningBackend):
+            return await self.backend.plan_with_tools(item, ctx.tools)
         return await self.backend.plan(item)
 
     def summarize(self, output: AgentOutput) -> str:

@@ -68,7 +68,8 @@ class ValidatorAgent(Agent):
     * ``grounding``: every step names at least one grounding (``ungrounded_step``)
       and each is either a ``passage_id`` of the retrieval result's passages or
       ``diagnosis#<n>`` with ``1 <= n <=`` the number of findings in
-      the diagnosis (``unknown_grounding``).
+      the diagnosis, or the ``ref`` of an ``ok`` tool result of the plan
+      (:attr:`~sitemesh.schemas.Plan.tools`, ``tool#<k>``) (``unknown_grounding``).
     * ``reply``: a reply drafted from the knowledge base (plan source ``knowledge``)
       names a retrieved document and carries its URL (``ungrounded_reply``).
     * ``pii``: ``customer_message`` contains no PII (``pii``, naming the entity
@@ -167,6 +168,7 @@ class ValidatorAgent(Agent):
         known = {p.passage_id for p in retrieval.passages} if retrieval else set()
         findings = len(diagnosis.findings) if diagnosis else 0
         known |= {f"diagnosis#{n}" for n in range(1, findings + 1)}
+        known |= {u.ref for u in plan.tools if u.outcome == "ok" and u.ref}
         issues = []
         for step in plan.steps:
             if not step.grounding:
@@ -180,7 +182,8 @@ class ValidatorAgent(Agent):
             issues.extend(
                 ValidationIssue(
                     code="unknown_grounding",
-                    message=f"grounding {ref!r} is not among the retrieved passages or findings",
+                    message=f"grounding {ref!r} is not among the retrieved passages, findings or "
+                    "tool results",
                     step=step.n,
                 )
                 for ref in step.grounding

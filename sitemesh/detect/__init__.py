@@ -24,7 +24,13 @@ from __future__ import annotations
 from ._baseline import MAD_TO_SIGMA, MEAN_AD_TO_SIGMA, Baseline, baseline, robust_spread
 from ._changes import change_points, noise_sigma
 from ._combine import MAJOR_FACTOR, detect_series, finding_severity, merge_findings
-from ._config import DEFAULT_CONFIG, DetectConfig, config_for_span, short_series_config
+from ._config import (
+    DEFAULT_CONFIG,
+    DetectConfig,
+    config_for_span,
+    config_for_times,
+    short_series_config,
+)
 from ._deviation import flatlines, robust_deviation
 from ._errors import DetectError
 from ._findings import LogFinding, LogKind, MetricFinding, MetricKind, TemplateCount
@@ -94,6 +100,7 @@ __all__ = [
     "baseline",
     "change_points",
     "config_for_span",
+    "config_for_times",
     "detect_series",
     "finding_severity",
     "fixed_threshold",

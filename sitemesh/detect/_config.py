@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from itertools import pairwise
 
 import msgspec
 
@@ -155,3 +157,22 @@ def config_for_span(span: timedelta, cadence: timedelta) -> DetectConfig:
     if span >= DEFAULT_CONFIG.window + DEFAULT_CONFIG.min_history:
         return DEFAULT_CONFIG
     return short_series_config(cadence)
+
+
+def config_for_times(times: Sequence[datetime]) -> DetectConfig | None:
+    """:func:`config_for_span` for a series sampled at ``times``: its span (last time
+    minus first) and its cadence, the median of the steps between successive times
+    that move forward (the upper middle one of an even count). A repeated time stamp
+    is not a step.
+
+    Args:
+        times: the sample times in order, all aware or all naive.
+
+    Returns:
+        The configuration, or ``None`` when no two times differ (the series has no
+        cadence to scale the settings by).
+    """
+    steps = sorted(b - a for a, b in pairwise(times) if b > a)
+    if not steps:
+        return None
+    return config_for_span(times[-1] - times[0], steps[len(steps) // 2])

@@ -6,6 +6,11 @@ calls them through the official SDKs with timeouts, jittered retries honouring
 ``Retry-After``, a circuit breaker per backend and fallback down the chain, records
 every call by prompt hash for replay, and labels the deterministic fallback when no
 model answers.
+
+Function calling (:func:`offer_tools`, :func:`run_tool_calls`): a model is offered the
+site's read-only tools, and what it requests is checked against the offer and each
+tool's input schema and run through the agent's ``ctx.tools``; :class:`ModelPlanner`
+uses it (docs/tools.md, "Tools for models").
 """
 
 from ._agents import (
@@ -37,6 +42,16 @@ from ._recorder import CallRecorder, InMemoryRecorder, NullRecorder
 from ._resilience import BreakerState, CircuitBreaker, RetryPolicy, parse_retry_after
 from ._routing import ModelRef, Router
 from ._sides import check_hub_models, site_endpoints
+from ._tool_use import (
+    MAX_TOOL_CALLS,
+    MAX_TOOL_RESULT_CHARS,
+    PLANNER_TOOL_SERVERS,
+    OfferedTool,
+    ToolRound,
+    function_name,
+    offer_tools,
+    run_tool_calls,
+)
 from ._types import (
     SITE_PROVIDERS,
     CallContext,
@@ -57,8 +72,11 @@ __all__ = [
     "COST_KEYS",
     "FALLBACK_MODEL",
     "LOCAL_MODEL_NAME",
+    "MAX_TOOL_CALLS",
+    "MAX_TOOL_RESULT_CHARS",
     "MODEL_FALLBACK_NOTE",
     "MODEL_SKIPPED_NOTE",
+    "PLANNER_TOOL_SERVERS",
     "REPAIR_PROMPT",
     "SITE_PROVIDERS",
     "SYNTHESIS_FALLBACK_LABEL",
@@ -83,6 +101,7 @@ __all__ = [
     "ModelSynthesiser",
     "NoBudget",
     "NullRecorder",
+    "OfferedTool",
     "OpenAIBackend",
     "Outcome",
     "OutputSchema",
@@ -94,20 +113,24 @@ __all__ = [
     "Structured",
     "SynthesisDraft",
     "ToolCall",
+    "ToolRound",
     "ToolSpec",
     "Usage",
     "VllmServer",
     "call_key",
     "check_hub_models",
     "cost_rollup",
+    "function_name",
     "ledger_for_settings",
     "local_hub_models",
     "local_model_path",
     "local_site_models",
     "object_schema",
+    "offer_tools",
     "parse_retry_after",
     "plan_schema",
     "rejection_code",
+    "run_tool_calls",
     "site_endpoints",
     "synthesis_schema",
     "total",

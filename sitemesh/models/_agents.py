@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -25,6 +25,7 @@ from ..agents import (
     ALLOWED_ACTIONS,
     FALLBACK_MESSAGE,
     RunbookPlanner,
+    crm_handle,
     diagnosis_ref,
 )
 from ..cloud_node import COMPOSED_LABEL, ComposingSynthesiser, describe_incident
@@ -40,10 +41,22 @@ from ..schemas import (
     SupportTicket,
     Task,
     TelemetryAlert,
+    ToolUse,
     WorkItem,
 )
 from ._client import ModelClient
+from ._tool_use import (
+    MAX_TOOL_CALLS,
+    PLANNER_TOOL_SERVERS,
+    OfferedTool,
+    ToolRound,
+    offer_tools,
+    run_tool_calls,
+)
 from ._types import CallContext, ChatMessage, ModelRequest, OutputSchema
+
+if TYPE_CHECKING:
+    from ..tools import ToolCalls
 
 MAX_PLAN_STEPS: Final = 12
 """A model plan may have at most this many steps."""
@@ -70,6 +83,9 @@ MAX_SOURCE_CHARS: Final = 600
 
 MAX_TASK_CHARS: Final = 2000
 """Characters of the task text shown to the model."""
+
+TOOL_TURN_MAX_TOKENS: Final = 256
+"""Output cap of the turn in which the model may request tools (calls are short)."""
 
 MODEL_FALLBACK_NOTE: Final = "Model planning unavailable ({reason}); deterministic runbook plan."
 """Prefix of a fallback plan's ``rationale``: the model was asked and its plan was
@@ -271,6 +287,12 @@ class PlanSources:
         """``grounding`` with short ids replaced by grounding ids (others kept), once each."""
         return list(dict.fromkeys(self.aliases.get(g, g) for g in grounding))
 
+    def with_tools(self, round_: ToolRound) -> PlanSources:
+        """These sources plus the ``ok`` tool results of ``round_`` (``T1..`` ->
+        ``tool#1..``)."""
+        return PlanSources(aliases={**self.aliases, **round_.aliases}, docs=self.docs,
+                           texts={**self.texts, **round_.texts})
+
 
 class ModelPlanner:
     """A :class:`~sitemesh.agents.PlanningBackend` that asks the site's model for steps.
@@ -287,6 +309,13 @@ class ModelPlanner:
       unknown source ids, an unknown runbook, repeated steps, descriptions that say
       nothing specific or share no word with their sources), and invalid output is
       sent back once with the error;
+    * with ``ctx.tools`` (:meth:`plan_with_tools`) the model is first offered the
+      site's read-only tools of ``tool_servers`` (function calling): the calls it
+      requests are checked against the offer and each tool's input schema, run
+      through the registry (scanned, pseudonymised, recorded) and answered; the
+      ``ok`` results become sources ``T1..`` a step may cite (grounding
+      ``tool#<k>``), and every request is listed in the plan's ``tools``
+      (:mod:`sitemesh.models._tool_use`);
     * a draft that passes becomes the plan: ``source="model"``, the model's steps
       renumbered 1..n with source ids mapped back to grounding ids, the runbook the
       steps cite most, and the deterministic plan's ``customer_message``. The model
@@ -306,6 +335,9 @@ class ModelPlanner:
             :class:`~sitemesh.agents.RunbookPlanner` over the packaged KB).
         max_steps: most steps a model plan may have (schema and check), at most
             :data:`MAX_PLAN_STEPS`.
+        tool_servers: the tool servers whose read-only tools the model is offered
+            (those the site configures; ``()``: none).
+        max_tool_calls: most tool calls run per plan.
     """
 
     def __init__(
@@ -314,10 +346,14 @@ class ModelPlanner:
         *,
         fallback: RunbookPlanner | None = None,
         max_steps: int = MAX_MODEL_STEPS,
+        tool_servers: Sequence[str] = PLANNER_TOOL_SERVERS,
+        max_tool_calls: int = MAX_TOOL_CALLS,
     ) -> None:
         self.client = client
         self.fallback = fallback or RunbookPlanner()
         self.max_steps = max(1, min(max_steps, MAX_PLAN_STEPS))
+        self.tool_servers = tuple(tool_servers)
+        self.max_tool_calls = max_tool_calls
 
     def sources(self, item: WorkItem) -> PlanSources:
         """The sources shown to the model: the best :data:`MAX_SOURCES` passages (text
@@ -339,21 +375,8 @@ class ModelPlanner:
             texts[diagnosis_ref(n)] = f"[F{n}] {f.kind} on {where} ({f.severity}): {f.evidence}"
         return PlanSources(aliases=aliases, docs=docs, texts=texts)
 
-    def request(self, item: WorkItem) -> tuple[ModelRequest, set[str]]:
-        """The prompt for ``item`` and the grounding ids it may cite.
-
-        The request asks for :func:`plan_schema` output over the short source ids
-        when there is a source (:meth:`plan` calls no model otherwise); the task text
-        is cut to :data:`MAX_TASK_CHARS` characters.
-
-        Args:
-            item: the work item (task, retrieval, diagnosis).
-
-        Returns:
-            ``(request, known_refs)``: ``known_refs`` are grounding ids.
-        """
-        src = self.sources(item)
-        system = (
+    def _system(self) -> str:
+        return (
             "You plan how to handle an operations task, using only the sources given. "
             f"Write 1 to {self.max_steps} steps, each different. A step has one action "
             "from the list below, a short description of what to do in the words of "
@@ -362,42 +385,125 @@ class ModelPlanner:
             '"action": "check_status", "description": "...", "grounding": ["S1"]}]}.\n'
             f"Actions:\n{_actions_text()}"
         )
+
+    def _user(self, item: WorkItem, src: PlanSources, offered: Sequence[OfferedTool]) -> str:
         task = _task_prompt(item.task)[:MAX_TASK_CHARS]
         user = f"Task ({item.envelope.kind}):\n{task}\n\nSources:\n" + (
             "\n\n".join(src.texts.values()) or "(none)"
         )
+        handle = crm_handle(item) if offered else None
+        if handle is not None:
+            user += f"\n\nCustomer id (for tool arguments only): {handle}"
+        return user
+
+    def tool_request(
+        self, item: WorkItem, src: PlanSources, offered: Sequence[OfferedTool]
+    ) -> ModelRequest:
+        """The turn in which the model may request tools (no output schema; at most
+        :data:`TOOL_TURN_MAX_TOKENS` tokens).
+
+        Args:
+            item: the work item.
+            src: its sources (:meth:`sources`).
+            offered: the tools offered (:func:`~sitemesh.models._tool_use.offer_tools`).
+
+        Returns:
+            The request: the planning prompt, then an instruction to call the tools
+            that would add what the sources lack, or none.
+        """
+        system = (
+            self._system()
+            + "\n\nFirst, if the sources lack something the plan needs (the customer's "
+            f"past tickets, telemetry, other knowledge), call up to {self.max_tool_calls} "
+            "of the tools offered; call none if the sources suffice. Their results "
+            "become sources T1, T2, ..."
+        )
+        return ModelRequest(
+            messages=[ChatMessage(role="system", content=system),
+                      ChatMessage(role="user", content=self._user(item, src, offered))],
+            tools=[o.spec for o in offered],
+            max_tokens=TOOL_TURN_MAX_TOKENS,
+        )
+
+    def request(
+        self,
+        item: WorkItem,
+        *,
+        src: PlanSources | None = None,
+        offered: Sequence[OfferedTool] = (),
+        tool_round: ToolRound | None = None,
+    ) -> tuple[ModelRequest, set[str]]:
+        """The prompt for ``item`` and the grounding ids it may cite.
+
+        The request asks for :func:`plan_schema` output over the short source ids
+        when there is a source (:meth:`plan` calls no model otherwise); the task text
+        is cut to :data:`MAX_TASK_CHARS` characters. After a tool turn the
+        conversation carries the model's calls and their results (``tool``
+        messages), the tools stay declared (Anthropic requires it) and
+        ``tool_choice="none"`` asks for the plan now.
+
+        Args:
+            item: the work item (task, retrieval, diagnosis).
+            src: its sources (default :meth:`sources`; with the tool results once
+                there are some: :meth:`PlanSources.with_tools`).
+            offered: the tools offered in the tool turn.
+            tool_round: the tool turn's calls and results.
+
+        Returns:
+            ``(request, known_refs)``: ``known_refs`` are grounding ids.
+        """
+        src = src if src is not None else self.sources(item)
         output = (
             OutputSchema(name="PlanDraft",
                          schema=plan_schema(src.aliases, max_steps=self.max_steps))
             if src.aliases else None
         )
+        messages = [ChatMessage(role="system", content=self._system()),
+                    ChatMessage(role="user", content=self._user(item, src, offered))]
+        if tool_round is None:
+            return ModelRequest(messages=messages, output=output), src.refs
         req = ModelRequest(
-            messages=[ChatMessage(role="system", content=system),
-                      ChatMessage(role="user", content=user)],
+            messages=[*messages, *tool_round.messages],
+            tools=[o.spec for o in offered],
+            tool_choice="none",
             output=output,
         )
         return req, src.refs
 
     async def plan(self, item: WorkItem) -> Plan:
-        """Plan with the model; fall back to the deterministic plan, saying so.
+        """Plan with the model, without tools; see :meth:`plan_with_tools`."""
+        return await self.plan_with_tools(item, None)
+
+    async def plan_with_tools(self, item: WorkItem, tools: ToolCalls | None) -> Plan:
+        """Plan with the model (offering it ``tools``); fall back to the deterministic
+        plan, saying so.
 
         Args:
             item: the work item.
+            tools: the step's tool view (``ctx.tools``), or ``None``: no tool turn.
 
         Returns:
             A ``source="model"`` plan (rationale ending ``[model <ref>]``), or the
             deterministic plan whose ``rationale`` starts with
-            :data:`MODEL_SKIPPED_NOTE` or :data:`MODEL_FALLBACK_NOTE`.
+            :data:`MODEL_SKIPPED_NOTE` or :data:`MODEL_FALLBACK_NOTE`; either lists
+            the tool calls the model requested in ``tools``.
+
+        Raises:
+            ToolResponseUnscanned: a tool response could not be scanned (fail closed).
+            ToolReplayMiss: a strict replay has no record of a requested tool call.
         """
         base = self.fallback.build(item)
         if base.source == "knowledge":
             return _noted(base, MODEL_SKIPPED_NOTE.format(
                 reason="the customer reply comes from the knowledge base"))
         src = self.sources(item)
-        if not src.aliases:
+        offered: list[OfferedTool] = []
+        notes: list[str] = []
+        if tools is not None and self.tool_servers and self.max_tool_calls > 0:
+            offered, notes = await offer_tools(tools, self.tool_servers)
+        if not src.aliases and not offered:
             return _noted(base, MODEL_SKIPPED_NOTE.format(
                 reason="no retrieved passage or finding to ground a step in"))
-        request, refs = self.request(item)
         ctx = CallContext(
             kind="planning",
             complexity=estimate_complexity(item.task),
@@ -407,6 +513,23 @@ class ModelPlanner:
             agent="planner",
             task_id=item.envelope.task_id,
         )
+        tool_round: ToolRound | None = None
+        if offered and tools is not None:
+            try:
+                turn = await self.client.complete(self.tool_request(item, src, offered), ctx)
+            except ModelError as exc:
+                return _noted(base, MODEL_FALLBACK_NOTE.format(reason=str(exc)[:300]))
+            if turn.tool_calls:
+                tool_round = await run_tool_calls(turn, offered, tools,
+                                                  max_calls=self.max_tool_calls)
+                src = src.with_tools(tool_round)
+        uses = tool_round.uses if tool_round is not None else []
+        tools_note = _tools_note(uses, notes)
+        if not src.aliases:
+            return _used(_noted(base, MODEL_SKIPPED_NOTE.format(
+                reason="no retrieved passage, finding or tool result to ground a step in"
+            )), uses, tools_note)
+        request, refs = self.request(item, src=src, offered=offered, tool_round=tool_round)
 
         def check(draft: PlanDraft) -> None:
             if not draft.steps:
@@ -427,10 +550,11 @@ class ModelPlanner:
             error = exc.validation_error
             code = rejection_code(error)
             detail = error if error.startswith(f"{code}: ") else f"{code}: {error}"
-            return _noted(base, MODEL_FALLBACK_NOTE.format(
-                reason=f"invalid output after repair: {detail}"[:300]))
+            return _used(_noted(base, MODEL_FALLBACK_NOTE.format(
+                reason=f"invalid output after repair: {detail}"[:300])), uses, tools_note)
         except ModelError as exc:
-            return _noted(base, MODEL_FALLBACK_NOTE.format(reason=str(exc)[:300]))
+            return _used(_noted(base, MODEL_FALLBACK_NOTE.format(reason=str(exc)[:300])),
+                         uses, tools_note)
         draft = result.value
         steps = [
             msgspec.structs.replace(_resolved(s, src), n=i)
@@ -445,10 +569,27 @@ class ModelPlanner:
             rationale=(
                 f"{len(steps)} step(s) from the site model, checked against the action "
                 f"allow-list and the {len(refs)} given source id(s); customer text from "
-                f"the deterministic {base.source} plan "
+                f"the deterministic {base.source} plan{tools_note} "
                 f"[model {result.response.ref}{', repaired' if result.repaired else ''}]"
             ),
+            tools=uses,
         )
+
+
+def _tools_note(uses: list[ToolUse], notes: list[str]) -> str:
+    """``"; tools: 2 called (ticket_history.history ok, kb_search.search rejected)"``,
+    or empty when the model requested none and no server was unavailable."""
+    if not uses and not notes:
+        return ""
+    parts = [f"{u.tool} {u.outcome}" for u in uses] + notes
+    called = sum(1 for u in uses if u.outcome != "rejected")
+    return f"; tools: {called} called ({', '.join(parts)})"
+
+
+def _used(plan: Plan, uses: list[ToolUse], note: str) -> Plan:
+    """``plan`` listing the tool calls requested, ``note`` (:func:`_tools_note`) ending
+    its rationale."""
+    return msgspec.structs.replace(plan, tools=uses, rationale=plan.rationale + note)
 
 
 def _task_prompt(task: Task) -> str:

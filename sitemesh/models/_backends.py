@@ -23,7 +23,7 @@ import openai
 
 from ..errors import ModelError, ModelRateLimited, ModelRequestError, ModelTimeout, ModelUnavailable
 from ._resilience import parse_retry_after
-from ._types import ModelRequest, ModelResponse, OutputSchema, ToolCall, Usage
+from ._types import ChatMessage, ModelRequest, ModelResponse, OutputSchema, ToolCall, Usage
 
 DeltaCallback = Callable[[str], None]
 """Called with each text fragment of a streamed answer, in order."""
@@ -145,6 +145,63 @@ def map_sdk_error(exc: BaseException, provider: str, model: str, timeout_s: floa
     )
 
 
+def _openai_message(m: ChatMessage) -> dict[str, Any]:
+    """One message in the Chat Completions format (``tool_calls`` / ``role: tool``)."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    return out
+
+
+def _anthropic_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """The non-system messages in the Messages API format: an assistant turn's calls
+    become ``tool_use`` blocks, and consecutive ``tool`` messages one user turn of
+    ``tool_result`` blocks (the API wants the results together, right after the calls).
+    """
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            last = out[-1] if out else None
+            if last is not None and last["role"] == "user" and isinstance(last["content"], list):
+                last["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+            continue
+        if m.tool_calls:
+            blocks: list[dict[str, Any]] = (
+                [{"type": "text", "text": m.content}] if m.content else []
+            )
+            blocks += [
+                {"type": "tool_use", "id": c.id, "name": c.name,
+                 "input": _json_object(c.arguments)}
+                for c in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": blocks})
+            continue
+        out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as an object (``{}`` when they are not one: the
+    caller has already rejected such a call, and the API needs an object)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 class OpenAIBackend:
     """The OpenAI chat-completions API, or any server that speaks it.
 
@@ -180,7 +237,7 @@ class OpenAIBackend:
     def _params(self, request: ModelRequest, model: str, max_tokens: int) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_openai_message(m) for m in request.messages],
             "max_tokens": request.max_tokens or max_tokens,
             "temperature": request.temperature,
         }
@@ -196,6 +253,8 @@ class OpenAIBackend:
                 }
                 for t in request.tools
             ]
+            if request.tool_choice is not None:
+                params["tool_choice"] = request.tool_choice
         if request.output is not None:
             params["response_format"] = {
                 "type": "json_schema",
@@ -325,11 +384,7 @@ class AnthropicBackend:
         system = "\n\n".join(m.content for m in request.messages if m.role == "system")
         params: dict[str, Any] = {
             "model": model,
-            "messages": [
-                {"role": m.role, "content": m.content}
-                for m in request.messages
-                if m.role != "system"
-            ],
+            "messages": _anthropic_messages(request.messages),
             "max_tokens": request.max_tokens or max_tokens,
         }
         if system:
@@ -351,6 +406,8 @@ class AnthropicBackend:
                 }
             )
             params["tool_choice"] = {"type": "tool", "name": request.output.name}
+        elif request.tools and request.tool_choice is not None:
+            params["tool_choice"] = {"type": request.tool_choice}
         if tools:
             params["tools"] = tools
         return params

@@ -102,6 +102,7 @@ def estimate_tokens(request: ModelRequest) -> int:
         Estimated input tokens (messages, tool and output schemas).
     """
     chars = sum(len(m.content) for m in request.messages)
+    chars += sum(len(c.arguments) for m in request.messages for c in m.tool_calls)
     chars += sum(len(msgspec.json.encode(t)) for t in request.tools)
     if request.output is not None:
         chars += len(msgspec.json.encode(request.output.schema))

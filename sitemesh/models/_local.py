@@ -248,9 +248,12 @@ def local_site_models(models: ModelsSettings, server: LocalModelServer) -> Model
 
     Sets ``site_chain=["vllm/<name>"]``, ``vllm_base_url`` (``vllm_launch`` off),
     ``vllm_timeout_s`` at least :data:`LOCAL_CALL_TIMEOUT_S`, ``max_tokens`` at most
-    :data:`LOCAL_MAX_TOKENS`, and one attempt per call (a retry of a 2-minute CPU call
-    costs more than the deterministic fallback it would avoid). The cloud chain and
-    keys are kept: routing by policy is unchanged.
+    :data:`LOCAL_MAX_TOKENS`, one attempt per call (a retry of a 2-minute CPU call
+    costs more than the deterministic fallback it would avoid), and no planner tool
+    turn (``planner_tools=[]``: offered a tool, SmolLM2-135M writes prose until
+    ``max_tokens`` instead of calling it; llama.cpp's server without ``--jinja`` does
+    not even put the tools in the prompt). The cloud chain and keys are kept: routing
+    by policy is unchanged.
     """
     return models.model_copy(update={
         "site_chain": [f"vllm/{server.name}"],
@@ -259,6 +262,7 @@ def local_site_models(models: ModelsSettings, server: LocalModelServer) -> Model
         "vllm_timeout_s": max(models.vllm_timeout_s, LOCAL_CALL_TIMEOUT_S),
         "max_tokens": min(models.max_tokens, LOCAL_MAX_TOKENS),
         "max_attempts": 1,
+        "planner_tools": [],
     })  # fmt: skip
 
 

@@ -37,12 +37,32 @@ Outcome = Literal[
 """How one model call ended (see docs/models.md, "What is recorded")."""
 
 
-class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One message of a conversation."""
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool call the model made."""
 
-    role: Literal["system", "user", "assistant"]
+    id: str
+    name: str
+    arguments: str
+    """The arguments as JSON text, exactly as the model produced them."""
+
+
+class ChatMessage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One message of a conversation.
+
+    Function calling takes two more shapes: an ``assistant`` message with the
+    :attr:`tool_calls` the model made (its ``content`` may be empty), and one ``tool``
+    message per call with the result as ``content`` and the call's id in
+    :attr:`tool_call_id`. OpenAI-compatible servers get them as ``tool_calls`` /
+    ``role: tool``; Anthropic as ``tool_use`` / ``tool_result`` blocks.
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
     """``system`` messages become Anthropic's ``system`` parameter."""
     content: str
+    tool_calls: list[ToolCall] = []
+    """``assistant`` only: the calls the model made in this turn."""
+    tool_call_id: str = ""
+    """``tool`` only: the :attr:`ToolCall.id` this message answers."""
 
 
 class ToolSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -52,15 +72,6 @@ class ToolSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     description: str = ""
     parameters: dict[str, Any] = msgspec.field(default_factory=dict)
     """JSON Schema of the arguments (an ``object`` schema)."""
-
-
-class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
-    """A tool call the model made."""
-
-    id: str
-    name: str
-    arguments: str
-    """The arguments as JSON text, exactly as the model produced them."""
 
 
 class OutputSchema(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -83,6 +94,10 @@ class ModelRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
     messages: list[ChatMessage]
     tools: list[ToolSpec] = []
+    tool_choice: Literal["auto", "none"] | None = None
+    """With :attr:`tools`: ``none`` forbids calling them in this turn (the messages may
+    still carry earlier calls and results, which Anthropic requires the tools declared
+    for); ``None`` leaves the provider's default (``auto``)."""
     output: OutputSchema | None = None
     """Structured output wanted, or ``None`` for free text."""
     max_tokens: int | None = None

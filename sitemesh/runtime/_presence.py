@@ -13,6 +13,9 @@ process that stopped beating (SIGKILL, a lost host). On SIGTERM the record turns
 ``stopping`` and is deleted once the worker drained. Every step is fail-soft: the
 registry is a signal, and a KV failure never stops a worker from taking work.
 
+The bucket helpers (:func:`kv_bucket`, :func:`bucket_keys`, :func:`read_entry`) serve
+the tool health bucket too (:mod:`._tools`), which has the same layout.
+
 ```python
 presence = WorkerPresence(js, WorkerRecord.now(site="eu1", role="planner"), health)
 await presence.start()   # ready: registered, heartbeat running
@@ -32,7 +35,7 @@ import re
 import socket
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 import msgspec
 from nats.js import JetStreamContext
@@ -50,6 +53,8 @@ from ..config import HealthSettings
 from ..schemas import utcnow
 
 log = logging.getLogger("sitemesh.health")
+
+_T = TypeVar("_T")
 
 WORKERS_BUCKET_PREFIX: Final = "sitemesh_workers_"
 """Prefix of the per-site worker registry bucket (``sitemesh_workers_<site>``)."""
@@ -78,8 +83,10 @@ def presence_key(role: str, host: str, pid: int) -> str:
     return f"{role}.{_KEY_UNSAFE.sub('-', host)}_{pid}"
 
 
-class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One worker process in the registry (the JSON value of its key)."""
+class ProcessRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What names one process in a site's process buckets, the worker registry and
+    the tool health (:class:`WorkerRecord`, ``ToolHealthReport``): its key there is
+    ``<role>.<host>_<pid>``."""
 
     role: str
     """The role it runs (``planner``, ``router``, ``recorder``, ``synthesiser``...)."""
@@ -89,6 +96,16 @@ class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
     """``socket.gethostname()`` of the process."""
     pid: int
     """Its process id on ``host``."""
+
+    @property
+    def key(self) -> str:
+        """Its key in the bucket, :func:`presence_key`."""
+        return presence_key(self.role, self.host, self.pid)
+
+
+class WorkerRecord(ProcessRecord, frozen=True, kw_only=True):
+    """One worker process in the registry (the JSON value of its key)."""
+
     state: WorkerState = "ready"
     """``ready`` or ``stopping``."""
     origin: str = ""
@@ -100,11 +117,6 @@ class WorkerRecord(msgspec.Struct, frozen=True, kw_only=True):
     """When it finished loading (UTC); ``ready_at - started_at`` is its load time."""
     heartbeat_at: datetime | None = None
     """Its last heartbeat (UTC)."""
-
-    @property
-    def key(self) -> str:
-        """Its registry key, :func:`presence_key`."""
-        return presence_key(self.role, self.host, self.pid)
 
     @classmethod
     def now(
@@ -128,6 +140,91 @@ _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(WorkerRecord)
 
 
+async def kv_bucket(
+    js: JetStreamContext,
+    name: str,
+    *,
+    description: str,
+    ttl_s: float,
+    max_value_size: int,
+    create: bool = True,
+) -> KeyValue:
+    """The per-site KV bucket ``name`` of process reports (this worker registry, the
+    tool health), created when it is missing: one value per key (history 1), a TTL
+    that drops the report of a process that stopped, file storage (it survives a
+    server restart: with identities, only the provisioner could create it again),
+    direct gets. An existing bucket is used as it is (its TTL included), also one
+    another process created meanwhile (with a different config).
+
+    Args:
+        js: the JetStream context.
+        name: the bucket.
+        description: its description, for a new bucket.
+        ttl_s: its ``max_age`` in seconds, for a new bucket.
+        max_value_size: its largest value in bytes, for a new bucket.
+        create: create it when missing; ``False``: raise instead.
+
+    Raises:
+        BucketNotFoundError: it is missing and ``create`` is false.
+        nats.js.errors.APIError: the server refused (e.g. no permission).
+    """
+    try:
+        return await js.key_value(name)
+    except BucketNotFoundError:
+        if not create:
+            raise
+    config = KeyValueConfig(
+        bucket=name,
+        description=description,
+        history=1,
+        ttl=ttl_s,
+        storage=StorageType.FILE,
+        direct=True,
+        max_value_size=max_value_size,
+    )
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:  # created meanwhile by another process (a different config)
+        return await js.key_value(name)
+
+
+async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
+    """The keys stored in ``bucket`` now, sorted (none when it does not exist).
+
+    Lists the bucket's subjects (``STREAM.INFO`` with a subjects filter): no consumer
+    is created.
+
+    Raises:
+        nats.errors.Error: NATS failed (timeout, no permission).
+    """
+    prefix = f"$KV.{bucket}."
+    try:
+        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
+    except NotFoundError:
+        return []
+    return sorted(s.removeprefix(prefix) for s in (info.state.subjects or {}))
+
+
+async def read_entry(kv: KeyValue, key: str, decoder: msgspec.json.Decoder[_T]) -> _T | None:
+    """The value stored under ``key``, decoded, or ``None``: no such key, deleted,
+    expired, empty, or malformed (logged, by key and bucket).
+
+    Raises:
+        nats.errors.Error: NATS failed (timeout, no permission).
+    """
+    try:
+        entry = await kv.get(key)
+    except (KeyNotFoundError, KeyDeletedError, NotFoundError):
+        return None
+    if not entry.value:
+        return None
+    try:
+        return decoder.decode(entry.value)
+    except msgspec.ValidationError:
+        log.warning("ignoring malformed entry %s of %s", key, entry.bucket)
+        return None
+
+
 async def provision_workers(
     js: JetStreamContext, site: str, health: HealthSettings | None = None
 ) -> KeyValue:
@@ -145,65 +242,39 @@ async def provision_workers(
     Raises:
         nats.js.errors.APIError: the server refused (e.g. no permission).
     """
-    name = workers_bucket(site)
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        pass
-    ttl_s = (health or HealthSettings()).ttl_s
-    config = KeyValueConfig(
-        bucket=name,
+    return await kv_bucket(
+        js,
+        workers_bucket(site),
         description=f"ready worker processes of site {site} (sitemesh.runtime)",
-        history=1,
-        ttl=ttl_s,
-        storage=StorageType.FILE,  # survives a server restart (with identities, only
-        # the provisioner could create it again); stale records expire with the TTL
-        direct=True,
+        ttl_s=(health or HealthSettings()).ttl_s,
         max_value_size=4096,
     )
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError:  # created meanwhile by another process (a different config)
-        return await js.key_value(name)
 
 
 async def read_worker(js: JetStreamContext, site: str, key: str) -> WorkerRecord | None:
-    """The record stored under ``key``, or ``None`` (no bucket, no key, deleted, expired).
+    """The record stored under ``key``, or ``None`` (no bucket, no key, deleted, expired,
+    malformed: logged).
 
     Raises:
         nats.errors.Error: NATS failed (timeout, no permission).
     """
     try:
         kv = await js.key_value(workers_bucket(site))
-        entry = await kv.get(key)
-    except (BucketNotFoundError, KeyNotFoundError, KeyDeletedError, NotFoundError):
+    except (BucketNotFoundError, NotFoundError):
         return None
-    if not entry.value:
-        return None
-    try:
-        return _DECODER.decode(entry.value)
-    except msgspec.ValidationError:
-        log.warning("ignoring malformed registry entry %s of site %s", key, site)
-        return None
+    return await read_entry(kv, key, _DECODER)
 
 
 async def read_workers(js: JetStreamContext, site: str) -> list[WorkerRecord]:
     """Every live record of ``site``'s registry (none when the bucket does not exist).
 
-    Lists the bucket's subjects (``STREAM.INFO`` with a subjects filter) and reads
-    each key: no consumer is created. Records of processes that stopped beating are
-    gone after the bucket's TTL.
+    Lists the bucket's keys (:func:`bucket_keys`: no consumer is created) and reads
+    each. Records of processes that stopped beating are gone after the bucket's TTL.
 
     Raises:
         nats.errors.Error: NATS failed (timeout, no permission).
     """
-    bucket = workers_bucket(site)
-    prefix = f"$KV.{bucket}."
-    try:
-        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
-    except NotFoundError:
-        return []
-    keys = sorted(s.removeprefix(prefix) for s in (info.state.subjects or {}))
+    keys = await bucket_keys(js, workers_bucket(site))
     found = await asyncio.gather(*(read_worker(js, site, k) for k in keys))
     return [r for r in found if r is not None]
 

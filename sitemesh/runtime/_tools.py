@@ -28,20 +28,20 @@ from typing import TYPE_CHECKING, Final
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import (
-    BadRequestError,
-    BucketNotFoundError,
-    KeyDeletedError,
-    KeyNotFoundError,
-    NotFoundError,
-)
+from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from ..config import HealthSettings, Settings
 from ..schemas import utcnow
 from ..tools import ToolHealth
-from ._presence import KV_TIMEOUT_S, presence_key
+from ._presence import (
+    KV_TIMEOUT_S,
+    ProcessRecord,
+    bucket_keys,
+    kv_bucket,
+    presence_key,
+    read_entry,
+)
 
 if TYPE_CHECKING:
     from ..agents import AgentResources
@@ -69,22 +69,13 @@ def tools_bucket(site: str) -> str:
     return f"{TOOLS_BUCKET_PREFIX}{site}"
 
 
-class ToolHealthReport(msgspec.Struct, frozen=True, kw_only=True):
+class ToolHealthReport(ProcessRecord, frozen=True, kw_only=True):
     """One process's tool health (the JSON value of its key in the bucket)."""
 
-    site: str
-    role: str
-    host: str
-    pid: int
     at: datetime
     """When it was published (UTC)."""
-    tools: list[ToolHealth] = []
+    tools: list[ToolHealth] = msgspec.field(default_factory=list)
     """Every tool the process called, by name."""
-
-    @property
-    def key(self) -> str:
-        """Its key in the bucket, ``<role>.<host>_<pid>``."""
-        return presence_key(self.role, self.host, self.pid)
 
 
 _ENCODER: Final = msgspec.json.Encoder()
@@ -107,25 +98,14 @@ def build_tool_registry(settings: Settings) -> ToolRegistry | None:
 async def _bucket(
     js: JetStreamContext, site: str, health: HealthSettings, *, create: bool
 ) -> KeyValue:
-    name = tools_bucket(site)
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        if not create:
-            raise
-    config = KeyValueConfig(
-        bucket=name,
+    return await kv_bucket(
+        js,
+        tools_bucket(site),
         description=f"tool health of the processes of site {site} (sitemesh.runtime)",
-        history=1,
-        ttl=health.ttl_s,
-        storage=StorageType.FILE,
-        direct=True,
+        ttl_s=health.ttl_s,
         max_value_size=256 * 1024,
+        create=create,
     )
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError:  # created meanwhile by another process
-        return await js.key_value(name)
 
 
 async def provision_tool_health(
@@ -291,26 +271,16 @@ async def read_tool_health(js: JetStreamContext, site: str) -> list[ToolHealthRe
         nats.errors.Error: NATS failed (timeout, no permission).
     """
     bucket = tools_bucket(site)
-    prefix = f"$KV.{bucket}."
-    try:
-        info = await js.stream_info(f"KV_{bucket}", subjects_filter=f"{prefix}>")
-    except NotFoundError:
+    keys = await bucket_keys(js, bucket)
+    if not keys:
         return []
-    keys = sorted(s.removeprefix(prefix) for s in (info.state.subjects or {}))
-    out: list[ToolHealthReport] = []
     try:
         kv = await js.key_value(bucket)
     except BucketNotFoundError:
         return []
+    out: list[ToolHealthReport] = []
     for key in keys:
-        try:
-            entry = await kv.get(key)
-        except (KeyNotFoundError, KeyDeletedError, NotFoundError):
-            continue
-        if not entry.value:
-            continue
-        try:
-            out.append(_DECODER.decode(entry.value))
-        except msgspec.ValidationError:
-            log.warning("ignoring malformed tool health entry %s of site %s", key, site)
+        report = await read_entry(kv, key, _DECODER)
+        if report is not None:
+            out.append(report)
     return out

@@ -214,7 +214,34 @@ class PlanStep(msgspec.Struct, frozen=True, kw_only=True):
     """An action name; the validator checks it against the allow-list."""
     description: str
     grounding: list[str] = []
-    """``passage_id``s of the retrieved passages the step comes from."""
+    """What the step comes from: ``passage_id``s of retrieved passages,
+    ``diagnosis#<n>`` findings, or ``tool#<k>`` tool results (:attr:`Plan.tools`)."""
+
+
+ToolUseOutcome = Literal["ok", "error", "unavailable", "rejected"]
+
+
+class ToolUse(msgspec.Struct, frozen=True, kw_only=True):
+    """One tool call a model-backed planner requested (function calling), and its end.
+
+    The call itself (arguments and response) is in the site's ``tool_calls`` table
+    under :attr:`call_id`; nothing of either is carried here (both may hold personal
+    data)."""
+
+    ref: str = ""
+    """``tool#<k>`` for the k-th ``ok`` result, which a step may cite as grounding;
+    empty for the other outcomes."""
+    tool: str
+    """``<server>.<tool>`` as called, or the function name the model asked for when it
+    names no offered tool."""
+    outcome: ToolUseOutcome
+    """``ok``: answered; ``error``: the tool reported an execution error;
+    ``unavailable``: down, timed out, rate limited or breaker open; ``rejected``: not
+    called (unknown tool, arguments not matching its input schema, over the cap)."""
+    reason: str = ""
+    """Why, for the outcomes other than ``ok`` (PII-free: field paths, never values)."""
+    call_id: str = ""
+    """The recorded call (:func:`sitemesh.tools.tool_call_id`); empty when not called."""
 
 
 class Plan(Message, frozen=True, kw_only=True, tag="plan.v1"):
@@ -233,6 +260,9 @@ class Plan(Message, frozen=True, kw_only=True, tag="plan.v1"):
     rationale: str = ""
     resolution: Resolution | None = None
     """The knowledge-base document :attr:`customer_message` is drafted from."""
+    tools: list[ToolUse] = []
+    """Tool calls the planner's model requested, in order; steps may cite the ``ok``
+    ones by their :attr:`ToolUse.ref`."""
 
 
 class ValidationIssue(msgspec.Struct, frozen=True, kw_only=True):

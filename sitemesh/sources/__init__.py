@@ -13,7 +13,8 @@ location, :func:`open_source` gives a :class:`TelemetryReader`: synchronous, wit
 ``series`` / ``logs`` of a device over a window, limited as ``TelemetryAlert``
 carries them. Data that names no device matches every device. The registry of a
 site's sources (``telemetry/<name>`` in its artifact bucket) and the
-:class:`Watcher` behind ``sitemesh watch`` build on it. See
+:class:`Watcher` behind ``sitemesh watch`` build on it; :func:`series_signal` is
+how a series is named in its alerts and in the diagnostics agent's findings. See
 ``docs/telemetry-sources.md``.
 """
 
@@ -46,6 +47,7 @@ from ._spec import (
     parse_spec,
     spec_json_schema,
 )
+from ._store import series_signal
 from ._watch import Incident, WatchConfig, Watcher
 
 __all__ = [
@@ -76,5 +78,6 @@ __all__ = [
     "parse_spec",
     "publish_source",
     "remove_source",
+    "series_signal",
     "spec_json_schema",
 ]

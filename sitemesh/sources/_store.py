@@ -103,6 +103,29 @@ def series_name(name: str) -> str:
     return name[:128] or "value"
 
 
+def series_signal(
+    series: MetricSeries, *, device: str | None = None, device_label: str = "device"
+) -> str:
+    """What findings and alerts call ``series``: ``name{k=v,...}``, its labels sorted
+    by key (``name`` alone when it has none), e.g. ``if_in_octets{interface=eth0}``.
+
+    Args:
+        series: the series.
+        device: the device it was read for: its ``device_label`` label is left out
+            when it only repeats that device. ``None``: every label is kept.
+        device_label: the label naming the device (the source's ``device_label``).
+
+    Returns:
+        The name with its labels (unquoted values, no spaces).
+    """
+    labels = ",".join(
+        f"{k}={v}"
+        for k, v in sorted(series.labels.items())
+        if device is None or not (k == device_label and v == device)
+    )
+    return f"{series.name}{{{labels}}}" if labels else series.name
+
+
 @dataclass(slots=True)
 class Track:
     """One series of one file (or merged over files): epoch-second times with values.

@@ -31,7 +31,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 from pathlib import Path
 from typing import Final, Literal
 
@@ -39,7 +38,7 @@ from ..detect import (
     DetectError,
     LogConfig,
     Series,
-    config_for_span,
+    config_for_times,
     detect_series,
     finding_severity,
     mine_logs,
@@ -47,6 +46,7 @@ from ..detect import (
 from ..detect import LogLine as DetectLogLine
 from ..schemas import LogLine, MetricSeries, TelemetryAlert
 from ._protocol import TelemetryReader
+from ._store import series_signal
 
 __all__ = ["Incident", "WatchConfig", "Watcher"]
 
@@ -118,16 +118,6 @@ def _utc(at: datetime) -> datetime:
 
 def _iso(at: datetime) -> str:
     return _utc(at).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _signal(s: MetricSeries, device: str = "", device_label: str = "device") -> str:
-    """``name{labels}``, without the label that only repeats the device."""
-    labels = ",".join(
-        f"{k}={v}"
-        for k, v in sorted(s.labels.items())
-        if not (k == device_label and v == device)
-    )
-    return f"{s.name}{{{labels}}}" if labels else s.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,13 +361,11 @@ class Watcher:
         if len(s.values) < 3:
             return []
         times = [_utc(t) for t in s.timestamps]
-        steps = sorted(b - a for a, b in pairwise(times) if b > a)
-        if not steps:
+        config = config_for_times(times)
+        if config is None:  # every sample at one time: no cadence
             return []
-        cadence = steps[len(steps) // 2]
-        config = config_for_span(times[-1] - times[0], cadence)
         label = getattr(self.reader.spec, "device_label", "device")
-        signal = _signal(s, device, label)
+        signal = series_signal(s, device=device, device_label=label)
         try:
             found = detect_series(Series.from_points(signal, times, s.values), config)
         except DetectError:

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ._models import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from ._models import Base, row_id
 
 
 class CustomerRow(Base):
@@ -110,7 +108,7 @@ class CustomerNoteRow(Base):
 
     __tablename__ = "customer_notes"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = row_id()
     idempotency_key: Mapped[str] = mapped_column(String(256))
     """The caller's key (the tool registry derives it from task, step and call index):
     a second call with the same key stores nothing and returns the first note."""

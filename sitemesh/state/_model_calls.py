@@ -28,9 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ._models import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from ._models import Base, row_id
 
 
 class ModelCallRow(Base):
@@ -43,7 +41,7 @@ class ModelCallRow(Base):
 
     __tablename__ = "model_calls"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = row_id()
     call_id: Mapped[str] = mapped_column(String(64))
     """Unique id of the record; recording it again (redelivery) is a no-op."""
     call_key: Mapped[str] = mapped_column(String(64), default="")

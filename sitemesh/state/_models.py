@@ -30,7 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, MappedColumn, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -85,6 +85,15 @@ class Base(DeclarativeBase):
     }
 
 
+def row_id() -> MappedColumn[int]:
+    """A table's surrogate primary key: an auto-incremented ``BIGINT`` on PostgreSQL,
+    ``INTEGER`` on SQLite (where only an ``INTEGER PRIMARY KEY`` is filled in by the
+    database). Use as ``id: Mapped[int] = row_id()``."""
+    return mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+
+
 class TaskRow(Base):
     """One task: created by ``task_accepted`` (or any earlier-arriving event)."""
 
@@ -121,9 +130,7 @@ class TaskEventRow(Base):
 
     __tablename__ = "task_events"
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = row_id()
     task_id: Mapped[str] = mapped_column(String(128))
     stream: Mapped[str] = mapped_column(String(64))
     stream_seq: Mapped[int] = mapped_column(BigInteger)
@@ -173,9 +180,7 @@ class DeadLetterRow(Base):
 
     __tablename__ = "dead_letters"
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = row_id()
     stream: Mapped[str] = mapped_column(String(64))
     """Stream of the original (rejected) message."""
     stream_seq: Mapped[int] = mapped_column(BigInteger)

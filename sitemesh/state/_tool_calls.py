@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
-    BigInteger,
     Float,
     Index,
     Integer,
@@ -21,9 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sitemesh.state._models import Base
-
-_ID = BigInteger().with_variant(Integer, "sqlite")
+from sitemesh.state._models import Base, row_id
 
 
 class ToolCallRow(Base):
@@ -36,7 +33,7 @@ class ToolCallRow(Base):
 
     __tablename__ = "tool_calls"
 
-    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    id: Mapped[int] = row_id()
     record_id: Mapped[str] = mapped_column(String(64))
     """Unique id of the record; recording it again is a no-op."""
     call_id: Mapped[str] = mapped_column(String(64))

@@ -71,6 +71,7 @@ from ._types import (
     idempotency_key,
     tool_call_id,
 )
+from ._validate import validate_arguments
 from ._view import ToolCalls
 
 __all__ = [
@@ -114,4 +115,5 @@ __all__ = [
     "parse_tool_specs",
     "tool_call_id",
     "tools_file",
+    "validate_arguments",
 ]

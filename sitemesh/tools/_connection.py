@@ -61,6 +61,14 @@ _RETRY_AFTER = re.compile(
 _SDK_CRASH = "Error executing tool {name}"
 """What ``MCPServer`` answers (``isError``) when a tool raised an unexpected exception."""
 
+HTTP_TIMEOUT_S: Final = 30.0
+"""Seconds an HTTP tool server may take to accept a connection or a request body (the
+MCP SDK's transport default); a call's own limit is :attr:`ToolSpec.timeout_s`."""
+
+HTTP_READ_TIMEOUT_S: Final = 300.0
+"""Seconds a streamable-HTTP response may go without data (the SDK's default for its
+long-lived event streams)."""
+
 
 class AttemptFailed(Exception):
     """One attempt of a call failed (internal to the registry).
@@ -263,11 +271,17 @@ class ServerConnection:
             )
             return stdio_client(params, errlog=sys.stderr)
         if spec.transport == "http":
+            import httpx2
             from mcp.client.streamable_http import streamable_http_client
-            from mcp.shared._httpx_utils import create_mcp_http_client
 
-            http = create_mcp_http_client(headers=dict(spec.headers) or None)
-            http.event_hooks["response"].append(self._http.on_response)
+            # The SDK's transport defaults: 30 s to connect, write and wait for the pool,
+            # 5 minutes to read (a server may hold a response stream open); redirects
+            # are left to the transport, which follows them within the origin only.
+            http = httpx2.AsyncClient(
+                headers=dict(spec.headers),
+                timeout=httpx2.Timeout(HTTP_TIMEOUT_S, read=HTTP_READ_TIMEOUT_S),
+                event_hooks={"response": [self._http.on_response]},
+            )
 
             @contextlib.asynccontextmanager
             async def transport() -> AsyncIterator[Any]:

@@ -150,10 +150,12 @@ class ToolResponseUnscanned(ToolError, PermanentError):
 
 
 class ToolReplayMiss(ToolError, PermanentError):
-    """Strict replay found no recorded response for a call (or one with other arguments).
+    """Strict replay found no recorded response for a call (or one with other arguments),
+    or was asked to list or describe tools (listings are not recorded, and a strict
+    replay starts no tool server).
 
     Attributes:
-        call_id: the deterministic call id that was looked up.
+        call_id: the deterministic call id that was looked up (``""`` for a listing).
     """
 
     def __init__(self, message: str, *, tool: str = "", call_id: str) -> None:

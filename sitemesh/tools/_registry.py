@@ -243,6 +243,11 @@ class ToolRegistry:
     async def list_tools(self, server: str | None = None) -> list[ToolInfo]:
         """The tools of one server, or of every configured server (connecting them).
 
+        In a strict replay nothing is connected: listings are not recorded (a
+        recorded call keeps the tool's name and response, not its description or
+        input schema), so there is nothing to answer from, and the call raises
+        :class:`ToolReplayMiss` without starting a server.
+
         Args:
             server: a configured server's name; ``None``: all of them.
 
@@ -250,11 +255,15 @@ class ToolRegistry:
             Their tools, by server in configuration order, then by name.
 
         Raises:
-            UnknownTool: ``server`` is not configured.
+            UnknownTool: ``server`` is not configured (strict replay included).
             ToolUnavailable: a server could not be reached or listed (names it).
+            ToolReplayMiss: a strict replay (names the first server; no server is
+                started).
         """
         out: list[ToolInfo] = []
         for name in [server] if server is not None else list(self.specs):
+            self.pool.split(name)  # UnknownTool first, as outside a replay
+            self._refuse_in_strict_replay(name, "listed")
             out.extend(await self.pool.listing(name))
         return out
 
@@ -279,11 +288,29 @@ class ToolRegistry:
     async def describe(self, tool: str) -> ToolInfo:
         """The tool's description and input schema (connecting its server).
 
+        In a strict replay its server is not started and nothing was recorded to
+        describe it from (see :meth:`list_tools`): :class:`ToolReplayMiss`.
+
         Raises:
-            UnknownTool: no such server or tool.
+            UnknownTool: no such server (strict replay included), or no such tool.
             ToolUnavailable: its server could not be reached.
+            ToolReplayMiss: a strict replay (names the tool; no server is started).
         """
+        self.pool.split(tool)  # UnknownTool first, as outside a replay
+        self._refuse_in_strict_replay(tool, "described")
         return await self.pool.describe(tool)
+
+    def _refuse_in_strict_replay(self, name: str, verb: str) -> None:
+        """Raise :class:`ToolReplayMiss` for ``name`` (a server or a tool) in a strict
+        replay, which starts no tool server and has no recorded listing to answer from."""
+        if self.replay != "strict":
+            return
+        raise ToolReplayMiss(
+            f"{name}: not {verb} in a strict replay (it starts no tool server, and tool "
+            "listings are not recorded; replay with --live-tools to list them)",
+            tool=name,
+            call_id="",
+        )
 
     # -- health ------------------------------------------------------------------------
 
@@ -475,7 +502,7 @@ class ToolRegistry:
             scanner=self._scanner_now(),
             task_id=keys.task_id,
             pseudonymise=pseudonymise,
-            pseudonymizer=self._pseudonymizer_now() if pseudonymise else None,
+            pseudonymizer=self.pseudonymizer() if pseudonymise else None,
         )
         return ToolResult(
             tool=keys.tool,
@@ -500,7 +527,22 @@ class ToolRegistry:
             self._scanner = PiiScanner()
         return self._scanner
 
-    def _pseudonymizer_now(self) -> Pseudonymizer | None:
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        """The pseudonymiser (PII scanner + site vault) the registry pseudonymises
+        responses with, and :meth:`ToolCalls.reidentify` restores placeholders with.
+
+        A factory given to the registry is called on first use; what it builds is kept.
+
+        Returns:
+            The :class:`~sitemesh.policy.Pseudonymizer`, or ``None`` when the registry
+            has none or its factory failed (e.g. no vault key: logged by exception
+            class only, and tried again on the next use). ``pseudonymise=True`` calls
+            whose response holds personal data then fail closed
+            (:class:`ToolResponseUnscanned`).
+
+        Raises:
+            Nothing: a failing factory gives ``None``.
+        """
         value = self._pseudonymizer
         if value is None:
             return None

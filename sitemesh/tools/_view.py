@@ -75,7 +75,7 @@ class ToolCalls:
         """
         if "<" not in text:
             return text
-        pseudonymizer = self.registry._pseudonymizer_now()  # the registry's own vault
+        pseudonymizer = self.registry.pseudonymizer()
         if pseudonymizer is None:
             from ._errors import ToolUnavailable
 
@@ -125,10 +125,32 @@ class ToolCalls:
         )
         return result
 
-    async def list(self) -> list[ToolInfo]:
-        """Every configured tool with its input schema (connects the servers)."""
-        return await self.registry.list_tools()
+    async def list(self, server: str | None = None) -> list[ToolInfo]:
+        """The configured tools with their input schemas (connects the servers):
+        :meth:`ToolRegistry.list_tools`.
+
+        Args:
+            server: one configured server's name, to list only its tools (and start
+                only that server); ``None``: every configured server's.
+
+        Returns:
+            The tools, by server in configuration order, then by name.
+
+        Raises:
+            UnknownTool: ``server`` is not configured.
+            ToolUnavailable: a server could not be reached or listed (names it).
+            ToolReplayMiss: a strict replay (listings are not recorded, and no server
+                is started).
+        """
+        return await self.registry.list_tools(server)
 
     async def describe(self, tool: str) -> ToolInfo:
-        """One tool's description and input schema (e.g. for a model's function calling)."""
+        """One tool's description and input schema (e.g. for a model's function
+        calling): :meth:`ToolRegistry.describe`.
+
+        Raises:
+            UnknownTool: no such server or tool.
+            ToolUnavailable: its server could not be reached.
+            ToolReplayMiss: a strict replay (no server is started).
+        """
         return await self.registry.describe(tool)

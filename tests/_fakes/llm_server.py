@@ -184,6 +184,45 @@ def _anthropic_error(status: int) -> dict[str, Any]:
     return {"type": "error", "error": {"type": kind, "message": f"fake error {status}"}}
 
 
+def openai_protocol_error(body: dict[str, Any]) -> str | None:
+    """What the Chat Completions API rejects with a 400 in a tool conversation: an
+    assistant message with ``tool_calls`` not followed by one ``tool`` message per call
+    id, or a ``tool`` message answering no such call."""
+    messages = body.get("messages") or []
+    pending: set[str] = set()
+    for m in messages:
+        role = m.get("role")
+        if role == "tool":
+            if m.get("tool_call_id") not in pending:
+                return "messages with role 'tool' must be a response to a preceding " \
+                       "message with 'tool_calls'"
+            pending.discard(m["tool_call_id"])
+            continue
+        if pending:
+            return "An assistant message with 'tool_calls' must be followed by tool " \
+                   "messages responding to each 'tool_call_id'"
+        if role == "assistant" and m.get("tool_calls"):
+            pending = {c["id"] for c in m["tool_calls"]}
+    return None
+
+
+def anthropic_protocol_error(body: dict[str, Any]) -> str | None:
+    """What the Messages API rejects with a 400: ``tool_use`` / ``tool_result`` blocks
+    without ``tools`` declared, or a ``tool_result`` not answering the previous turn's
+    ``tool_use``."""
+    uses: set[str] = set()
+    for m in body.get("messages") or []:
+        blocks = m.get("content") if isinstance(m.get("content"), list) else []
+        kinds = {b.get("type") for b in blocks}
+        if kinds & {"tool_use", "tool_result"} and not body.get("tools"):
+            return "Requests which include `tool_use` or `tool_result` blocks must define tools."
+        for b in blocks:
+            if b.get("type") == "tool_result" and b.get("tool_use_id") not in uses:
+                return "unexpected `tool_use_id` found in `tool_result` blocks"
+        uses = {b["id"] for b in blocks if b.get("type") == "tool_use"}
+    return None
+
+
 def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -238,8 +277,16 @@ def _handler(server: FakeLLMServer) -> type[BaseHTTPRequestHandler]:
                 server.wait(reply.hang_s)
             with contextlib.suppress(OSError):
                 if self.path == "/v1/chat/completions":
+                    if (error := openai_protocol_error(body)) is not None:
+                        self._send_json(400, {"error": {"message": error, "type":
+                                                        "invalid_request_error"}})
+                        return
                     self._openai(body, reply)
                 elif self.path == "/v1/messages":
+                    if (error := anthropic_protocol_error(body)) is not None:
+                        self._send_json(400, {"type": "error", "error": {
+                            "type": "invalid_request_error", "message": error}})
+                        return
                     self._anthropic(body, reply)
                 else:
                     self._send_json(404, {"error": "not found"})
