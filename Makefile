@@ -29,15 +29,20 @@ demo: install
 # a server where throwaway databases may be created (.ci/run starts the local one).
 # `make test TEST_PG=` skips that pass. See docs/development.md.
 TEST_PG ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+# pytest-xdist workers: most tests wait on nats-server and worker processes rather than
+# compute, so 3 workers keep a 2-core machine busy; one file per worker (--dist loadfile)
+# keeps module-scoped servers and sites shared. `make test TEST_JOBS=0` runs serially.
+TEST_JOBS ?= 3
+PYTEST_PAR = --durations=25 $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 
 test: install
 	$(BIN)/python -m ruff check sitemesh tests bench compose examples
 	$(BIN)/python -m mypy sitemesh
 	$(BIN)/sitemesh triage warm
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_PAR)
 	@if [ -n "$(TEST_PG)" ]; then \
 	  echo "== the state-database tests again, on PostgreSQL (SITEMESH_TEST_DB=$(TEST_PG))"; \
-	  SITEMESH_TEST_DB='$(TEST_PG)' $(BIN)/python -m pytest -m db; \
+	  SITEMESH_TEST_DB='$(TEST_PG)' $(BIN)/python -m pytest -m db $(PYTEST_PAR); \
 	else echo "TEST_PG is empty: PostgreSQL pass skipped"; fi
 
 lint: install

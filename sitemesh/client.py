@@ -2,19 +2,38 @@
 
 No SDK is required to publish: any NATS client may publish the task JSON on
 ``sm.v1.task.<site>.<kind>`` (see ``docs/subjects.md``). This client adds a task id,
-the submit time and the standard headers.
+the submit time and the standard headers, and :meth:`Client.wait` follows a
+submission to its answer (or to the router's report that the id was taken).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from nats.js.errors import APIError
 
-from .bus import HDR_MSG_ID, HDR_SCHEMA, HDR_TASK_ID, Subjects, msg_id
+from .bus import HDR_MSG_ID, HDR_SCHEMA, HDR_TASK_ID, Subjects, as_stream_full, msg_id
 from .errors import SchemaError
-from .schemas import TASK_KINDS, Task, encode, schema_tag, utcnow
+from .schemas import (
+    EVENT_DECODER,
+    TASK_KINDS,
+    FinalAnswer,
+    Task,
+    TaskAccepted,
+    TaskFailed,
+    TaskResubmitted,
+    encode,
+    schema_tag,
+    task_digest,
+    utcnow,
+)
 
 KIND_OF_TAG: dict[str, str] = {
     str(cls.__struct_config__.tag): kind for kind, cls in TASK_KINDS.items()
@@ -30,13 +49,38 @@ class Submitted:
         task_id: the task id.
         subject: where it was published.
         stream_seq: its sequence in ``TASKS_<site>``.
-        duplicate: the server already had a task with this id (nothing new stored).
+        duplicate: the server already had this task, same id and same body, within
+            its duplicate window (nothing new stored; ``stream_seq`` is the stored
+            one's). A different body under a stored id is stored, and the router
+            refuses it (``task_resubmitted.v1``, code ``task_id_conflict``).
     """
 
     task_id: str
     subject: str
     stream_seq: int
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where a submission ended, from its task's events (:meth:`Client.wait`).
+
+    Attributes:
+        task_id: the task id.
+        status: ``answered`` (:attr:`answer`), ``failed`` (:attr:`failure`),
+            ``refused`` (the id names another body: :attr:`report`, code
+            ``task_id_conflict``) or ``duplicate`` (the id was accepted before and its
+            answer is no longer in the events: :attr:`report`).
+        answer: the task's final answer (also for a duplicate of an answered task).
+        failure: the task's failure.
+        report: the router's report on this submission, when the id was taken.
+    """
+
+    task_id: str
+    status: Literal["answered", "failed", "refused", "duplicate"]
+    answer: FinalAnswer | None = None
+    failure: TaskFailed | None = None
+    report: TaskResubmitted | None = None
 
 
 class Client:
@@ -60,6 +104,7 @@ class Client:
 
         Raises:
             SchemaError: the task has no id and none was given.
+            StreamFull: ``TASKS_<site>`` is full and refused it (nothing was stored).
             nats.js.errors.APIError: the server refused the message.
         """
         tid = task.task_id or task_id
@@ -69,24 +114,142 @@ class Client:
             task, task_id=tid, submitted_at=task.submitted_at or utcnow()
         )
         kind = KIND_OF_TAG[schema_tag(task)]
-        return await self.publish_raw(kind, encode(task), task_id=tid, schema=schema_tag(task))
+        return await self.publish_raw(
+            kind, encode(task), task_id=tid, schema=schema_tag(task), digest=task_digest(task)
+        )
 
     async def publish_raw(
-        self, kind: str, data: bytes, *, task_id: str, schema: str | None = None
+        self,
+        kind: str,
+        data: bytes,
+        *,
+        task_id: str,
+        schema: str | None = None,
+        digest: str | None = None,
     ) -> Submitted:
         """Publish raw bytes as a task of ``kind`` (the router validates them).
+
+        The ``Nats-Msg-Id`` is ``<task_id>:submit:client-<16 hex of the body digest>``:
+        the same task again is dropped by the server within its duplicate window (and
+        reported by the router after it), while another body under the same id is
+        stored, so that the router can refuse it (``docs/subjects.md``, "Task ids").
 
         Args:
             kind: subject kind token (``support_ticket``).
             data: the payload, published byte for byte.
             task_id: goes into ``sm-task-id`` and the ``Nats-Msg-Id``.
             schema: optional ``sm-schema`` header value.
+            digest: :func:`sitemesh.schemas.task_digest` of the decoded task;
+                ``None``: the SHA-256 of ``data``.
+
+        Raises:
+            StreamFull: ``TASKS_<site>`` is full and refused it (nothing was stored).
+            nats.js.errors.APIError: the server refused the message.
         """
         subject = self._subjects.task(kind)
-        headers = {HDR_MSG_ID: msg_id(task_id, "submit", "client"), HDR_TASK_ID: task_id}
+        body = digest or hashlib.sha256(data).hexdigest()
+        mid = msg_id(task_id, "submit", f"client-{body[:16]}")
+        headers = {HDR_MSG_ID: mid, HDR_TASK_ID: task_id}
         if schema:
             headers[HDR_SCHEMA] = schema
-        ack = await self._js.publish(subject, data, headers=headers)
+        try:
+            ack = await self._js.publish(subject, data, headers=headers)
+        except APIError as exc:
+            if (full := as_stream_full(exc, subject)) is not None:
+                raise full from None
+            raise
         return Submitted(
             task_id=task_id, subject=subject, stream_seq=ack.seq, duplicate=bool(ack.duplicate)
         )
+
+    async def wait(self, submitted: Submitted, *, timeout_s: float = 300.0) -> Outcome:
+        """Wait until ``submitted``'s task has an answer, or the router refused it.
+
+        Reads the task's events from the start of ``EVENTS_<site>`` (an ordered
+        consumer), so an answer published before the call, or before this
+        submission (a duplicate of an answered task), is found as well. The router's
+        verdict on this very submission decides: a ``task_accepted.v1`` or a
+        ``task_resubmitted.v1`` duplicate with its ``stream_seq`` is followed by the
+        answer; a ``task_resubmitted.v1`` conflict is :attr:`Outcome.status`
+        ``refused``. A ``task_failed.v1`` of the router before any verdict is this
+        submission's failure (it was not accepted).
+
+        Needs JetStream access to ``EVENTS_<site>`` (a site without identities, or
+        the ``operator`` identity); the ``client`` identity may only subscribe to
+        the answers (``sm.v1.event.<site>.*.final``) as they are published.
+
+        Args:
+            submitted: what :meth:`submit` or :meth:`publish_raw` returned.
+            timeout_s: seconds to wait at most.
+
+        Raises:
+            TimeoutError: no outcome within ``timeout_s`` (the task may still run).
+            nats.errors.Error: NATS failed (no permission, connection lost).
+        """
+        follow = _Follow(submitted)
+
+        async def cb(msg: Msg) -> None:
+            follow.on_event(msg.data)
+
+        sub = await self._js.subscribe(
+            self._subjects.task_events(submitted.task_id),
+            cb=cb,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        try:
+            return await asyncio.wait_for(follow.done, timeout_s)
+        except TimeoutError:
+            raise TimeoutError(
+                f"task {submitted.task_id!r} has no outcome after {timeout_s:g} s "
+                "(it may still be running: `sitemesh show` it)"
+            ) from None
+        finally:
+            await sub.unsubscribe()
+
+
+class _Follow:
+    """The events of one submission's task, in stream order, until an outcome."""
+
+    def __init__(self, submitted: Submitted) -> None:
+        self.tid = submitted.task_id
+        self.seq = submitted.stream_seq
+        self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.verdict = False
+        self.report: TaskResubmitted | None = None
+        self.answer: FinalAnswer | None = None
+        self.failure: TaskFailed | None = None
+
+    def settle(self, outcome: Outcome) -> None:
+        if not self.done.done():
+            self.done.set_result(outcome)
+
+    def on_event(self, data: bytes) -> None:
+        try:
+            ev = EVENT_DECODER.decode(data)
+        except msgspec.MsgspecError:
+            return  # an event type this client does not know
+        match ev:
+            case TaskAccepted() if ev.stream_seq in (0, self.seq):  # 0: an older router
+                self.verdict = True
+            case TaskResubmitted() if ev.stream_seq == self.seq:
+                if ev.outcome == "conflict":
+                    return self.settle(Outcome(self.tid, "refused", report=ev))
+                self.verdict, self.report = True, ev
+                if ev.status == "unknown":  # nothing more to come
+                    return self.settle(Outcome(self.tid, "duplicate", report=ev))
+            case FinalAnswer():
+                self.answer = ev
+            case TaskFailed():
+                self.failure = ev
+                if ev.role == "router" and not self.verdict:
+                    return self.settle(Outcome(self.tid, "failed", failure=ev))
+            case _:
+                pass
+        if not self.verdict:
+            return None
+        if self.answer is not None:
+            self.settle(Outcome(self.tid, "answered", answer=self.answer, report=self.report))
+        elif self.failure is not None:
+            self.settle(Outcome(self.tid, "failed", failure=self.failure, report=self.report))
+        return None

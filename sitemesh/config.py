@@ -14,7 +14,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,13 +82,25 @@ class BusSettings(_Group):
     max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
     """Stream history kept for replay, in seconds (limits retention)."""
     max_bytes: int = Field(default=1 << 30, gt=0)
-    """Bytes kept per stream before the oldest messages are dropped."""
+    """Bytes a stream holds at most. A full stream refuses new messages (the publisher
+    sees :class:`~sitemesh.errors.StreamFull`; workers hold their input and retry),
+    it never drops unprocessed ones; history leaves it by age (``max_age_s``)."""
     duplicate_window_s: float = Field(default=600.0, gt=0)
     """Seconds during which a repeated ``Nats-Msg-Id`` is dropped by the server."""
     max_task_bytes: int = Field(default=64 * 1024, gt=0)
     """Largest accepted task payload in bytes; larger tasks are dead-lettered."""
     graceful_timeout_s: float = Field(default=20.0, gt=0)
     """Seconds a worker waits for in-flight messages on shutdown."""
+    handler_timeout_s: float | None = Field(default=300.0, gt=0)
+    """Seconds one handler call may take before it is cancelled and its message
+    dead-lettered (reason ``handler_timeout``); ``None``: no budget. 300 s is ten
+    ``ack_wait`` periods of heartbeats (after which the runtime deems a handler stuck
+    anyway) and above the slowest legitimate model-backed step: a model call is cut
+    at ``models.*_timeout_s`` (30-60 s) with at most ``models.max_attempts`` tries
+    per model before the next one."""
+    handler_timeouts: dict[str, PositiveFloat] = {}
+    """Per-role ``handler_timeout_s`` overrides, e.g. ``{"planner": 600}`` (JSON in
+    the environment: ``SITEMESH_BUS_HANDLER_TIMEOUTS='{"planner": 600}'``)."""
 
 
 class PolicySettings(_Group):

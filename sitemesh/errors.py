@@ -79,6 +79,45 @@ class MessageTooLarge(PermanentError):
         self.max_size = max_size
 
 
+class StreamFull(TransientError):
+    """A stream refused a message because it is at its size limit (``max_bytes`` or
+    ``max_msgs``; sitemesh streams discard *new* messages, never unprocessed old ones).
+
+    The worker runtime holds the input it was handling (never acks it) and publishes
+    again with backoff until there is room; ``sitemesh publish`` reports it.
+
+    Attributes:
+        subject: the subject the refused message was published on.
+        limit: the server's reason, e.g. ``"maximum bytes exceeded"``.
+    """
+
+    def __init__(self, subject: str, limit: str) -> None:
+        super().__init__(
+            f"the stream of {subject} is full ({limit}): nothing was lost, the message "
+            "was refused; retry once processed history ages out or the stream's "
+            "limit is raised (bus.max_bytes)",
+            retry_after_s=1.0,
+        )
+        self.subject = subject
+        self.limit = limit
+
+
+class HandlerTimeout(PermanentError):
+    """A handler ran past its time budget (``bus.handler_timeout_s``) and was cancelled;
+    the message is dead-lettered with reason ``handler_timeout``.
+
+    Attributes:
+        budget_s: the budget in seconds.
+    """
+
+    def __init__(self, budget_s: float) -> None:
+        super().__init__(
+            f"handler_timeout: the handler ran longer than its budget of {budget_s:g} s "
+            "(bus.handler_timeout_s) and was cancelled"
+        )
+        self.budget_s = budget_s
+
+
 class PolicyDenied(PermanentError):
     """The policy router denied the message.
 

@@ -278,7 +278,7 @@ async def test_worker_raises_the_envelope_and_dead_letters_an_unscanned_response
     assert customer.status == "found"
     text = (work[0].data or b"").decode()
     assert [v for v in values if v in text] == [], "CRM values travel pseudonymised"
-    events = await stream_messages(js, subjects.events_stream, subjects.event("ok-1"))
+    events = await stream_messages(js, subjects.events_stream, subjects.task_events("ok-1"))
     steps = [e for e in (decode(m.data or b"", EVENT_DECODER) for m in events)
              if isinstance(e, StepCompleted)]  # fmt: skip
     assert steps, "positive control: the retriever's step event"

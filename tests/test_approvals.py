@@ -174,7 +174,7 @@ async def test_approve_sends_the_work_item_on(
     assert item.decision.approved_by == "alice"
     assert item.decision.approved_at == record.decided_at
     assert item.decision.reasons[-1] == "approved by alice: ok by me"
-    [event] = await stream_messages(js, bus.events_stream, bus.event("t-1"))
+    [event] = await stream_messages(js, bus.events_stream, bus.task_events("t-1"))
     decision = decode(event.data or b"", EVENT_DECODER)
     assert isinstance(decision, PolicyDecision)
     assert decision.approved_by == "alice"
@@ -183,7 +183,7 @@ async def test_approve_sends_the_work_item_on(
 async def test_reject_fails_the_task(store: Store, js: JetStreamContext, bus: Subjects) -> None:
     pending = await request_approval(store, parked(bus.site))
     await decide_and_publish(store, js, pending.approval_id, False, "bob", "customer unknown")
-    [msg] = await stream_messages(js, bus.events_stream, bus.event("t-1"))
+    [msg] = await stream_messages(js, bus.events_stream, bus.task_events("t-1"))
     failed = decode(msg.data or b"", EVENT_DECODER)
     assert isinstance(failed, TaskFailed)
     assert failed.reason == "rejected by bob: customer unknown"
@@ -241,7 +241,7 @@ async def test_cli_list_approve_reject(
 
     work = await stream_messages(js, bus.work_stream, bus.work("triage"))
     assert [m.headers[HDR_TASK_ID] for m in work if m.headers] == ["t-1"]
-    failed = await stream_messages(js, bus.events_stream, bus.event("t-2"))
+    failed = await stream_messages(js, bus.events_stream, bus.task_events("t-2"))
     assert decode(failed[0].data or b"", EVENT_DECODER).reason == "rejected by bob: no"  # type: ignore[union-attr]
 
     out.truncate(0)

@@ -405,7 +405,7 @@ async def test_two_sites_with_the_same_task_ids_at_once_are_each_answered_once(
             body = {"type": "support_ticket.v1", "task_id": tid, "body": "probe"}
             await js.publish(sub.task("support_ticket"), json.dumps(body).encode())
             await asyncio.sleep(0.5)
-            for m in await stream_messages(js, sub.events_stream, sub.event(tid)):
+            for m in await stream_messages(js, sub.events_stream, sub.task_events(tid)):
                 ev = decode(m.data or b"", EVENT_DECODER)
                 if isinstance(ev, PolicyDecision):
                     return ev.policy_version == version

@@ -212,7 +212,7 @@ async def test_message_that_kills_every_worker_is_dead_lettered_by_the_sweeper(
     assert b'"poison":true' in letter.original
     assert raw.headers is not None
     assert raw.headers["Nats-Msg-Id"] == f"dlq:{subjects.work_stream}:{letter.stream_seq}"
-    [event] = await stream_messages(js, subjects.events_stream, subjects.event("task-7"))
+    [event] = await stream_messages(js, subjects.events_stream, subjects.task_events("task-7"))
     failed = EVENT_DECODER.decode(event.data or b"")
     assert isinstance(failed, TaskFailed)
     assert failed.error_class == MAX_DELIVERIES_EXCEEDED

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from sitemesh.bus import EmbeddedNats, NatsServer, connect, find_nats_server
 from sitemesh.bus._server import MIN_VERSION, server_version
 from sitemesh.errors import BusConnectionError, NatsServerError
+from tests.conftest import assert_eventually
 
 DEBIAN_SERVER = Path("/usr/sbin/nats-server")
 
@@ -74,3 +78,41 @@ async def test_embedded_server_replaces_a_stale_record(tmp_path: Path) -> None:
         assert embedded.owner
         assert embedded.url != stale["url"]
         assert json.loads((tmp_path / "nats.json").read_text())["url"] == embedded.url
+
+
+async def test_embedded_server_that_dies_is_restarted_with_its_stream(tmp_path: Path) -> None:
+    """``EmbeddedNats.watch`` (what ``edge`` and ``demo`` run): a SIGKILLed server comes
+    back on the same URL with its JetStream store, and the operator is told."""
+    told: list[tuple[int, int]] = []
+    async with EmbeddedNats(tmp_path) as embedded:
+        assert embedded.server is not None
+        nc = await connect(embedded.url, name="pytest", timeout_s=5)
+        js = nc.jetstream()
+        await js.add_stream(name="KEEP", subjects=["keep.>"])
+        await js.publish("keep.1", b"x")
+        first_pid = embedded.server.pid
+        watch = asyncio.create_task(
+            embedded.watch(lambda code, n: told.append((code, n)), interval_s=0.05)
+        )
+        try:
+            assert first_pid is not None
+            os.kill(first_pid, signal.SIGKILL)
+            await assert_eventually(lambda: told, timeout_s=10, msg="death not noticed")
+            assert told[0] == (-signal.SIGKILL, 1)
+
+            async def stream_back() -> bool:
+                try:
+                    info = await js.stream_info("KEEP")
+                except Exception:
+                    return False
+                return info.state.messages == 1
+
+            await assert_eventually(stream_back, timeout_s=30, msg="not restarted")
+            assert embedded.server.pid not in (None, first_pid)
+            record = json.loads((tmp_path / "nats.json").read_text())
+            assert record["pid"] == embedded.server.pid
+            assert record["url"] == embedded.url
+            assert (tmp_path / "nats" / "nats-server.log.1").exists()
+        finally:
+            watch.cancel()
+            await nc.close()

@@ -26,16 +26,20 @@ EXPECTED_EXPORTS = {
     "knowledge_bucket",
     "CONFIG_BUCKET", "CONFIG_HISTORY", "DEADLETTER", "Decision", "Document", "DocumentStore",
     "EmbeddedNats", "HDR_CAUSATION", "HDR_DATA_CLASS", "HDR_MSG_ID", "HDR_SCHEMA",
+    "ANSWER_TAIL", "HDR_EXPECTED_LAST_SUBJECT_SEQ", "HDR_LOGICAL_ID", "embedded_creds",
+    "message_id", "FILL_WARNING", "StreamFill", "stream_fill",
     "HDR_TASK_ID", "HDR_TRACEPARENT", "HDR_TRACESTATE", "Handler", "LiveDocument",
     "MAX_DELIVERIES_EXCEEDED", "MAX_DOCUMENT_BYTES", "MAX_MSG_BYTES", "MaxDeliveriesAdvisory",
     "MaxDeliveriesSweeper", "MsgContext", "NatsServer", "Outbound", "PREFIX",
     "ProcessMiddleware", "PubAck", "PublishMiddlewareFactory", "Publisher", "RECORDER",
     "REPLAY_PREFIX", "Revision", "SendMiddleware", "ServerBinary", "Settle", "Subjects",
     "TaskIdOf", "Worker", "WorkerMiddlewareFactory", "ack_metadata", "backoff_s", "connect",
-    "consumer_config", "consumer_configs", "dead_letter_msg_id", "decide", "find_nats_server",
+    "consumer_config", "consumer_configs", "dead_letter_msg_id", "dead_letter_outbounds",
+    "decide", "find_nats_server",
     "free_port", "install_middleware", "installed_roles", "load_toml", "msg_id", "provision",
     "publish_middleware", "redact_url", "run_worker_until_signalled", "stream_config",
     "stream_configs", "token", "worker_middlewares",
+    "DEAD_LETTER_MAX_BYTES", "TRUNCATED_ORIGINAL_BYTES", "as_stream_full", "raw_task_id",
 }  # fmt: skip
 
 
@@ -86,7 +90,7 @@ async def test_publish_dedupes_on_msg_id_and_sets_headers(
     pub = Publisher(js)
     event = TaskFailed(task_id="t-1", site=site, role="planner", reason="x", error_class="E")
     out = Outbound(
-        subject=subjects.event("t-1"),
+        subject=subjects.event("t-1", "planner"),
         payload=event,
         msg_id="t-1:failed:planner",
         task_id="t-1",

@@ -148,7 +148,7 @@ async def test_bad_schema_is_dead_lettered_at_once_with_field_and_event(
     assert letter.original_headers[HDR_TASK_ID] == "bad-1"
     assert letter.task_id == "bad-1"
     assert letter.role == "planner"
-    events = await stream_messages(js, subjects.events_stream, subjects.event("bad-1"))
+    events = await stream_messages(js, subjects.events_stream, subjects.task_events("bad-1"))
     [failed] = [EVENT_DECODER.decode(m.data or b"") for m in events]
     assert isinstance(failed, TaskFailed)
     assert failed.field == "$.n"
@@ -177,7 +177,7 @@ async def test_poison_message_is_dead_lettered_exactly_once_after_max_deliver(
     assert letter.error_class == "RuntimeError"
     assert letter.deliveries == bus_settings.max_deliver
     assert "cannot handle item 13" in letter.reason
-    events = await stream_messages(js, subjects.events_stream, subjects.event("poison-1"))
+    events = await stream_messages(js, subjects.events_stream, subjects.task_events("poison-1"))
     assert len(events) == 1
     info = await js.stream_info(subjects.advisories_stream)
     assert info.state.messages == 0

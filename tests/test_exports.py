@@ -25,11 +25,14 @@ PUBLIC = {
         "write_json_schemas",
         "ALL_REASON_CODES", "REASON_CODES", "REASON_DETAILS", "describe_reason",
         "is_reason_code", "reason_code", "reason_codes",
+        # hostile input and task ids (docs/architecture.md, docs/subjects.md)
+        "MAX_NESTING", "check_nesting", "hostile_json_error", "json_path_at",
         "IncidentFinding", "IncidentResolution", "IncidentStep", "IncidentTriage",
         "LabelScore", "Resolution", "Triage",
         "LogLine", "MetricSeries",
         "CustomerContext", "CustomerStatus",
         "ToolUse", "ToolUseOutcome",
+        "AnswerStatus", "ResubmissionOutcome", "TaskResubmitted", "task_digest",
     ],
     "sitemesh.agents": [
         "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",
@@ -45,13 +48,16 @@ PUBLIC = {
         "BatchingDecider", "CloudForwarder", "InboxFinaliser", "Ingress", "Supervisor",
         "build_incident", "pseudonymized_texts",
         "child_env", "forwards", "pending_kv", "process_environ", "start_workflow",
-        "task_decoder", "task_id_of"
+        "task_decoder", "task_id_of",
+        "TASKS_BUCKET_PREFIX", "AnswerState", "TaskRecord", "TaskRegistry",
+        "provision_task_registry", "task_registry_bucket",
     ],
     "sitemesh.runtime": [
         "Finaliser", "HealthServer", "INBOX_DURABLE", "ProbeState", "ProcessState",
         "Processes", "Readiness", "SERVICE_ROLES", "Service", "WORKERS_BUCKET_PREFIX",
         "WorkerPresence", "WorkerRecord", "WorkerState", "build_model_client",
-        "catch_early_signals", "connect", "models_for", "nats_options", "presence_key",
+        "catch_early_signals", "connect", "embedded_identity", "models_for", "nats_options",
+        "presence_key",
         "provision_workers", "read_worker", "read_workers", "ready_by_role", "run_role",
         "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket",
         "TOOLS_BUCKET_PREFIX", "ToolHealthPublisher", "ToolHealthReport", "ToolsService",

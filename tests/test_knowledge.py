@@ -75,6 +75,7 @@ PUBLIC = [
     "index_text", "ingest", "intent_slug", "kb_name", "list_site_kbs", "publish_kb",
     "remove_kb", "routes", "scrub_contact_details", "slugify", "split_camel", "split_html",
     "split_markdown", "stem", "tenant_matches", "tokenize", "trim", "visible",
+    "MAX_QUERY_CHARS", "cap_query",
 ]  # fmt: skip
 
 

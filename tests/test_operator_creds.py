@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 from sitemesh.bus import Subjects, find_nats_server, provision
 from sitemesh.cli import app
 from sitemesh.config import BusSettings, DbSettings, NatsSettings, Settings, TelemetrySettings
-from sitemesh.edge_node import Supervisor, child_env, process_environ
+from sitemesh.edge_node import Supervisor, child_env, process_environ, provision_task_registry
 from sitemesh.runtime import connect, provision_tool_health, provision_workers
 from sitemesh.state import Store, list_approvals, migrate
 from sitemesh.topology import Security, Topology, TopologySpec, load_creds
@@ -152,6 +152,7 @@ async def secure_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
         await provision(prov.jetstream(), Subjects(SITE), bus)
         await provision_workers(prov.jetstream(), SITE)  # the registry `status` reads
         await provision_tool_health(prov.jetstream(), SITE)  # what `tools health` reads
+        await provision_task_registry(prov.jetstream(), SITE, bus)  # the router's task ids
         await prov.drain()
         await migrate(settings.db_url)
         # the policy is in the bucket before the router starts, so it applies to every task

@@ -19,12 +19,13 @@ async def test_ranges_filters_and_chunks(
     await provision(js, s, bus_settings)
     assert await read_all(js, s.events_stream) == []
     for i in range(1, 101):
-        await js.publish(s.event(f"t{i % 2}"), b'{"n":%d}' % i, headers={HDR_TASK_ID: f"t{i % 2}"})
+        await js.publish(s.event(f"t{i % 2}", "router"), b'{"n":%d}' % i,
+                         headers={HDR_TASK_ID: f"t{i % 2}"})  # fmt: skip
     everything = await read_all(js, s.events_stream)
     assert [r.seq for r in everything] == list(range(1, 101))
     assert everything[0].headers[HDR_TASK_ID] == "t1"
     assert everything[0].data == b'{"n":1}'
-    assert everything[0].subject == s.event("t1")
+    assert everything[0].subject == s.event("t1", "router")
     assert all(a.time_ns <= b.time_ns for a, b in itertools.pairwise(everything))
 
     chunks = [len(c) async for c in read_stream(js, s.events_stream, batch=16)]
@@ -33,7 +34,7 @@ async def test_ranges_filters_and_chunks(
 
     mid = await read_all(js, s.events_stream, seq_from=10, seq_to=20)
     assert [r.seq for r in mid] == list(range(10, 21))
-    odd = await read_all(js, s.events_stream, subject=s.event("t1"), seq_to=9)
+    odd = await read_all(js, s.events_stream, subject=s.task_events("t1"), seq_to=9)
     assert [r.seq for r in odd] == [1, 3, 5, 7, 9]
     assert await read_all(js, s.events_stream, seq_from=101) == []
 

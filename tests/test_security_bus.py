@@ -169,7 +169,7 @@ async def pull_one(s: Session, stream: str, durable: str, expected: str) -> None
         ("diagnostics", ["work.planner", "event", "dlq.diagnostics"]),
         ("planner", ["work.validator", "event", "dlq.planner"]),
         ("validator", ["work.escalation", "event", "dlq.validator"]),
-        ("escalation", ["out.escalation", "event", "dlq.escalation"]),
+        ("escalation", ["out.escalation", "event", "answer", "dlq.escalation"]),
     ],
 )
 async def test_worker_role_pulls_its_consumer_and_publishes_its_outputs(
@@ -183,7 +183,12 @@ async def test_worker_role_pulls_its_consumer_and_publishes_its_outputs(
     tid = uuid.uuid4().hex
     for out in outputs:
         kind, _, arg = out.partition(".")
-        subj = {"work": EU1.work, "dlq": EU1.dlq, "out": EU1.out}.get(kind, EU1.event)(arg or tid)
+        if kind == "event":  # its own events only (sm.v1.event.<site>.*.<role>)
+            subj = EU1.event(tid, role)
+        elif kind == "answer":  # the final answer: the escalation role alone
+            subj = EU1.answer(tid)
+        else:
+            subj = {"work": EU1.work, "dlq": EU1.dlq, "out": EU1.out}[kind](arg)
         ack = await s.js.publish(subj, b"{}", headers={"Nats-Msg-Id": f"{tid}:{out}"})
         assert ack.seq > 0
     assert s.errors.empty()
@@ -239,21 +244,22 @@ async def test_escalation_uses_pending_bucket_and_inbox(topo: Topology) -> None:
 
 
 async def test_recorder_reads_events_and_dead_letters(topo: Topology) -> None:
-    ev = await feed(topo, "eu1", EU1.event(uuid.uuid4().hex))
+    ev = await feed(topo, "eu1", EU1.event(uuid.uuid4().hex, "router"))
     dl = await feed(topo, "eu1", EU1.dlq("planner"))
     s = await login(topo, "eu1", "recorder")
     await pull_one(s, EU1.events_stream, "recorder", ev)
     await pull_one(s, EU1.dlq_stream, "recorder", dl)
-    await s.denied_publish(EU1.event("x"))
+    await s.denied_publish(EU1.event("x", "recorder"))
 
 
-async def test_client_submits_tasks_and_follows_events(topo: Topology) -> None:
+async def test_client_submits_tasks_and_reads_answers(topo: Topology) -> None:
     s = await login(topo, "eu1", "client")
-    sub = await s.nc.subscribe(EU1.all_events)
+    sub = await s.nc.subscribe(EU1.all_answers)
     ack = await s.js.publish(EU1.task("ticket"), b"{}")
     assert ack.stream == EU1.tasks_stream
     await sub.unsubscribe()
     await s.denied_publish("$JS.API.STREAM.INFO." + EU1.tasks_stream)
+    await s.denied_subscribe(EU1.all_events)  # other events: not a client's business
 
 
 async def test_operator_is_broad_inside_the_site_but_never_publishes_the_outbox(

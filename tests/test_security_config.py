@@ -43,7 +43,7 @@ def test_retriever_permissions_are_exactly_its_job() -> None:
         "$JS.API.CONSUMER.MSG.NEXT.WORK_eu1.retriever",
         "$JS.ACK.WORK_eu1.retriever.>",
         EU1.all_work,  # the next step comes from the task's (live) workflow
-        EU1.all_events,
+        "sm.v1.event.eu1.*.retriever",  # its own events only: never an answer
         EU1.dlq("retriever"),
         # its own record in the worker registry (readiness), nobody else's
         "$JS.API.STREAM.INFO.KV_sitemesh_workers_eu1",

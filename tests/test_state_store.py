@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sitemesh.schemas import (
     DeadLetter,
     EntityCount,
+    Event,
     FinalAnswer,
     PolicyDecision,
     StepCompleted,
@@ -417,3 +418,98 @@ async def test_concurrent_migrations_from_several_processes(db_url: str) -> None
         assert proc.returncode == 0, err.decode()
     async with Store(db_url, auto_migrate=False) as s:
         assert (await s.counts()).total == 0
+
+
+# -- batches ------------------------------------------------------------------------------
+def mixed_history() -> list[tuple[int, Event]]:
+    """Events of several tasks, interleaved and partly out of order, as a stream has them."""
+    failed = TaskFailed(task_id="b-2", site="eu1", role="planner", reason="boom",
+                        error_class="PermanentError", failed_at=T0 + timedelta(seconds=3),
+                        )  # fmt: skip
+    late_failure = TaskFailed(task_id="b-1", site="eu1", role="validator", reason="late",
+                              error_class="TransientError")  # fmt: skip
+    events: list[Event] = [
+        answer("b-3", 700),  # before its task_accepted
+        accepted("b-1"),
+        accepted("b-2"),
+        step("b-3", "planner", 10, 20),
+        decided("b-1"),
+        decided("b-1", data_class="restricted"),  # a second decision: the latest wins
+        step("b-1", "retriever", 40, 90),
+        failed,
+        answer("b-2", 900),  # an answer after a failure: answered is final, and wins
+        answer("b-1", 1200),
+        late_failure,  # a failure after the answer changes nothing
+        answer("b-1", 5000, outcome="escalate"),  # a second answer is dropped
+        accepted("b-3"),
+        step("b-4", "retriever", 1, 2),  # only a step: the row is created
+        decided("b-5", data_class="public"),
+        TaskFailed(task_id="b-5", site="eu1", role="router", reason="x", error_class="E"),
+        TaskFailed(task_id="b-5", site="eu1", role="router", reason="y", error_class="E"),
+        accepted("b-1", at=T0 + timedelta(hours=1)),  # a resubmission
+    ]
+    return [(10 + i, ev) for i, ev in enumerate(events)]
+
+
+async def snapshot(store: Store) -> dict[str, object]:
+    tasks = await store.list_tasks(limit=100)
+    return {t.task_id: await store.get_task(t.task_id) for t in tasks}
+
+
+@pytest.mark.parametrize("kind", DB_KINDS)
+@pytest.mark.parametrize("chunk", [3, 100])
+async def test_a_batch_records_what_one_by_one_does(kind: str, chunk: int, tmp_path: Path) -> None:
+    history = mixed_history()
+    async with (
+        fresh_db(kind, tmp_path / "a", tag="state", sqlite_file=tmp_path / "a.db") as url_a,
+        fresh_db(kind, tmp_path / "b", tag="state", sqlite_file=tmp_path / "b.db") as url_b,
+        Store(url_a) as one_by_one,
+        Store(url_b) as batched,
+    ):
+        recorded = [await one_by_one.record_event(EVENTS, seq, ev) for seq, ev in history]
+        await one_by_one.record_dead_letter(dead_letter("b-4", 42))
+        n = 0
+        for i in range(0, len(history), chunk):
+            n += await batched.record_events(EVENTS, history[i : i + chunk])
+        assert await batched.record_dead_letters([dead_letter("b-4", 42)]) == 1
+        assert n == sum(recorded) == len(history) - 1  # the second answer of b-1
+        assert await snapshot(batched) == await snapshot(one_by_one)
+        # Recorded again (a redelivered batch): nothing changes.
+        assert await batched.record_events(EVENTS, history) == 0
+        assert await batched.record_dead_letters([dead_letter("b-4", 42)] * 2) == 0
+        assert await snapshot(batched) == await snapshot(one_by_one)
+
+        tasks = {t.task_id: t for t in await batched.list_tasks(limit=100)}
+        dead = await batched.dead_letters(10)
+
+    b1, b2, b3, b4, b5 = (tasks[f"b-{i}"] for i in range(1, 6))
+    assert (b1.status, b1.outcome, b1.data_class) == ("answered", "resolved", "restricted")
+    assert b1.latency_ms == pytest.approx(1200.0)
+    assert (b1.submitted_at, b1.accepted_at) == (T0, T0 + timedelta(milliseconds=20))
+    assert (b2.status, b2.reasons) == ("answered", ("runbook matched",))
+    assert (b3.status, b3.kind, b3.latency_ms) == ("answered", "support_ticket", 700.0)
+    assert (b4.status, b4.site) == ("failed", "eu1")
+    assert b4.reasons == ("SchemaError: Expected `str`, got `int` - at `$.body`",)
+    assert [(d.stream_seq, d.task_id) for d in dead] == [(42, "b-4")]
+    assert (b5.status, b5.reasons, b5.data_class) == ("failed", ("E: x",), "public")
+
+
+async def test_resubmission_keeps_the_first_submitted_at(store: Store) -> None:
+    await full_task(store, "t-1", 1, latency_ms=1000)
+    again = T0 + timedelta(hours=2)
+    assert await store.record_event(EVENTS, 20, accepted("t-1", at=again, tenant="acme"))
+    view = await store.get_task("t-1")
+    assert view is not None
+    assert (view.task.submitted_at, view.task.tenant) == (T0, "acme")  # the rest follows it
+    # and in one batch with another task's first submission
+    await store.record_events(
+        EVENTS,
+        [(21, accepted("t-2")), (22, accepted("t-2", at=again)), (23, accepted("t-1", at=again))],
+    )
+    t1, t2 = [await store.get_task(t) for t in ("t-1", "t-2")]
+    assert t1 is not None
+    assert t2 is not None
+    assert (t1.task.submitted_at, t1.task.accepted_at) == (T0, T0 + timedelta(milliseconds=20))
+    assert (t1.task.status, t1.task.latency_ms) == ("answered", pytest.approx(1000.0))
+    assert t2.task.submitted_at == T0
+    assert [t.task_id for t in await store.list_tasks()] == ["t-2", "t-1"]  # by submission

@@ -127,9 +127,11 @@ def _pass_through(role: str) -> Any:
             worker=ctx.worker,
         )
         dclass = "confidential"
-        _, more = dispatch(item, next_step(item, item.step), EU1)
+        _, more = dispatch(item, next_step(item, item.step), EU1, role)
         return [
-            Outbound(EU1.event(tid), step, f"{tid}:step:{role}", task_id=tid, data_class=dclass),
+            Outbound(
+                EU1.event(tid, role), step, f"{tid}:step:{role}", task_id=tid, data_class=dclass
+            ),
             *more,
         ]
 
@@ -448,7 +450,7 @@ def test_one_trace_per_task_across_site_cloud_site(run: Run) -> None:
         assert (inbox.attributes or {})["sitemesh.site"] == SITE
         # the final answer's send span is the inbox span's child
         finals = [s for s in spans if s.parent and s.parent.span_id == inbox.context.span_id]
-        assert any(s.name == "send sm.v1.event.eu1.{task}" for s in finals)
+        assert any(s.name == "send sm.v1.event.eu1.{task}.final" for s in finals)
         # the recorder's spans join the same tree
         assert _process(spans, "recorder", EU1.events_stream)
 

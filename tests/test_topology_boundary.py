@@ -85,7 +85,7 @@ async def test_only_outbox_crosses_the_leaf(topo: Topology) -> None:
     await site.publish("anything.at.all", PII)
     await sjs.publish(EU1.work("retriever"), PII, headers={"Nats-Msg-Id": "w1"})
     await sjs.publish(EU1.task("support_ticket"), PII, headers={"Nats-Msg-Id": "t1"})
-    await site.publish(EU1.event("t1"), PII)
+    await site.publish(EU1.event("t1", "router"), PII)
     await site.publish(EU1.inbox("t1"), PII)  # raw inbox traffic never goes out either
     ack = await sjs.publish(EU1.out("escalation"), b"anonymised", headers={"Nats-Msg-Id": "o1"})
     assert (ack.stream, ack.domain) == (EU1.outbox_stream, "eu1")

@@ -20,7 +20,7 @@ from sitemesh.schemas import EVENT_DECODER, WORK_DECODER, StepCompleted, TaskAcc
 from sitemesh.workflows import Workflows, WorkflowStore
 from tests.conftest import TEST_STREAM_BYTES, assert_eventually, stream_messages
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # five CLI runs and a router
 
 ROOT = Path(__file__).resolve().parent.parent
 TONE = "tests._agents:ToneAgent"
@@ -76,7 +76,7 @@ async def _publish(js: JetStreamContext, s: Subjects, task_id: str, body: str) -
 
 async def _accepted(js: JetStreamContext, s: Subjects, task_id: str) -> TaskAccepted:
     async def find() -> TaskAccepted | None:
-        for m in await stream_messages(js, s.events_stream, s.event(task_id)):
+        for m in await stream_messages(js, s.events_stream, s.task_events(task_id)):
             ev = EVENT_DECODER.decode(m.data or b"")
             if isinstance(ev, TaskAccepted):
                 return ev
@@ -173,7 +173,7 @@ async def test_published_workflows_reach_running_routers_and_unserved_work_waits
         await tone.start()
 
         async def tone_done() -> StepCompleted | None:
-            for m in await stream_messages(js, s.events_stream, s.event("after-x")):
+            for m in await stream_messages(js, s.events_stream, s.task_events("after-x")):
                 ev = EVENT_DECODER.decode(m.data or b"")
                 if isinstance(ev, StepCompleted) and ev.step == "tone":
                     return ev
@@ -184,6 +184,7 @@ async def test_published_workflows_reach_running_routers_and_unserved_work_waits
         assert step.workflow_version == new.version
         assert msgspec.json.decode(step.output) == {"type": "tone.v1", "label": "calm",
                                                     "exclamations": 0}  # fmt: skip
+
         # and the next step got the tone output with the item
         async def handed_on() -> bool:
             for m in await stream_messages(js, s.work_stream, s.work("retriever")):

@@ -25,6 +25,7 @@ from ..knowledge import (
     KbIndex,
     Library,
     LoadedKb,
+    cap_query,
     scrub_contact_details,
 )
 from ..schemas import (
@@ -111,8 +112,10 @@ def scrub_query_text(text: str) -> str:
 def build_query(task: Task) -> str:
     """The retrieval query for a task.
 
-    * :class:`SupportTicket`: title and body, scrubbed by :func:`scrub_query_text`
-      (the customer name and product fields are not used).
+    * :class:`SupportTicket`: title and body, cut to
+      :data:`~sitemesh.knowledge.MAX_QUERY_CHARS` (so a hostile body of any length
+      costs milliseconds to scrub and rank, see there), then scrubbed by
+      :func:`scrub_query_text` (the customer name and product fields are not used).
     * :class:`TelemetryAlert`: metric (dots/underscores as spaces), summary, and the
       runbook words for telemetry terms (:data:`_ALERT_VOCABULARY`); an alert that
       names an interface adds "network interface" if nothing network-related was
@@ -123,12 +126,14 @@ def build_query(task: Task) -> str:
         task: the task.
 
     Returns:
-        The query text (deterministic for the same task).
+        The query text (deterministic for the same task), at most
+        :data:`~sitemesh.knowledge.MAX_QUERY_CHARS` characters.
     """
     match task:
         case SupportTicket(title=title, body=body):
-            return scrub_query_text(f"{title}\n{body}".strip())
+            return scrub_query_text(cap_query(f"{title}\n{body}".strip()))
         case TelemetryAlert(metric=metric, summary=summary, device=device, interface=interface):
+            summary = cap_query(summary)
             for name in (device, interface):
                 if name:
                     summary = summary.replace(name, " ")
@@ -137,7 +142,7 @@ def build_query(task: Task) -> str:
             if interface and not any("network" in w for w in extra):
                 extra.append("network interface")
             parts = [re.sub(r"[._/]+", " ", metric), " ".join(summary.split()), *extra]
-            return " ".join(p for p in parts if p)
+            return cap_query(" ".join(p for p in parts if p))
     raise TypeError(f"unsupported task type {type(task).__name__}")  # pragma: no cover
 
 

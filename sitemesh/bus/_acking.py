@@ -5,6 +5,7 @@
 | success                                  | ``ack``                                     |
 | :class:`~sitemesh.errors.PermanentError` | ``term`` + dead letter (reason, field)      |
 | :class:`~sitemesh.errors.TransientError` | ``nak(delay)``; backoff, ``retry_after_s``  |
+| :class:`~sitemesh.errors.StreamFull`     | ``nak(delay)``, even on the last delivery   |
 | any other ``Exception``                  | ``nak(delay)`` with backoff                 |
 | either of the two above, on the last     | ``term`` + dead letter with the last error  |
 | allowed delivery (``>= max_deliver``)    |                                             |
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..config import BusSettings
-from ..errors import PermanentError, TransientError
+from ..errors import PermanentError, StreamFull, TransientError
 
 _rand: Final = random.Random()  # noqa: S311 - jitter, not cryptography
 
@@ -105,6 +106,8 @@ def decide(exc: BaseException | None, num_delivered: int, bus: BusSettings) -> D
         return Decision(
             Action.DEAD_LETTER, reason=str(exc), error_class=type(exc).__name__, field=exc.field
         )
+    if isinstance(exc, StreamFull):  # the input is fine: wait for room, never dead-letter
+        return Decision(Action.NAK, delay_s=backoff_s(num_delivered, bus, exc.retry_after_s))
     if num_delivered >= bus.max_deliver:
         return Decision(
             Action.DEAD_LETTER,

@@ -12,10 +12,18 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
-from ..errors import TransientError
+from ..errors import StreamFull, TransientError
 from ..schemas import ENCODER, schema_tag
 from ._middleware import publish_middleware
-from ._subjects import HDR_CAUSATION, HDR_DATA_CLASS, HDR_MSG_ID, HDR_SCHEMA, HDR_TASK_ID
+from ._subjects import (
+    HDR_CAUSATION,
+    HDR_DATA_CLASS,
+    HDR_EXPECTED_LAST_SUBJECT_SEQ,
+    HDR_LOGICAL_ID,
+    HDR_MSG_ID,
+    HDR_SCHEMA,
+    HDR_TASK_ID,
+)
 from ._types import Outbound
 
 if TYPE_CHECKING:
@@ -48,6 +56,32 @@ class _PubAckReply(msgspec.Struct, frozen=True):
 
 _REPLY_DECODER: Final = msgspec.json.Decoder(_PubAckReply)
 
+STORE_FAILED: Final = 10077
+"""JetStream API error code of a failed store; with a description ``maximum ...
+exceeded`` the stream is at its limit and discards new messages (a full stream)."""
+
+
+def _is_full(error: dict[str, Any]) -> bool:
+    description = str(error.get("description", ""))
+    return error.get("err_code") == STORE_FAILED and description.startswith("maximum ")
+
+
+def as_stream_full(exc: APIError, subject: str) -> StreamFull | None:
+    """:class:`StreamFull` if ``exc`` (from ``JetStreamContext.publish``) is a full
+    stream's refusal, else ``None``.
+
+    Args:
+        exc: the error the publish raised.
+        subject: the subject it published on (named in the error).
+    """
+    error = {"err_code": exc.err_code, "description": exc.description or ""}
+    return StreamFull(subject, str(exc.description)) if _is_full(error) else None
+
+
+WRONG_LAST_SEQUENCE: Final = 10071
+"""JetStream API error code "wrong last sequence": a create-only publish
+(:attr:`Outbound.create_only`) found its subject already holding a message."""
+
 
 def outbound_headers(out: Outbound, causation_id: str | None = None) -> dict[str, str]:
     """The NATS headers of ``out`` (DESIGN section 3).
@@ -57,7 +91,12 @@ def outbound_headers(out: Outbound, causation_id: str | None = None) -> dict[str
         causation_id: used when ``out.causation_id`` is ``None``.
     """
     hdr = dict(out.headers) if out.headers else {}
-    hdr[HDR_MSG_ID] = out.msg_id
+    if out.create_only:  # no dedupe id: another publisher could pre-empt it
+        hdr.pop(HDR_MSG_ID, None)
+        hdr[HDR_EXPECTED_LAST_SUBJECT_SEQ] = "0"
+        hdr[HDR_LOGICAL_ID] = out.msg_id
+    else:
+        hdr[HDR_MSG_ID] = out.msg_id
     if isinstance(out.payload, msgspec.Struct):
         hdr[HDR_SCHEMA] = schema_tag(out.payload)
     if out.task_id is not None:
@@ -86,7 +125,16 @@ class Publisher:
         timeout_s: seconds to wait for the PubAcks of one call.
     """
 
-    __slots__ = ("_init_lock", "_nc", "_next", "_pending", "_prefix", "_traced", "timeout_s")
+    __slots__ = (
+        "_create_only",
+        "_init_lock",
+        "_nc",
+        "_next",
+        "_pending",
+        "_prefix",
+        "_traced",
+        "timeout_s",
+    )
 
     def __init__(self, js: JetStreamContext, *, timeout_s: float = 5.0) -> None:
         self._nc = js._nc  # the connection; nats-py exposes no public accessor
@@ -94,6 +142,7 @@ class Publisher:
         self._prefix = ""
         self._next = 0
         self._pending: dict[str, asyncio.Future[PubAck]] = {}
+        self._create_only: set[str] = set()  # reply subjects of create-only publishes
         self._init_lock = asyncio.Lock()
         self._traced = publish_middleware()
 
@@ -107,6 +156,8 @@ class Publisher:
 
     async def _on_reply(self, msg: Msg) -> None:
         fut = self._pending.pop(msg.subject, None)
+        create_only = msg.subject in self._create_only
+        self._create_only.discard(msg.subject)
         if fut is None or fut.done():
             return
         if msg.headers and msg.headers.get("Status") == "503":
@@ -115,6 +166,13 @@ class Publisher:
         try:
             reply = _REPLY_DECODER.decode(msg.data)
             if reply.error is not None:
+                if create_only and reply.error.get("err_code") == WRONG_LAST_SEQUENCE:
+                    # already stored (a redelivery re-publishing it): not an error
+                    fut.set_result(PubAck(reply.stream, 0, True, reply.domain))
+                    return
+                if _is_full(reply.error):  # the subject is filled in by _publish
+                    fut.set_exception(StreamFull("", str(reply.error["description"])))
+                    return
                 APIError.from_error(reply.error)  # raises the fitting subclass
         except (APIError, msgspec.DecodeError) as exc:
             fut.set_exception(exc)
@@ -132,6 +190,7 @@ class Publisher:
             The PubAck (``duplicate=True`` when the server dropped it as a repeat).
 
         Raises:
+            StreamFull: its stream is at its limit and refused it.
             TransientError: no PubAck within ``timeout_s``.
             nats.js.errors.APIError: the server rejected it (no stream, too large...).
         """
@@ -151,13 +210,32 @@ class Publisher:
             One PubAck per message, in order.
 
         Raises:
+            StreamFull: a stream at its limit refused one of them (others may have
+                been stored; :meth:`publish_each` tells which).
             TransientError: not every PubAck arrived within ``timeout_s``.
             nats.js.errors.APIError: the server rejected one of them.
         """
+        results = await self._publish(outs, causation_id, each=False)
+        return results  # type: ignore[return-value]  # each=False: PubAcks only
+
+    async def publish_each(
+        self, outs: Iterable[Outbound], *, causation_id: str | None = None
+    ) -> Sequence[PubAck | Exception]:
+        """Like :meth:`publish_many`, but one outcome per message rather than the first
+        error: its PubAck, or what its answer raised (:class:`StreamFull`,
+        ``nats.js.errors.APIError``; :class:`TransientError` when none came within
+        ``timeout_s``). The worker runtime re-publishes only the refused ones.
+        """
+        return await self._publish(outs, causation_id, each=True)
+
+    async def _publish(
+        self, outs: Iterable[Outbound], causation_id: str | None, *, each: bool
+    ) -> Sequence[PubAck | Exception]:
         prefix = self._prefix or await self._start()
         nc, pending = self._nc, self._pending
         new_future = asyncio.get_running_loop().create_future
         futures: list[asyncio.Future[PubAck]] = []
+        subjects: list[str] = []
         traced = self._traced
         spans: list[Span] = []
         started = time.perf_counter() if traced is not None else 0.0
@@ -170,6 +248,9 @@ class Publisher:
                 fut: asyncio.Future[PubAck] = new_future()
                 pending[reply] = fut
                 futures.append(fut)
+                subjects.append(out.subject)
+                if out.create_only:
+                    self._create_only.add(reply)
                 headers = outbound_headers(out, causation_id)
                 if traced is not None:
                     spans.append(traced.start(out, headers))
@@ -180,19 +261,56 @@ class Publisher:
             raise
         if not futures:
             return ()
-        if traced is None:
-            return await self._acks(futures)
+        if each:
+            results = await self._each(futures, subjects)
+            if traced is not None:
+                failed = next((r for r in results if isinstance(r, Exception)), None)
+                stored = None if failed else [r for r in results if isinstance(r, PubAck)]
+                traced.finish(spans, stored, failed, started)
+            return results
         try:
             acks = await self._acks(futures)
+        except StreamFull:
+            outcomes = self._each_done(futures, subjects)
+            named = next(r for r in outcomes if isinstance(r, StreamFull))
+            if traced is not None:
+                traced.finish(spans, None, named, started)
+            raise named from None
         except BaseException as exc:
-            traced.finish(spans, None, exc, started)
+            if traced is not None:
+                traced.finish(spans, None, exc, started)
             raise
-        traced.finish(spans, acks, None, started)
-        return acks
+        if traced is not None:
+            traced.finish(spans, acks, None, started)
+        return list(acks)
+
+    async def _each(
+        self, futures: list[asyncio.Future[PubAck]], subjects: list[str]
+    ) -> list[PubAck | Exception]:
+        """Each future's PubAck or exception, within ``timeout_s``."""
+        try:
+            await asyncio.wait(futures, timeout=self.timeout_s)
+        finally:
+            self._forget(futures)
+        return self._each_done(futures, subjects)
+
+    def _each_done(
+        self, futures: list[asyncio.Future[PubAck]], subjects: list[str]
+    ) -> list[PubAck | Exception]:
+        out: list[PubAck | Exception] = []
+        for fut, subject in zip(futures, subjects, strict=True):
+            if not fut.done() or fut.cancelled():
+                out.append(TransientError(f"no PubAck within {self.timeout_s}s", retry_after_s=1.0))
+            elif isinstance(exc := fut.exception(), StreamFull):
+                out.append(StreamFull(subject, exc.limit))
+            elif exc is not None:
+                out.append(exc if isinstance(exc, Exception) else TransientError(str(exc)))
+            else:
+                out.append(fut.result())
+        return out
 
     async def _acks(self, futures: list[asyncio.Future[PubAck]]) -> Sequence[PubAck]:
         """Await the PubAcks of ``futures`` (in order) within ``timeout_s``."""
-        pending = self._pending
         try:
             async with asyncio.timeout(self.timeout_s):
                 if len(futures) == 1:
@@ -204,8 +322,14 @@ class Publisher:
                 retry_after_s=1.0,
             ) from None
         finally:
-            if len(pending) and not all(f.done() for f in futures):
-                for key in [k for k, f in pending.items() if f in futures]:
-                    del pending[key]
-                for f in futures:
-                    f.cancel()
+            self._forget(futures)
+
+    def _forget(self, futures: list[asyncio.Future[PubAck]]) -> None:
+        """Drop the pending entries of ``futures`` still unanswered, and cancel them."""
+        pending = self._pending
+        if len(pending) and not all(f.done() for f in futures):
+            for key in [k for k, f in pending.items() if f in futures]:
+                del pending[key]
+                self._create_only.discard(key)
+            for f in futures:
+                f.cancel()

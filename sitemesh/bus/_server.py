@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sysconfig
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,9 @@ MIN_VERSION: Final = (2, 10, 0)
 
 READY_LINE: Final = "Server is ready"
 """What ``nats-server`` logs once it accepts clients (nats.py's test harness waits on it)."""
+
+WATCH_INTERVAL_S: Final = 1.0
+"""Seconds between :meth:`EmbeddedNats.watch`'s checks that the server still runs."""
 
 log = logging.getLogger("sitemesh.bus")
 
@@ -267,6 +271,24 @@ class NatsServer:
                 )
             await asyncio.sleep(0.02)
 
+    @property
+    def exit_code(self) -> int | None:
+        """The server's exit code if it was started and has died since (SIGKILL: -9),
+        else ``None`` (running, or never started / shut down by us)."""
+        return None if self._proc is None else self._proc.poll()
+
+    async def restart(self) -> None:
+        """Start a server again on the same port and store after it died; its earlier
+        output is kept in ``nats-server.log.1``.
+
+        Raises:
+            NatsServerError: it did not get ready again (the message has its output).
+        """
+        await self.shutdown()
+        with contextlib.suppress(OSError):
+            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
+        await self.start()
+
     async def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop the server: SIGTERM, then SIGKILL after ``timeout_s`` seconds. Idempotent."""
         proc, self._proc = self._proc, None
@@ -304,6 +326,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _read_info(info_path: Path) -> dict[str, object] | None:
+    """``nats.json`` of a live embedded server (pid alive), else ``None``."""
+    try:
+        info = json.loads(info_path.read_text())
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if isinstance(info, dict) and _pid_alive(pid) else None
+
+
+def embedded_creds(state_dir: Path, url: str) -> Path | None:
+    """The creds directory of the authenticated embedded server at ``url``, if any.
+
+    ``<state_dir>/nats.json`` names the embedded server this state directory runs;
+    when it is alive, is the server at ``url`` and was started with identities
+    (not ``--insecure``), its ``creds`` directory holds every role's seed
+    (``<creds>/<site>/<role>.nk``). How a command finds its identity with no
+    ``SITEMESH_NATS_NKEY_SEED_FILE`` set.
+
+    Args:
+        state_dir: the sitemesh state directory.
+        url: the URL about to be connected to.
+
+    Returns:
+        The creds directory, or ``None`` (another server, an open one, none running).
+    """
+    info = _read_info(Path(state_dir) / "nats.json")
+    if info is None or info.get("url") != url or not info.get("creds"):
+        return None
+    return Path(str(info["creds"]))
+
+
 class EmbeddedNats:
     """The site's own server when ``SITEMESH_NATS_URL`` is unset.
 
@@ -315,11 +369,25 @@ class EmbeddedNats:
     Args:
         state_dir: the sitemesh state directory.
         server_bin: ``settings.nats.server_bin``; ``None``: :func:`find_nats_server`.
+        config: the server configuration to start with (``-c``): the per-role users
+            of :func:`sitemesh.topology.render_embedded_config`. ``None``: an open
+            server, anyone may connect (``--insecure``).
+        creds_dir: where the identities of ``config`` live (recorded in
+            ``nats.json`` for :func:`embedded_creds`); ``None`` with no ``config``.
     """
 
-    def __init__(self, state_dir: Path, server_bin: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        server_bin: Path | None = None,
+        *,
+        config: Path | None = None,
+        creds_dir: Path | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.server_bin = server_bin
+        self.config = config
+        self.creds_dir = creds_dir
         self.info_path = self.state_dir / "nats.json"
         self.server: NatsServer | None = None
         self.url = ""
@@ -330,14 +398,23 @@ class EmbeddedNats:
         return self.server is not None
 
     def _live_url(self) -> str | None:
-        try:
-            info = json.loads(self.info_path.read_text())
-            pid, host, port = int(info["pid"]), str(info["host"]), int(info["port"])
-        except (OSError, ValueError, KeyError, TypeError):
+        info = _read_info(self.info_path)
+        if info is None:
             return None
-        if _pid_alive(pid) and port_answers(host, port):
+        try:
+            host, port = str(info["host"]), int(str(info["port"]))
+        except (ValueError, KeyError):
+            return None
+        if port_answers(host, port):
+            creds = info.get("creds")
+            self.creds_dir = Path(str(creds)) if creds else None
             return str(info["url"])
         return None
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether the server (started or reused) admits only its configured identities."""
+        return self.creds_dir is not None
 
     def live_url(self) -> str | None:
         """The URL of the live server ``<state_dir>/nats.json`` names, else ``None``.
@@ -359,11 +436,55 @@ class EmbeddedNats:
             self.url = url
             return url
         server = NatsServer(
-            self.state_dir / "nats", binary=find_nats_server(self.server_bin), name="sitemesh"
+            self.state_dir / "nats",
+            binary=find_nats_server(self.server_bin),
+            name="sitemesh",
+            config=self.config,
         )
+        if self.config is None:
+            self.creds_dir = None
         await server.start()
         self.server = server
         self.url = server.client_url
+        self._write_info(server)
+        return self.url
+
+    async def watch(
+        self, on_restart: Callable[[int, int], None], *, interval_s: float = WATCH_INTERVAL_S
+    ) -> None:
+        """Keep the server this process started running: poll it every ``interval_s``
+        seconds and start it again (same port, store and identities) when it died.
+        Connected clients reconnect by themselves (nats-py retries). Returns at once
+        when this process did not start the server; runs until cancelled otherwise.
+
+        Args:
+            on_restart: called with the exit code of the dead server and the number of
+                restarts so far, before each restart (to tell the operator).
+            interval_s: seconds between checks.
+
+        A restart that fails (the port still held, the store unreadable) is logged with
+        the server's output and tried again at the next check.
+        """
+        restarts = 0
+        down = False
+        while (server := self.server) is not None:
+            await asyncio.sleep(interval_s)
+            code = server.exit_code
+            if code is None and not down:
+                continue
+            if not down:
+                restarts += 1
+                on_restart(code if code is not None else -1, restarts)
+            try:
+                await server.restart()
+            except NatsServerError as exc:
+                down = True
+                log.error("embedded nats-server did not start again: %s", exc)
+                continue
+            down = False
+            self._write_info(server)
+
+    def _write_info(self, server: NatsServer) -> None:
         self.info_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.info_path.with_suffix(".tmp")
         tmp.write_text(
@@ -374,11 +495,11 @@ class EmbeddedNats:
                     "port": server.port,
                     "url": server.client_url,
                     "version": server.version,
+                    "creds": None if self.creds_dir is None else str(self.creds_dir.resolve()),
                 }
             )
         )
         tmp.replace(self.info_path)
-        return self.url
 
     async def shutdown(self) -> None:
         """Stop the server if this process started it. Idempotent."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Final
 
@@ -18,7 +19,7 @@ from nats.js.api import (
     StreamConfig,
     StreamSource,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from ..config import BusSettings
 from ._subjects import Subjects
@@ -44,16 +45,29 @@ def stream_config(
     name: str,
     subjects: list[str] | None = None,
     sources: list[StreamSource] | None = None,
+    *,
+    discard: DiscardPolicy = DiscardPolicy.NEW,
 ) -> StreamConfig:
     """The configuration every sitemesh stream shares: limits retention (history kept
-    for replay), file storage, oldest dropped first, ``bus`` limits, 1 MiB messages,
-    and a duplicate window no longer than the history.
+    for replay), file storage, ``bus`` limits, 1 MiB messages, a duplicate window no
+    longer than the history, and a full stream *refusing new messages*.
+
+    Discard ``NEW`` (the default) is what keeps unprocessed work: with ``OLD`` a full
+    stream silently dropped its oldest messages, processed or not. With ``NEW`` the
+    publisher of the message that does not fit gets an error
+    (:class:`~sitemesh.errors.StreamFull` from :class:`Publisher`), the worker runtime
+    holds the input it was handling and publishes again until there is room, and
+    history leaves the stream only by age (``max_age_s``), or when an operator raises
+    ``max_bytes`` or purges acknowledged history (docs/architecture.md, "Stream
+    limits").
 
     Args:
         bus: ``max_age_s``, ``max_bytes``, ``duplicate_window_s``.
         name: the stream name.
         subjects: subjects it captures (``None`` for a stream that only sources).
         sources: streams it sources (outbox/inbox across the site boundary).
+        discard: what a full stream does; ``OLD`` only for a stream nobody can be told
+            about a refusal (``ADVISORIES_<site>``, written by the server itself).
     """
     return StreamConfig(
         name=name,
@@ -61,7 +75,7 @@ def stream_config(
         sources=sources,
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
-        discard=DiscardPolicy.OLD,
+        discard=discard,
         max_age=bus.max_age_s,
         max_bytes=bus.max_bytes,
         max_msg_size=MAX_MSG_BYTES,
@@ -72,6 +86,12 @@ def stream_config(
 
 def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
     """The site's stream configurations (limits retention, file storage).
+
+    TASKS, WORK, EVENTS and DLQ discard new messages when full (see
+    :func:`stream_config`): each holds work someone has yet to do (the router, the
+    agents, the recorder). ADVISORIES keeps ``OLD``: its publisher is the server,
+    which drops an advisory a full stream refuses without telling anyone, so the
+    oldest advisory (most likely swept already) is the better one to lose.
 
     Args:
         subjects: the site's subject map.
@@ -86,7 +106,12 @@ def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
         cfg(subjects.work_stream, [subjects.all_work]),
         cfg(subjects.events_stream, [subjects.all_events]),
         cfg(subjects.dlq_stream, [subjects.all_dlq]),
-        cfg(subjects.advisories_stream, subjects.max_deliveries_advisories()),
+        stream_config(
+            bus,
+            subjects.advisories_stream,
+            subjects.max_deliveries_advisories(),
+            discard=DiscardPolicy.OLD,
+        ),
     ]
 
 
@@ -184,3 +209,70 @@ async def provision(
     await asyncio.gather(
         *(js.add_consumer(stream, c) for stream, c in consumer_configs(subjects, bus, roles))
     )
+
+
+FILL_WARNING: Final = 0.8
+"""Fraction of a stream's ``max_bytes`` (or ``max_msgs``) at which ``sitemesh edge``
+warns and ``sitemesh status`` flags it: streams refuse new messages when full
+(``DiscardPolicy.NEW``), so the operator gets room to act first."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFill:
+    """How full one stream is (from its stream info).
+
+    Attributes:
+        stream: the stream name.
+        messages: messages stored.
+        bytes: bytes stored.
+        max_bytes: its byte limit (``-1``: none).
+        max_msgs: its message limit (``-1``: none).
+    """
+
+    stream: str
+    messages: int
+    bytes: int
+    max_bytes: int
+    max_msgs: int
+
+    @property
+    def fraction(self) -> float:
+        """The larger of bytes / ``max_bytes`` and messages / ``max_msgs``, 0.0 to 1.0
+        (0.0 when the stream has no limit)."""
+        parts = [0.0]
+        if self.max_bytes > 0:
+            parts.append(self.bytes / self.max_bytes)
+        if self.max_msgs > 0:
+            parts.append(self.messages / self.max_msgs)
+        return min(1.0, max(parts))
+
+
+async def stream_fill(js: JetStreamContext, subjects: Subjects) -> list[StreamFill]:
+    """The fill of the site's streams that refuse new messages when full (TASKS, WORK,
+    EVENTS, DLQ); a stream that does not exist (yet) is left out.
+
+    Raises:
+        nats.errors.Error: NATS is unreachable (the caller reports it).
+    """
+    out: list[StreamFill] = []
+    for name in (
+        subjects.tasks_stream,
+        subjects.work_stream,
+        subjects.events_stream,
+        subjects.dlq_stream,
+    ):
+        try:
+            info = await js.stream_info(name)
+        except NotFoundError:
+            continue
+        cfg, state = info.config, info.state
+        out.append(
+            StreamFill(
+                stream=name,
+                messages=state.messages,
+                bytes=state.bytes,
+                max_bytes=cfg.max_bytes if cfg.max_bytes is not None else -1,
+                max_msgs=cfg.max_msgs if cfg.max_msgs is not None else -1,
+            )
+        )
+    return out

@@ -1,13 +1,14 @@
 """The one subject and stream map (DESIGN section 3). Nothing else spells subjects.
 
-| subject                          | meaning                                   | stream          |
-|----------------------------------|-------------------------------------------|-----------------|
-| ``sm.v1.task.<site>.<kind>``     | a task submitted by a user (ingress)      | ``TASKS_<site>``  |
-| ``sm.v1.work.<site>.<role>``     | work for an agent role at a site          | ``WORK_<site>``   |
-| ``sm.v1.event.<site>.<task>``    | progress events and the final answer      | ``EVENTS_<site>`` |
-| ``sm.v1.dlq.<site>.<role>``      | messages rejected for good, with reason   | ``DLQ_<site>``    |
-| ``sm.v1.out.<site>.<role>``      | anonymised events leaving the site        | ``OUTBOX_<site>`` |
-| ``sm.v1.in.<site>.<task>``       | cloud answers coming back to the site     | ``INBOX_<site>``  |
+| subject                             | meaning                                | stream            |
+|-------------------------------------|----------------------------------------|-------------------|
+| ``sm.v1.task.<site>.<kind>``        | a task submitted by a user (ingress)   | ``TASKS_<site>``  |
+| ``sm.v1.work.<site>.<role>``        | work for an agent role at a site       | ``WORK_<site>``   |
+| ``sm.v1.event.<site>.<task>.<r>``   | progress events published by ``<r>``   | ``EVENTS_<site>`` |
+| ``sm.v1.event.<site>.<task>.final`` | the final answer (create-only)         | ``EVENTS_<site>`` |
+| ``sm.v1.dlq.<site>.<role>``         | messages rejected for good, with reason| ``DLQ_<site>``    |
+| ``sm.v1.out.<site>.<role>``         | anonymised events leaving the site     | ``OUTBOX_<site>`` |
+| ``sm.v1.in.<site>.<task>``          | cloud answers coming back to the site  | ``INBOX_<site>``  |
 
 Across the site boundary (``sitemesh.topology``): the site's ``EGRESS`` account holds
 ``OUTBOX_<site>`` and ``INBOX_LANDING_<site>``; the hub holds ``CLOUD_IN`` (sources every
@@ -17,6 +18,14 @@ A replay sandbox (``sitemesh replay``) uses the same map under the prefix
 ``sm.replay.<id>`` with stream names ``<STREAM>_<site>_R<id>``:
 ``Subjects.sandbox(site, id)``.
 
+The last token of an event subject names its producer (``router``, an agent role,
+``operator``...), so a role's NATS permissions can allow it exactly its own events
+(``sm.v1.event.<site>.*.<role>``). The final answer has a token of its own,
+:data:`ANSWER_TAIL`, that only the final role (``escalation``) may publish, and it is
+published *create-only* (``Nats-Expected-Last-Subject-Sequence: 0``, no
+``Nats-Msg-Id``): JetStream's stream-wide duplicate check cannot be used by another
+role to have the real answer dropped, and a task has at most one stored answer.
+
 Max-deliveries advisories of the site's consumers are captured in
 ``ADVISORIES_<site>`` so that a message nobody could process is dead-lettered even
 when no process was listening at the time.
@@ -25,6 +34,7 @@ when no process was listening at the time.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,6 +51,24 @@ HDR_CAUSATION: Final = "sm-causation-id"
 HDR_DATA_CLASS: Final = "sm-data-class"
 HDR_TRACEPARENT: Final = "traceparent"
 HDR_TRACESTATE: Final = "tracestate"
+HDR_EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"
+HDR_LOGICAL_ID: Final = "sm-msg-id"
+"""The logical message id of a create-only publish (the final answer), which carries
+no ``Nats-Msg-Id``: for traces and causation only, never for deduplication."""
+
+
+def message_id(headers: Mapping[str, str]) -> str | None:
+    """A message's id: its ``Nats-Msg-Id``, else its :data:`HDR_LOGICAL_ID` (a
+    create-only publish), else ``None``."""
+    return headers.get(HDR_MSG_ID) or headers.get(HDR_LOGICAL_ID)
+
+
+"""JetStream stores the message only if the subject's last sequence is this value
+(``"0"``: the subject holds no message yet; otherwise "wrong last sequence")."""
+
+ANSWER_TAIL: Final = "final"
+"""Last token of a task's final-answer subject (``sm.v1.event.<site>.<task>.final``).
+Reserved: no role may be named so (its event permission would cover the answers)."""
 
 CLOUD_IN: Final = "CLOUD_IN"
 """Hub stream sourcing every site's ``OUTBOX_<site>`` (no subjects of its own)."""
@@ -136,8 +164,28 @@ class Subjects:
     def work(self, role: str) -> str:
         return f"{self.prefix}.work.{self.site}.{role}"
 
-    def event(self, task_id: str) -> str:
-        return f"{self.prefix}.event.{self.site}.{token(task_id)}"
+    def event(self, task_id: str, producer: str) -> str:
+        """Subject of a progress event of ``task_id`` published by ``producer`` (a role,
+        ``operator``...): ``sm.v1.event.<site>.<task>.<producer>``.
+
+        Raises:
+            ValueError: ``producer`` is :data:`ANSWER_TAIL` (use :meth:`answer`).
+        """
+        if producer == ANSWER_TAIL:
+            raise ValueError(f"{ANSWER_TAIL!r} is reserved for answers; use Subjects.answer")
+        return f"{self.prefix}.event.{self.site}.{token(task_id)}.{token(producer)}"
+
+    def answer(self, task_id: str) -> str:
+        """Subject of ``task_id``'s final answer: ``sm.v1.event.<site>.<task>.final``."""
+        return f"{self.prefix}.event.{self.site}.{token(task_id)}.{ANSWER_TAIL}"
+
+    def task_events(self, task_id: str) -> str:
+        """Every event of ``task_id``, answer included (a filter subject)."""
+        return f"{self.prefix}.event.{self.site}.{token(task_id)}.>"
+
+    def events_by(self, producer: str) -> str:
+        """Every event ``producer`` may publish (``sm.v1.event.<site>.*.<producer>``)."""
+        return f"{self.prefix}.event.{self.site}.*.{token(producer)}"
 
     def dlq(self, role: str) -> str:
         return f"{self.prefix}.dlq.{self.site}.{role}"
@@ -159,6 +207,11 @@ class Subjects:
     @property
     def all_events(self) -> str:
         return f"{self.prefix}.event.{self.site}.>"
+
+    @property
+    def all_answers(self) -> str:
+        """Every task's final answer (``sm.v1.event.<site>.*.final``)."""
+        return f"{self.prefix}.event.{self.site}.*.{ANSWER_TAIL}"
 
     @property
     def all_dlq(self) -> str:

@@ -29,6 +29,12 @@ class Outbound:
         headers: extra headers (``traceparent``...).
         causation_id: goes into ``sm-causation-id``; ``None``: the worker uses the
             input's ``Nats-Msg-Id``.
+        create_only: store it only if ``subject`` holds no message yet
+            (``Nats-Expected-Last-Subject-Sequence: 0``) and send no ``Nats-Msg-Id``
+            (``msg_id`` stays for tracing): the server's duplicate check, which any
+            publisher to the stream can pre-empt with a forged id, is not used. A
+            second publish (a redelivery) is reported as a duplicate PubAck. Final
+            answers are published so (:meth:`sitemesh.bus.Subjects.answer`).
     """
 
     subject: str
@@ -38,6 +44,7 @@ class Outbound:
     data_class: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     causation_id: str | None = None
+    create_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,14 @@ from nats.js import JetStreamContext
 from nats.js.api import DEFAULT_PREFIX
 
 from ..config import BusSettings
-from ..errors import MessageTooLarge, SchemaError
-from ._acking import Action, Decision, decide
-from ._deadletter import dead_letter_outbounds
+from ..errors import HandlerTimeout, MessageTooLarge, SchemaError, StreamFull
+from ..schemas import check_nesting, hostile_json_error
+from ._acking import Action, Decision, backoff_s, decide
+from ._deadletter import dead_letter_outbounds, raw_task_id
 from ._middleware import ProcessMiddleware, worker_middlewares
 from ._publish import Publisher
-from ._subjects import HDR_MSG_ID, HDR_TASK_ID, Subjects
-from ._types import Handler, MsgContext, TaskIdOf
+from ._subjects import Subjects, message_id
+from ._types import Handler, MsgContext, Outbound, TaskIdOf
 
 T = TypeVar("T")
 
@@ -43,7 +44,11 @@ _PENDING_MSGS: Final = "Nats-Pending-Messages"
 _NO_HEADERS: Final[Mapping[str, str]] = {}
 
 
-def _schema_error(exc: msgspec.MsgspecError) -> SchemaError:
+def _schema_error(
+    exc: msgspec.MsgspecError | RecursionError | UnicodeDecodeError, data: bytes
+) -> SchemaError:
+    if isinstance(exc, RecursionError | UnicodeDecodeError):
+        return hostile_json_error(exc, data)
     text = str(exc)
     if isinstance(exc, msgspec.ValidationError):
         field = text.rsplit("- at `", 1)[1].rstrip("`") if "- at `" in text else "$"
@@ -63,7 +68,6 @@ def ack_metadata(reply: str) -> tuple[str, int, int, int]:
     if len(t) == 9:
         return t[2], int(t[4]), int(t[5]), int(t[7])
     return t[4], int(t[6]), int(t[7]), int(t[9])
-
 
 
 HEARTBEATS_PER_ACK_WAIT: Final = 3
@@ -87,9 +91,7 @@ class _Heartbeat:
         self._interval = ack_wait_s / HEARTBEATS_PER_ACK_WAIT
         self._beats = 0
         self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(
-            self._interval, self._beat
-        )
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(self._interval, self._beat)
 
     def _beat(self) -> None:
         self._beats += 1
@@ -111,6 +113,14 @@ class _Heartbeat:
             self._handle.cancel()
             self._handle = None
 
+    def renew(self) -> None:
+        """Keep beating: the handler is done and the worker itself is waiting (for
+        room in a full stream), which is no sign of a stuck handler."""
+        self._beats = 0
+        if self._handle is None:
+            self._handle = self._loop.call_later(self._interval, self._beat)
+
+
 class Worker(Generic[T]):
     """Runs a handler over a durable pull consumer, owning acks, retries and dead letters.
 
@@ -122,6 +132,18 @@ class Worker(Generic[T]):
     ``max_inflight`` messages are handled at once; each message is handled as soon
     as it arrives and a new pull is issued as soon as half a batch of room frees up,
     so neither a partial batch nor one slow message holds up the rest.
+
+    Each handler call has a time budget (``settings.handler_timeout_s``, or the role's
+    entry in ``settings.handler_timeouts``): one that runs past it is cancelled and its
+    message dead-lettered at once with reason ``handler_timeout``; the other messages
+    in flight go on (a budget cannot interrupt a handler that blocks the event loop
+    without awaiting: such work must be bounded by the handler itself).
+
+    When a stream refuses an output because it is full
+    (:class:`~sitemesh.errors.StreamFull`), the input is neither acked nor
+    dead-lettered: the worker keeps it in progress and publishes the refused outputs
+    again with backoff until they fit, so the backlog waits upstream (the worker pulls
+    nothing new while its slots are held). On shutdown such an input is nak'ed.
 
     Acks and naks are fire-and-forget publishes that the client coalesces into one
     socket write per event-loop turn. An output is always PubAck'ed before its input
@@ -195,6 +217,11 @@ class Worker(Generic[T]):
         """Per message: :meth:`_settle` inside the middleware chain (tracing when telemetry
         is on; see :func:`sitemesh.bus.install_middleware`)."""
         self._check_size = stream == self._subjects.tasks_stream
+        """Input from outside (``TASKS``): size and nesting are checked before decoding."""
+        self.handler_timeout_s: float | None = settings.handler_timeouts.get(
+            role, settings.handler_timeout_s
+        )
+        """Seconds one handler call may take (``None`` or 0: no budget)."""
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._min_fetch = max(1, min(settings.batch, self.max_inflight) // 2)
         self._nc = js._nc  # the connection; nats-py exposes no public accessor
@@ -359,12 +386,14 @@ class Worker(Generic[T]):
         data = msg.data
         error: Exception | None = None
         try:
-            if self._check_size and len(data) > self.settings.max_task_bytes:
-                raise MessageTooLarge(len(data), self.settings.max_task_bytes)
+            if self._check_size:
+                if len(data) > self.settings.max_task_bytes:
+                    raise MessageTooLarge(len(data), self.settings.max_task_bytes)
+                check_nesting(data)
             try:
                 value = self._decoder(data)
-            except msgspec.MsgspecError as exc:
-                raise _schema_error(exc) from exc
+            except (msgspec.MsgspecError, RecursionError, UnicodeDecodeError) as exc:
+                raise _schema_error(exc, data) from exc
             ctx = MsgContext(
                 subject=msg.subject,
                 headers=headers,
@@ -379,11 +408,9 @@ class Worker(Generic[T]):
             )
             beat = _Heartbeat(msg, self.settings.ack_wait_s)
             try:
-                outs = await self._handler(value, ctx)
+                outs = await self._run_handler(value, ctx)
                 if outs:
-                    await self._publisher.publish_many(
-                        outs, causation_id=headers.get(HDR_MSG_ID)
-                    )
+                    await self._publish_outputs(outs, message_id(headers), beat)
             finally:
                 beat.stop()
         except Exception as exc:
@@ -402,6 +429,61 @@ class Worker(Generic[T]):
             await self._dead_letter(msg, stream, stream_seq, num_delivered, headers, decision)
         return decision, error
 
+    async def _run_handler(self, value: T, ctx: MsgContext) -> Sequence[Outbound]:
+        """The handler's outputs, within its time budget.
+
+        Raises:
+            HandlerTimeout: it ran past ``handler_timeout_s`` (it was cancelled).
+        """
+        budget = self.handler_timeout_s
+        if not budget:
+            return await self._handler(value, ctx)
+        try:
+            async with asyncio.timeout(budget) as scope:
+                return await self._handler(value, ctx)
+        except TimeoutError:
+            if scope.expired():  # ours, not a timeout of the handler's own
+                raise HandlerTimeout(budget) from None
+            raise
+
+    async def _publish_outputs(
+        self, outs: Sequence[Outbound], causation_id: str | None, beat: _Heartbeat
+    ) -> None:
+        """Publish ``outs``; while a full stream refuses some of them, keep the input in
+        progress and publish those again with backoff (the stored ones are not sent
+        twice, whatever the duplicate window).
+
+        Raises:
+            StreamFull: still refused when the worker is shutting down (the input is
+                nak'ed and redelivered later).
+            TransientError, nats.js.errors.APIError: another failure (nak'ed).
+        """
+        pending = list(outs)
+        attempt = 0
+        while True:
+            results = await self._publisher.publish_each(pending, causation_id=causation_id)
+            refused: list[Outbound] = []
+            full: StreamFull | None = None
+            for out, result in zip(pending, results, strict=True):
+                if isinstance(result, StreamFull):
+                    refused.append(out)
+                    full = result
+                elif isinstance(result, Exception):
+                    raise result
+            if full is None:
+                return
+            if self._stopping:
+                raise full
+            attempt += 1
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning(  # the class and subject only: no message content
+                    "%s: %s; holding the input, publish attempt %d",
+                    self.role, full, attempt,
+                )  # fmt: skip
+            beat.renew()
+            await asyncio.sleep(backoff_s(attempt, self.settings))
+            pending = refused
+
     async def _dead_letter(
         self,
         msg: Msg,
@@ -411,8 +493,13 @@ class Worker(Generic[T]):
         headers: Mapping[str, str],
         decision: Decision,
     ) -> None:
-        task_id = self._task_id_of(msg.data, headers) if self._task_id_of else None
-        task_id = task_id or headers.get(HDR_TASK_ID)
+        task_id = None
+        if self._task_id_of is not None:
+            try:
+                task_id = self._task_id_of(msg.data, headers)
+            except Exception:  # hostile bytes (too deep...): fall back to the raw scan
+                task_id = None
+        task_id = task_id or raw_task_id(msg.data, headers)
         outs = dead_letter_outbounds(
             self._subjects,
             role=self._dead_letter_role,

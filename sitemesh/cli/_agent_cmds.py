@@ -77,9 +77,7 @@ def list_agents(
             str(r["description"]),
         )
     console.print(table)
-    console.print(
-        Text(f"services (not agents): {', '.join(SERVICE_ROLES)}", "dim"), soft_wrap=True
-    )
+    console.print(Text(f"services (not agents): {', '.join(SERVICE_ROLES)}", "dim"), soft_wrap=True)
     if schemas_dir is not None:
         console.print(Text(f"schemas written to {schemas_dir}", "dim"))
     return 0
@@ -169,9 +167,7 @@ async def _show_or_publish(
                 console.print(_workflow_table(current))
                 missing = [r for r in current.roles if r not in registry]
                 if missing:
-                    console.print(
-                        Text(f"roles not installed here: {', '.join(missing)}", "yellow")
-                    )
+                    console.print(Text(f"roles not installed here: {', '.join(missing)}", "yellow"))
                 return 0
             policy = await PolicyStore(js).current(site or settings.site)
             check_workflows(doc, registry, policy)

@@ -33,6 +33,15 @@ err_console = Console(stderr=True)
 SiteOpt = Annotated[
     str | None, typer.Option("--site", help="Site name (default: SITEMESH_SITE or eu1).")
 ]
+InsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Run the embedded nats-server WITHOUT authentication (default: one NKey "
+        "identity per role under <state>/creds). Any local process could then read and "
+        "forge messages; for a machine you alone use.",
+    ),
+]
 
 
 def _settings(site: str | None = None) -> Settings:
@@ -101,14 +110,13 @@ def edge(
     replicas: Annotated[int, typer.Option(help="Processes per agent role.")] = 1,
     agent: Annotated[
         list[str] | None,
-        typer.Option(
-            "--agent", metavar="MODULE:CLASS", help="Also run this agent (repeatable)."
-        ),
+        typer.Option("--agent", metavar="MODULE:CLASS", help="Also run this agent (repeatable)."),
     ] = None,
     local_model: Annotated[
         bool,
         typer.Option(help="Plan with SmolLM2-135M on this CPU (llama.cpp server process)."),
     ] = False,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Run a site's whole set: embedded NATS (unless SITEMESH_NATS_URL is set), the
     recorder, the router and a process per agent role the workflows in force name
@@ -121,9 +129,15 @@ def edge(
     if local_model:
         from ._local_model import run_edge_local
 
-        raise typer.Exit(_run(run_edge_local(_settings(site), console, replicas=replicas,
-                                             agents=agents)))
-    raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents)))
+        raise typer.Exit(
+            _run(
+                run_edge_local(
+                    _settings(site), console, replicas=replicas, agents=agents, insecure=insecure
+                )
+            )
+        )
+    raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents,
+                                   insecure=insecure)))  # fmt: skip
 
 
 @app.command()
@@ -148,8 +162,9 @@ def publish(
 
 @app.command()
 def watch(
-    source: Annotated[str, typer.Argument(help="A telemetry source of the site "
-                                          "(`sitemesh telemetry list`).")],
+    source: Annotated[
+        str, typer.Argument(help="A telemetry source of the site (`sitemesh telemetry list`).")
+    ],
     device: Annotated[
         list[str] | None,
         typer.Option("--device", help="Watch only this device (repeatable)."),
@@ -158,8 +173,10 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="Poll once, then exit.")] = False,
     since: Annotated[
         datetime | None,
-        typer.Option(help="First poll reads from this time (a backfill), not the lookback.",
-                     formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+        typer.Option(
+            help="First poll reads from this time (a backfill), not the lookback.",
+            formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
+        ),
     ] = None,
     tenant: Annotated[str, typer.Option(help="Tenant of the raised alerts.")] = "default",
     task_id_prefix: Annotated[str, typer.Option(help="Prefix for the derived task ids.")] = "",
@@ -175,8 +192,15 @@ def watch(
     try:
         code = _run(
             run_watch(
-                _settings(site), console, source, devices=list(device or ()),
-                interval=interval, once=once, since=since, tenant=tenant, dry_run=dry_run,
+                _settings(site),
+                console,
+                source,
+                devices=list(device or ()),
+                interval=interval,
+                once=once,
+                since=since,
+                tenant=tenant,
+                dry_run=dry_run,
                 id_prefix=task_id_prefix,
             )
         )
@@ -372,12 +396,18 @@ def demo(
             "of the tasks, since each model plan takes tens of seconds here.",
         ),
     ] = False,
+    insecure: InsecureOpt = False,
 ) -> None:
     """The main job on the embedded default: NATS, every worker as a process, real
     tickets and telemetry alerts in, answers and dead letters out, a summary."""
     _logging(logging.WARNING)
     if sites:
         from ._demo_hybrid import run_hybrid_demo
+
+        if insecure:
+            err_console.print("--insecure is for the one-site demo (the hybrid servers always "
+                              "authenticate)")  # fmt: skip
+            raise typer.Exit(2)
 
         names = [s.strip() for s in sites.split(",") if s.strip()]
         raise typer.Exit(_run(run_hybrid_demo(_settings(), console, names, timeout_s=timeout_s)))
@@ -387,7 +417,7 @@ def demo(
         _run(
             run_demo(
                 _settings(site), console, data_dir=data, timeout_s=timeout_s,
-                local_model=local_model,
+                local_model=local_model, insecure=insecure,
             )
         )
     )  # fmt: skip

@@ -131,13 +131,13 @@ async def release(js: JetStreamContext, record: ApprovalRecord) -> WorkItem:
     await Publisher(js).publish_many(
         [
             Outbound(
-                subjects.event(task_id),
+                subjects.event(task_id, "operator"),
                 item.decision,
                 msg_id(task_id, "decision", "approval"),
                 task_id=task_id,
                 data_class=data_class,
             ),
-            *start_workflow(item, subjects),
+            *start_workflow(item, subjects, "operator"),
         ]
     )
     return item
@@ -171,7 +171,7 @@ async def reject_task(js: JetStreamContext, record: ApprovalRecord) -> TaskFaile
     )
     await Publisher(js).publish(
         Outbound(
-            Subjects(record.site).event(record.task_id),
+            Subjects(record.site).event(record.task_id, "operator"),
             failed,
             msg_id(record.task_id, "failed", "approval"),
             task_id=record.task_id,

@@ -35,7 +35,7 @@ from rich.table import Table
 
 from ..bus import Subjects, provision
 from ..config import Settings
-from ..edge_node import child_env, process_environ
+from ..edge_node import child_env, process_environ, provision_task_registry
 from ..runtime import connect, provision_workers
 from ..schemas import (
     EVENT_DECODER,
@@ -49,7 +49,7 @@ from ..schemas import (
 )
 from . import _demo_sources as demo_sources
 from ._demo_sources import SourceRun
-from ._nats import nats_url
+from ._nats import nats_url, worker_identities
 from ._ready import pids_line, wait_workers
 from ._run import on_url, site_roles, site_supervisor
 
@@ -157,12 +157,15 @@ async def run_demo(
     data_dir: Path | None = None,
     timeout_s: float = 600.0,
     local_model: bool = False,
+    insecure: bool = False,
 ) -> int:
     """Run the demo; returns the exit code (0: every task ended as expected).
 
     With ``local_model`` the site's planner calls SmolLM2-135M behind llama.cpp's
     server (:func:`sitemesh.cli._local_model.local_model`) on a sample of the tasks
-    (:data:`LOCAL_MODEL_SAMPLE`)."""
+    (:data:`LOCAL_MODEL_SAMPLE`). The embedded server is authenticated (each worker
+    process, ``sitemesh publish`` and ``sitemesh watch`` run as their own role) unless
+    ``insecure``."""
     if local_model:
         from ._local_model import local_model as run_local_model
 
@@ -175,8 +178,9 @@ async def run_demo(
         )
         async with run_local_model(settings, console) as lm:
             return await run_demo(
-                lm.settings, console, data_dir=data, timeout_s=max(timeout_s, 1800.0)
-            )
+                lm.settings, console, data_dir=data, timeout_s=max(timeout_s, 1800.0),
+                insecure=insecure,
+            )  # fmt: skip
     from ..agents import fault_score
     from ..state import Store, migrate
 
@@ -189,14 +193,15 @@ async def run_demo(
     manifest.pop("_doc", None)
     run = _Run()
 
-    async with nats_url(settings, console) as url:
+    async with nats_url(settings, console, insecure=insecure) as url:
         await migrate(settings.db_url)
         nc = await connect(settings, "operator", url=url, name="sitemesh-demo")
         js = nc.jetstream()
         await provision(js, subjects, settings.bus)
         await provision_workers(js, settings.site, settings.health)
+        await provision_task_registry(js, settings.site, settings.bus)
         roles = site_roles(1)
-        sup = site_supervisor(settings, url, roles)
+        sup = site_supervisor(settings, url, roles, (), worker_identities(settings, url, roles))
         store = Store(settings.db_url)
         try:
             await sup.start()

@@ -128,8 +128,7 @@ async def cli(settings: Settings, url: str, *args: str) -> list[str]:
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(
-            f"sitemesh {args[0]} failed ({proc.returncode}): "
-            f"{(err or out).decode()[-2000:]}"
+            f"sitemesh {args[0]} failed ({proc.returncode}): {(err or out).decode()[-2000:]}"
         )
     return out.decode().splitlines()
 

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from ..bus import Subjects, provision
 from ..config import HubSettings, ModelsSettings, Settings
-from ..edge_node import Supervisor, child_env, process_environ
+from ..edge_node import Supervisor, child_env, process_environ, provision_task_registry
 from ..runtime import connect, models_for, provision_tool_health, provision_workers
 from ..topology import Topology, TopologySpec, credentials_url
 from ._ready import pids_line, wait_workers
@@ -139,6 +139,7 @@ async def hybrid_stack(
             await provision(nc.jetstream(), Subjects(site), s.bus)
             await provision_workers(nc.jetstream(), site, s.health)
             await provision_tool_health(nc.jetstream(), site, s.health)
+            await provision_task_registry(nc.jetstream(), site, s.bus)
             await nc.drain()
             stack.supervisors.append(
                 Supervisor(

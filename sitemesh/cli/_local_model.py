@@ -75,16 +75,22 @@ async def local_model(
                     f"{time.perf_counter() - start:.1f} s; log {server.log_path})"
                 )
         hub_server = servers[1] if hub else None
-        yield LocalModel(with_local_model(settings, servers[0], hub_server), servers[0],
-                         hub_server)
+        yield LocalModel(with_local_model(settings, servers[0], hub_server), servers[0], hub_server)
 
 
 async def run_edge_local(
-    settings: Settings, console: Console, *, replicas: int = 1, agents: Sequence[str] = ()
+    settings: Settings,
+    console: Console,
+    *,
+    replicas: int = 1,
+    agents: Sequence[str] = (),
+    insecure: bool = False,
 ) -> int:
     """``sitemesh edge --local-model``: :func:`~sitemesh.cli._run.run_edge` with the
     site's models on a local server started first and stopped last."""
     from ._run import run_edge
 
     async with local_model(settings, console) as lm:
-        return await run_edge(lm.settings, console, replicas=replicas, agents=agents)
+        return await run_edge(
+            lm.settings, console, replicas=replicas, agents=agents, insecure=insecure
+        )

@@ -11,7 +11,7 @@ import msgspec
 from nats.js.client import JetStreamContext
 
 from ..client import KIND_OF_TAG, Client, Submitted
-from ..errors import SchemaError
+from ..errors import SchemaError, StreamFull
 from ..schemas import TASK_DECODER, Task, decode, schema_tag
 
 
@@ -70,7 +70,13 @@ def prepare(
 async def publish(
     js: JetStreamContext, site: str, tasks: Sequence[Prepared], *, concurrency: int = 256
 ) -> list[Submitted]:
-    """Publish ``tasks`` (pipelined, at most ``concurrency`` awaiting PubAcks)."""
+    """Publish ``tasks`` (pipelined, at most ``concurrency`` awaiting PubAcks).
+
+    Raises:
+        StreamFull: ``TASKS_<site>`` refused some of them; the message says how many
+            were stored (publishing the same files again is safe: the stored ones
+            are dropped as duplicates).
+    """
     client = Client(js, site)
     sem = asyncio.Semaphore(concurrency)
 
@@ -81,4 +87,16 @@ async def publish(
             assert p.raw is not None
             return await client.publish_raw(p.kind, p.raw, task_id=p.task_id)
 
-    return list(await asyncio.gather(*(one(p) for p in tasks)))
+    results = await asyncio.gather(*(one(p) for p in tasks), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException) and not isinstance(r, StreamFull):
+            raise r
+    full = [r for r in results if isinstance(r, StreamFull)]
+    if full:
+        stored = len(results) - len(full)
+        raise StreamFull(
+            full[0].subject,
+            f"{full[0].limit}; {stored} of {len(results)} tasks were stored, "
+            "publishing the same files again later is safe",
+        )
+    return [r for r in results if isinstance(r, Submitted)]

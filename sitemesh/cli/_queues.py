@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..bus import RECORDER, Subjects, redact_url
+from ..bus import FILL_WARNING, RECORDER, StreamFill, Subjects, redact_url, stream_fill
 from ..config import Settings
 from ..errors import BusConnectionError
 from ..runtime import connect, read_workers
@@ -171,6 +171,7 @@ async def show_queues(settings: Settings, console: Console) -> None:
         return
     try:
         queues = await role_queues(nc.jetstream(), settings.site)
+        fills = await stream_fill(nc.jetstream(), Subjects(settings.site))
     except Exception as exc:  # a probe: say why, never a traceback
         why = redact_url(f"cannot read NATS at {url}: {exc!r}")
         console.print(Text(f"workers: {why}", style="dim"))
@@ -183,3 +184,16 @@ async def show_queues(settings: Settings, console: Console) -> None:
     console.print(queues_table(queues))
     for line in stranded_lines(queues):
         console.print(line)
+    console.print(fill_line(fills))
+
+
+def fill_line(fills: list[StreamFill]) -> Text:
+    """One line: how full each stream is; those past :data:`FILL_WARNING` in red (a full
+    stream refuses new messages, docs/architecture.md "Stream limits")."""
+    line = Text("streams: ")
+    for i, f in enumerate(fills):
+        if i:
+            line.append(", ")
+        style = "bold red" if f.fraction >= FILL_WARNING else ""
+        line.append(f"{f.stream} {f.fraction:.0%} ({f.bytes / 1048576:,.1f} MiB)", style=style)
+    return line

@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from nats.js import JetStreamContext
 from rich.console import Console
 
 from ..agents import Registry
-from ..bus import Subjects, provision, redact_url
+from ..bus import FILL_WARNING, Subjects, provision, redact_url, stream_fill
 from ..config import Settings
-from ..edge_node import Supervisor, child_env, process_environ
+from ..edge_node import Supervisor, child_env, process_environ, provision_task_registry
 from ..runtime import connect, models_for, provision_tool_health, provision_workers
 from ..workflows import Workflows
-from ._nats import nats_url
+from ._nats import ensure_streams, nats_url, worker_identities
 from ._publish import prepare, publish
 from ._ready import pids_line, wait_workers
+
+log = logging.getLogger("sitemesh.cli")
+
+FILL_CHECK_S = 15.0
+"""Seconds between ``edge``'s reads of its streams' fill (:func:`watch_fill`)."""
 
 
 def site_roles(
@@ -47,10 +54,16 @@ def on_url(settings: Settings, url: str) -> Settings:
 
 
 def site_supervisor(
-    settings: Settings, url: str, roles: list[str], agents: Sequence[str] = ()
+    settings: Settings,
+    url: str,
+    roles: list[str],
+    agents: Sequence[str] = (),
+    identities: Mapping[str, Path] | None = None,
 ) -> Supervisor:
     """The supervisor of ``settings.site``'s worker processes, joining NATS at ``url``;
-    ``agents``: import paths every child registers (``--agent``)."""
+    ``agents``: import paths every child registers (``--agent``); ``identities``:
+    each role's seed file (:func:`~sitemesh.cli._nats.worker_identities`), so every
+    child runs as its own role and never with this command's identity."""
     return Supervisor(
         settings.site,
         roles,
@@ -58,16 +71,24 @@ def site_supervisor(
         env=child_env(process_environ(), on_url(settings, url).to_env()),
         log_dir=settings.state_dir / "logs",
         graceful_timeout_s=settings.bus.graceful_timeout_s,
+        identities=identities,
     )
 
 
 async def run_edge(
-    settings: Settings, console: Console, *, replicas: int = 1, agents: Sequence[str] = ()
+    settings: Settings,
+    console: Console,
+    *,
+    replicas: int = 1,
+    agents: Sequence[str] = (),
+    insecure: bool = False,
 ) -> int:
     """Run a site until SIGTERM/SIGINT; returns the exit code.
 
     Says "ready" only once every worker process registered ready on the bus
     (``sitemesh_workers_<site>``); until then a spinner names what is still loading.
+    The embedded server is authenticated (one identity per role under
+    ``<state_dir>/creds``; each worker process gets its own) unless ``insecure``.
 
     Raises:
         ConfigError: the hub's model settings (``SITEMESH_HUB_MODELS_*``) are given to
@@ -77,17 +98,18 @@ async def run_edge(
     from ..workflows import WorkflowStore
 
     models_for(settings, "site")
-    async with nats_url(settings, console) as url:
+    registry = Registry.load(agents)
+    async with nats_url(settings, console, insecure=insecure, roles=registry.roles) as url:
         nc = await connect(settings, "operator", url=url, name=f"sitemesh-edge-{settings.site}")
         try:
             await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
             await provision_workers(nc.jetstream(), settings.site, settings.health)
             await provision_tool_health(nc.jetstream(), settings.site, settings.health)
+            await provision_task_registry(nc.jetstream(), settings.site, settings.bus)
             workflows = await WorkflowStore(nc.jetstream()).current(settings.site)
         except BaseException:
             await nc.close()
             raise
-        registry = Registry.load(agents)
         roles = site_roles(replicas, workflows, registry)
         missing = [r for r in workflows.roles if r not in registry]
         if missing:  # their work waits on the bus (see `sitemesh status`)
@@ -96,7 +118,12 @@ async def run_edge(
                 f"{', '.join(missing)}; run their workers with `sitemesh worker --agent "
                 "module:Class` (or pass --agent to edge)[/yellow]"
             )
-        sup = site_supervisor(settings, url, roles, agents)
+        try:
+            identities = worker_identities(settings, url, roles)
+        except BaseException:
+            await nc.close()
+            raise
+        sup = site_supervisor(settings, url, roles, agents, identities)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -104,21 +131,55 @@ async def run_edge(
         async with sup:
             console.print(f"site [bold]{settings.site}[/bold] starting at {redact_url(url)}")
             console.print(f"logs in {settings.state_dir / 'logs'}; Ctrl-C to stop")
+            watch: asyncio.Task[None] | None = None
             try:
                 took = await wait_workers(
                     console, [(nc.jetstream(), sup)],
                     timeout_s=settings.health.ready_timeout_s, stop=stop,
                 )  # fmt: skip
+                if took is not None:
+                    console.print(
+                        f"site [bold]{settings.site}[/bold] [green]ready[/green] in "
+                        f"{took:.1f} s: " + pids_line([sup])
+                    )
+                watch = asyncio.create_task(watch_fill(nc.jetstream(), settings.site, console))
+                await stop.wait()
             finally:
-                await nc.close()  # not needed any more (and NATS may be going down)
-            if took is not None:
-                console.print(
-                    f"site [bold]{settings.site}[/bold] [green]ready[/green] in {took:.1f} s: "
-                    + pids_line([sup])
-                )
-            await stop.wait()
+                if watch is not None:
+                    watch.cancel()
+                await nc.close()  # before the workers stop (and NATS may be going down)
             console.print("stopping workers (finishing in-flight work)...")
     return 0
+
+
+async def watch_fill(
+    js: JetStreamContext, site: str, console: Console, *, interval_s: float = FILL_CHECK_S
+) -> None:
+    """Warn (console and log) when one of the site's streams passes
+    :data:`~sitemesh.bus.FILL_WARNING` of its limit, and again when it is back below;
+    every ``interval_s`` seconds until cancelled. A failed read is logged and retried."""
+    subjects = Subjects(site)
+    warned: set[str] = set()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            fills = await stream_fill(js, subjects)
+        except Exception as exc:  # NATS away for a moment: the next check says more
+            log.info("stream fill not read: %s", type(exc).__name__)
+            continue
+        for f in fills:
+            if f.fraction >= FILL_WARNING and f.stream not in warned:
+                warned.add(f.stream)
+                log.warning("stream %s is %.0f%% full", f.stream, f.fraction * 100)
+                console.print(
+                    f"[bold red]stream {f.stream} is {f.fraction:.0%} full[/bold red] "
+                    f"({f.bytes:,} of {f.max_bytes:,} bytes): when full it refuses new work "
+                    "(publishers are told; nothing is dropped). Raise SITEMESH_BUS_MAX_BYTES "
+                    "or lower SITEMESH_BUS_MAX_AGE_S."
+                )
+            elif f.fraction < FILL_WARNING * 0.9 and f.stream in warned:
+                warned.discard(f.stream)
+                console.print(f"stream {f.stream} back to {f.fraction:.0%} full")
 
 
 async def run_publish(
@@ -127,10 +188,10 @@ async def run_publish(
     """Publish tasks from ``files``; prints one task id per line."""
     tasks = prepare(files, prefix=prefix, raw_kind=raw_kind)
     async with nats_url(settings, console) as url:
+        if not settings.nats.has_identity:  # the client identity may not create streams
+            await ensure_streams(settings, url)
         nc = await connect(settings, "client", url=url, name="sitemesh-publish")
         try:
-            if not settings.nats.has_identity:
-                await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
             done = await publish(nc.jetstream(), settings.site, tasks)
         finally:
             await nc.drain()
@@ -139,7 +200,7 @@ async def run_publish(
         console.print(d.task_id, highlight=False, soft_wrap=True)
     console.print(
         f"[dim]published {len(done)} tasks to site {settings.site}"
-        + (f" ({dup} already stored: deduplicated)" if dup else "")
+        + (f" ({dup} already stored with the same body: deduplicated)" if dup else "")
         + "[/dim]"
     )
     await asyncio.sleep(0)

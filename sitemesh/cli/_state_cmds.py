@@ -226,7 +226,9 @@ def _outputs(view: TaskView) -> Table:
         if len(text) > OUTPUT_CHARS:
             text = text[:OUTPUT_CHARS] + f"... ({len(text)} characters)"
         table.add_row(
-            _t(ev.payload.get("step", "")), _t(ev.role), _t(ev.payload.get("output_type", "")),
+            _t(ev.payload.get("step", "")),
+            _t(ev.role),
+            _t(ev.payload.get("output_type", "")),
             _t(text),
         )
     return table
@@ -316,7 +318,9 @@ async def show_task(
         report["costs"] = costs
         console.print(
             json.dumps(report, ensure_ascii=False, indent=2),
-            soft_wrap=True, highlight=False, markup=False,
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
         return EXIT_OK
     console.print(_header(view))

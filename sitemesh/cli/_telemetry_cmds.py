@@ -145,8 +145,9 @@ def _spec_row(spec: SourceSpec, origin: str, meta: dict[str, str]) -> dict[str, 
     import msgspec
 
     row: dict[str, Any] = {"origin": origin, **msgspec.to_builtins(spec)}
-    row["checked"] = {k: meta[k] for k in ("devices", "series", "log_lines", "first", "last")
-                      if k in meta}
+    row["checked"] = {
+        k: meta[k] for k in ("devices", "series", "log_lines", "first", "last") if k in meta
+    }
     return row
 
 
@@ -154,8 +155,13 @@ def _bundled_rows() -> list[dict[str, Any]]:
     from ..sources import BUNDLED_SOURCES
 
     return [
-        {"origin": "bundled", "name": name, "kind": "cisco_mdt", "location": "(packaged)",
-         "description": text}
+        {
+            "origin": "bundled",
+            "name": name,
+            "kind": "cisco_mdt",
+            "location": "(packaged)",
+            "description": text,
+        }
         for name, text in BUNDLED_SOURCES.items()
     ]
 
@@ -298,8 +304,10 @@ def add_cmd(
     ] = None,
     query: Annotated[
         list[str] | None,
-        typer.Option("--query", help="PromQL for prometheus_api ({device} is the alert's "
-                     "device); repeatable."),
+        typer.Option(
+            "--query",
+            help="PromQL for prometheus_api ({device} is the alert's device); repeatable.",
+        ),
     ] = None,
     step: Annotated[
         float | None, typer.Option("--step", help="prometheus_api query step, seconds.")
@@ -359,7 +367,8 @@ def show_cmd(
 
 
 @telemetry_app.command("remove")
-def remove_cmd(name: Annotated[str, typer.Argument(help="Source name.")],
-               site: SiteOpt = None) -> None:
+def remove_cmd(
+    name: Annotated[str, typer.Argument(help="Source name.")], site: SiteOpt = None
+) -> None:
     """Remove a site source (the data itself is left alone)."""
     _exit(telemetry_remove(_settings(site), _console(), name))

@@ -163,7 +163,7 @@ async def _stream_events(
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(
-            subjects.event(task_id),
+            subjects.task_events(task_id),
             stream=subjects.events_stream,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.ALL,
@@ -330,7 +330,9 @@ async def show_trace(
         doc["model_calls"] = [dict(c) for c in calls or []]
         console.print(
             json.dumps(doc, ensure_ascii=False, indent=2, default=str),
-            soft_wrap=True, highlight=False, markup=False,
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
         return EXIT_OK
     for step in steps:

@@ -81,21 +81,28 @@ async def run_watch(
         0, 1 no such source, 2 bad arguments or (with ``once``) the source cannot be
         read.
     """
-    from ..bus import Subjects, provision
     from ..client import Client
     from ..runtime import connect
     from ..sources import BUNDLED_SOURCES, SourceError, Watcher, open_source
-    from ._nats import nats_url
+    from ._nats import ensure_streams, nats_url
 
     if interval < MIN_INTERVAL:
         return _err(console, f"--interval {interval}: expected at least {MIN_INTERVAL} s")
     if name in BUNDLED_SOURCES:
-        return _err(console, f"{name} is the bundled capture, not a live source; watch a "
-                    "source added with `sitemesh telemetry add`")
+        return _err(
+            console,
+            f"{name} is the bundled capture, not a live source; watch a "
+            "source added with `sitemesh telemetry add`",
+        )
     spec = await _spec(settings, console, name)
     if spec is None:
-        console.print(Text(f"no telemetry source {name!r} at site {settings.site} "
-                           "(sitemesh telemetry add NAME SOURCE)", "red"))
+        console.print(
+            Text(
+                f"no telemetry source {name!r} at site {settings.site} "
+                "(sitemesh telemetry add NAME SOURCE)",
+                "red",
+            )
+        )
         return EXIT_NOT_FOUND
     reader = await asyncio.to_thread(open_source, spec)
     watcher = Watcher(
@@ -109,10 +116,10 @@ async def run_watch(
     stop = stop or asyncio.Event()
     raised = 0
     async with nats_url(settings, console) as url:
+        if not settings.nats.has_identity:  # the client identity may not create streams
+            await ensure_streams(settings, url)
         nc = await connect(settings, "client", url=url, name=f"sitemesh-watch-{name}")
         try:
-            if not settings.nats.has_identity:
-                await provision(nc.jetstream(), Subjects(settings.site), settings.bus)
             client = Client(nc.jetstream(), settings.site)
             while True:
                 try:
@@ -120,8 +127,7 @@ async def run_watch(
                 except SourceError as exc:
                     if once:
                         return _err(console, f"watch {name}: {exc}")
-                    console.print(Text(f"watch {name}: {exc}; retrying", "yellow"),
-                                  soft_wrap=True)
+                    console.print(Text(f"watch {name}: {exc}; retrying", "yellow"), soft_wrap=True)
                     alerts = []
                 for alert in alerts:
                     dup = False

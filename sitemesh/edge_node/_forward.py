@@ -198,7 +198,8 @@ class CloudForwarder:
         )
         dclass = env.data_class
         return [
-            Outbound(self._subjects.event(tid), step, msg_id(tid, "forward", "escalation"),
+            Outbound(self._subjects.event(tid, "escalation"), step,
+                     msg_id(tid, "forward", "escalation"),
                      tid, dclass),
             # the causation id too: the default would be the input's msg id, which
             # starts with the caller's task id
@@ -261,8 +262,10 @@ class InboxFinaliser:
             deliveries=ctx.num_delivered,
             worker=ctx.worker,
         )
-        ev, dc = self._subjects.event(tid), draft.data_class
+        ev, dc = self._subjects.event(tid, "escalation"), draft.data_class
         return [
             Outbound(ev, step, msg_id(tid, "reidentify", "escalation"), tid, dc),
-            Outbound(ev, final, msg_id(tid, "final", "escalation"), tid, dc),
-        ]
+            # create-only on the answer subject: at most one answer per task
+            Outbound(self._subjects.answer(tid), final, msg_id(tid, "final", "escalation"),
+                     tid, dc, create_only=True),
+        ]  # fmt: skip

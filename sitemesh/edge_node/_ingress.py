@@ -6,12 +6,20 @@ policy router for a decision, and publishes ``TaskAccepted`` and the
 ``PolicyDecision`` on the task's event subject and a ``WorkItem`` for the first
 agent. Anything wrong with the input raises a :class:`~sitemesh.errors.PermanentError`
 that the worker runtime dead-letters with the reason.
+
+With a :class:`~sitemesh.edge_node.TaskRegistry` a task id names one task for good:
+the router records each id it accepts (create-only, ``sitemesh_tasks_<site>``) and
+answers a later ``TASKS`` message under the same id with a ``TaskResubmitted``
+instead of running it again: a duplicate (same body) or a refused conflict (another
+body). A redelivery of the accepted message itself is processed as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -27,14 +35,23 @@ from ..schemas import (
     SupportTicket,
     Task,
     TaskAccepted,
+    TaskResubmitted,
     WorkItem,
     decode,
     schema_tag,
+    task_digest,
     utcnow,
 )
 from ..workflows import Workflows, dispatch, first_step
+from ._task_ids import TaskRecord, TaskRegistry
+
+log = logging.getLogger("sitemesh.router")
 
 _TASK_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+HDR_REDRIVE_OF = "sm-redrive-of"
+"""Mirror of :data:`sitemesh.replay.HDR_REDRIVE_OF` (the replay package imports this one):
+a redriven dead letter of the accepted task runs again under its id."""
 
 
 class Decider(Protocol):
@@ -98,6 +115,8 @@ class Ingress:
         decider: the policy router; must fail closed (raise) when it cannot decide.
         workflows: the workflows in force (a :class:`~sitemesh.workflows.LiveWorkflows`
             follows KV); default: the bundled ones.
+        registry: the site's task-id registry; ``None`` (tests, a replay sandbox):
+            ids are deduplicated within the stream's duplicate window only.
     """
 
     def __init__(
@@ -105,9 +124,12 @@ class Ingress:
         subjects: Subjects,
         decider: Decider,
         workflows: Callable[[], Workflows] | None = None,
+        *,
+        registry: TaskRegistry | None = None,
     ) -> None:
         self._subjects = subjects
         self._decider = decider
+        self._registry = registry
         if workflows is None:
             bundled = Workflows.load()
 
@@ -124,6 +146,7 @@ class Ingress:
                 task id from a header is not a valid id.
             PolicyDenied: the policy denied the task.
             NoWorkflow: no workflow in force serves the task's kind.
+            TransientError: the task-id registry cannot be read or written.
         """
         kind = ctx.subject.rsplit(".", 1)[-1]
         expected = TASK_KINDS.get(kind)
@@ -149,6 +172,10 @@ class Ingress:
                 f"task id {task_id[:64]!r} must be 1-128 characters of [A-Za-z0-9._:-]",
                 field=HDR_TASK_ID,
             )
+        digest = task_digest(task)
+        first = await self._first(task_id, digest, ctx)
+        if first is not None:
+            return await self._resubmitted(task_id, digest, first, ctx)
         workflow = self._workflows().for_kind(kind)
         if workflow is None:
             raise NoWorkflow(
@@ -176,7 +203,7 @@ class Ingress:
             submitted_at=submitted_at,
             accepted_at=now,
         )
-        event = self._subjects.event(task_id)
+        event = self._subjects.event(task_id, "router")
         accepted = TaskAccepted(
             task_id=task_id,
             site=self._subjects.site,
@@ -187,6 +214,7 @@ class Ingress:
             accepted_at=now,
             workflow=workflow.name,
             workflow_version=workflow.version,
+            stream_seq=ctx.stream_seq,
         )
         tid, dclass = task_id, decision.data_class
         item = WorkItem(
@@ -212,18 +240,106 @@ class Ingress:
                 item=item,
             )
             outs.append(Outbound(event, parked, msg_id(tid, "approval", "router"), tid, dclass))
-            return outs
-        return [*outs, *start_workflow(item, self._subjects)]
+        else:
+            outs.extend(start_workflow(item, self._subjects, "router"))
+        # recorded last: a task refused above may be submitted again under its id
+        first = await self._claim(task_id, digest, ctx, now)
+        if first is not None:  # another message took the id meanwhile
+            return await self._resubmitted(task_id, digest, first, ctx)
+        return outs
+
+    @staticmethod
+    def _redrive(first: TaskRecord, task_id: str, digest: str, ctx: MsgContext) -> bool:
+        """Whether ``ctx``'s message is a redriven dead letter of the accepted task."""
+        return HDR_REDRIVE_OF in ctx.headers and (first.task_id, first.digest) == (task_id, digest)
+
+    async def _first(self, task_id: str, digest: str, ctx: MsgContext) -> TaskRecord | None:
+        """The record of the task first accepted under ``task_id``'s token when this
+        message is a resubmission; ``None`` for a new id, a redelivery of the accepted
+        message (same stream sequence) or its redriven dead letter."""
+        if self._registry is None:
+            return None
+        first = await self._registry.lookup(task_id)
+        if first is None or first.stream_seq == ctx.stream_seq:
+            return None
+        return None if self._redrive(first, task_id, digest, ctx) else first
+
+    async def _claim(
+        self, task_id: str, digest: str, ctx: MsgContext, now: datetime
+    ) -> TaskRecord | None:
+        """Record ``task_id`` for this message (create-only); ``None`` when it is now
+        (or already was) this message's, else the record of the message that has it."""
+        if self._registry is None:
+            return None
+        mine = TaskRecord(
+            task_id=task_id, digest=digest, stream_seq=ctx.stream_seq, accepted_at=now
+        )
+        first = await self._registry.claim(mine)
+        if first.stream_seq != ctx.stream_seq and self._redrive(first, task_id, digest, ctx):
+            first = await self._registry.reclaim(mine, first)
+        return None if first.stream_seq == ctx.stream_seq else first
+
+    async def _resubmitted(
+        self, task_id: str, digest: str, first: TaskRecord, ctx: MsgContext
+    ) -> list[Outbound]:
+        """The ``TaskResubmitted`` report of a message under an id accepted before."""
+        assert self._registry is not None
+        state = await self._registry.answer_state(first.task_id)
+        events = self._subjects.events_stream
+        accepted = (
+            f"first accepted at {first.accepted_at.isoformat(timespec='seconds')} "
+            f"({self._subjects.tasks_stream} seq {first.stream_seq})"
+        )
+        duplicate = (first.task_id, first.digest) == (task_id, digest)
+        if duplicate:
+            where = {
+                "answered": f"its answer is already published ({events} seq {state.seq})",
+                "failed": f"it failed ({events} seq {state.seq}); submit it under a new id",
+                "awaiting_approval": "it is waiting for approval (sitemesh approvals)",
+                "in_progress": "its answer is still in progress",
+                "unknown": f"its events are no longer in {events}",
+            }[state.status]
+            reason = f"task id {task_id!r} is a duplicate of the task {accepted}; {where}"
+            log.info("%s", reason)
+        elif first.task_id != task_id:
+            reason = (
+                f"task id {task_id!r} is refused: it shares its event subjects with task id "
+                f"{first.task_id!r}, {accepted}; use another id"
+            )
+            log.warning("%s", reason)
+        else:
+            reason = (
+                f"task id {task_id!r} is refused: its body differs from the one {accepted}; "
+                "a task id names one task, so submit a new task under a new id"
+            )
+            log.warning("%s", reason)
+        report = TaskResubmitted(
+            task_id=task_id,
+            site=self._subjects.site,
+            outcome="duplicate" if duplicate else "conflict",
+            code="task_id_duplicate" if duplicate else "task_id_conflict",
+            reason=reason,
+            stream_seq=ctx.stream_seq,
+            first_stream_seq=first.stream_seq,
+            first_accepted_at=first.accepted_at,
+            status=state.status,
+            answer_seq=state.seq,
+            answered_at=state.at,
+        )
+        step = f"resubmitted-{ctx.stream_seq}"
+        event = self._subjects.event(task_id, "router")
+        return [Outbound(event, report, msg_id(task_id, step, "router"), task_id)]
 
 
-def start_workflow(item: WorkItem, subjects: Subjects) -> list[Outbound]:
+def start_workflow(item: WorkItem, subjects: Subjects, producer: str) -> list[Outbound]:
     """The messages that start ``item``'s workflow: a ``StepSkipped`` per step passed
     over, and the item for the first step that runs (``<task>:work:<step>``).
 
-    Used by the router and by ``sitemesh approve`` (the approved item).
+    Used by the router and by ``sitemesh approve`` (the approved item); ``producer``
+    (``router``, ``operator``) names the event subject the skip events go on.
 
     Raises:
         WorkflowError: the workflow has no step to run (it cannot, once validated).
     """
-    _, outs = dispatch(item, first_step(item), subjects)
+    _, outs = dispatch(item, first_step(item), subjects, producer)
     return outs

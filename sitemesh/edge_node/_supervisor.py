@@ -2,7 +2,9 @@
 
 One child process per role (``sitemesh worker ROLE --site SITE``), each with its
 own log file under ``<state_dir>/logs``. A child that exits on its own is
-restarted with exponential backoff (1 s doubling to 30 s); :meth:`Supervisor.stop`
+restarted with exponential backoff (1 s doubling to 30 s), which starts over at 1 s
+once a child has run for :data:`STABLE_AFTER_S` (a crash an hour after the last
+one is a new incident, not a crash loop); :meth:`Supervisor.stop`
 sends SIGTERM to every child (they stop fetching, finish in-flight work and drain)
 and SIGKILLs those still alive after the graceful timeout.
 """
@@ -15,14 +17,33 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 log = logging.getLogger("sitemesh.supervisor")
 
+SEED_FILE_ENV = "SITEMESH_NATS_NKEY_SEED_FILE"
+"""Set per child to its own role's seed file when ``identities`` are given."""
+
 HEALTH_PORT_ENV = "SITEMESH_HEALTH_PORT"
 """Not passed on to children (``settings.health.port``): each would try to bind it."""
+
+RESTART_DELAY_S: Final = 1.0
+"""Delay before restarting a child after its first exit (or a stable run), in seconds."""
+
+MAX_RESTART_DELAY_S: Final = 30.0
+"""Ceiling of the restart delay, which doubles per exit of a crash-looping child, in seconds."""
+
+STABLE_AFTER_S: Final = 60.0
+"""A child that ran at least this long before it exited was stable: its restart delay
+starts over at :data:`RESTART_DELAY_S` instead of doubling on, in seconds."""
+
+RESTART_HISTORY: Final = 32
+"""Restart delays remembered per child (:attr:`Supervisor.restart_delays`)."""
 
 
 @dataclass
@@ -32,6 +53,8 @@ class _Child:
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
     log_path: Path = field(default_factory=Path)
+    started_at: float = 0.0
+    delays: deque[float] = field(default_factory=lambda: deque(maxlen=RESTART_HISTORY))
 
 
 class Supervisor:
@@ -47,6 +70,22 @@ class Supervisor:
         restart: restart children that exit on their own.
         agents: import paths (``module:Class``) of agents every child registers
             (``sitemesh worker --agent``), so a role of yours runs like a built-in one.
+        identities: ``{role: seed file}``: each child gets its own role's NATS identity
+            (``SITEMESH_NATS_NKEY_SEED_FILE``) and no inherited seed; ``None``: ``env``
+            as given.
+        restart_delay_s: seconds before the first restart of a child (and the first
+            after a stable run); doubles per exit up to ``max_restart_delay_s``.
+        max_restart_delay_s: ceiling of the restart delay, in seconds.
+        stable_after_s: a child that ran at least this many seconds before exiting
+            restarts after ``restart_delay_s`` again (see :data:`STABLE_AFTER_S`).
+        program: what a child runs, before its ``worker ROLE --site SITE`` arguments;
+            default this Python with ``-m sitemesh``.
+        clock: monotonic seconds, to measure how long a child ran (tests pass a fake).
+
+    Raises:
+        KeyError: ``identities`` lacks one of ``roles``.
+        ValueError: a restart delay is not positive, ``max_restart_delay_s`` is below
+            ``restart_delay_s``, or ``stable_after_s`` is negative.
     """
 
     def __init__(
@@ -59,8 +98,31 @@ class Supervisor:
         graceful_timeout_s: float = 20.0,
         restart: bool = True,
         agents: Sequence[str] = (),
+        identities: Mapping[str, Path] | None = None,
+        restart_delay_s: float = RESTART_DELAY_S,
+        max_restart_delay_s: float = MAX_RESTART_DELAY_S,
+        stable_after_s: float = STABLE_AFTER_S,
+        program: Sequence[str] = (sys.executable, "-m", "sitemesh"),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.site = site
+        if not 0 < restart_delay_s <= max_restart_delay_s:
+            raise ValueError(
+                f"restart_delay_s ({restart_delay_s}) must be > 0 and <= max_restart_delay_s "
+                f"({max_restart_delay_s})"
+            )
+        if stable_after_s < 0:
+            raise ValueError(f"stable_after_s must be >= 0 seconds, got {stable_after_s}")
+        self._restart_delay_s = restart_delay_s
+        self._max_restart_delay_s = max_restart_delay_s
+        self._stable_after_s = stable_after_s
+        self._program = list(program)
+        self._clock = clock
+        if identities is not None:
+            missing = sorted(set(roles) - set(identities))
+            if missing:
+                raise KeyError(f"no NATS identity for roles {missing}")
+        self._identities = identities
         self._agent_args = [arg for path in agents for arg in ("--agent", path)]
         self._env = dict(env)
         # one HTTP health port per process: children cannot all bind the same one
@@ -93,6 +155,12 @@ class Supervisor:
         raise KeyError(role)
 
     @property
+    def restart_delays(self) -> dict[str, list[float]]:
+        """``{"<role>-<n>": [seconds, ...]}``: the delay before each restart of each
+        child so far, oldest first (the last :data:`RESTART_HISTORY`)."""
+        return {f"{c.role}-{c.index}": list(c.delays) for c in self._children}
+
+    @property
     def pids(self) -> dict[str, list[int]]:
         """``{role: [pid, ...]}`` of the running children."""
         out: dict[str, list[int]] = {}
@@ -106,43 +174,54 @@ class Supervisor:
         child.log_path = self._log_dir / f"{self.site}-{child.role}-{child.index}.log"
         with child.log_path.open("ab") as logfile:
             child.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "sitemesh",
+                *self._program,
                 "worker",
                 child.role,
                 "--site",
                 self.site,
                 *self._agent_args,
-                env=self._env,
+                env=self._child_env(child.role),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
                 start_new_session=True,
             )
+        child.started_at = self._clock()
         log.info("started %s-%s #%d pid %d", self.site, child.role, child.index, child.proc.pid)
 
+    def _child_env(self, role: str) -> dict[str, str]:
+        if self._identities is None:
+            return self._env
+        env = {k: v for k, v in self._env.items() if not k.startswith("SITEMESH_NATS_NKEY_SEED")}
+        env[SEED_FILE_ENV] = str(self._identities[role])
+        return env
+
     async def _watch(self, child: _Child) -> None:
-        delay = 1.0
+        delay = self._restart_delay_s
         while True:
             assert child.proc is not None
             code = await child.proc.wait()
+            ran_s = self._clock() - child.started_at
             if self._stopping or not self._restart:
                 return
+            if ran_s >= self._stable_after_s:
+                delay = self._restart_delay_s  # it ran stably: not a crash loop
             child.restarts += 1
+            child.delays.append(delay)
             log.warning(
-                "%s-%s #%d exited with %s; restarting in %.0f s (log: %s)",
+                "%s-%s #%d exited with %s after %.0f s; restarting in %.1f s (log: %s)",
                 self.site,
                 child.role,
                 child.index,
                 code,
+                ran_s,
                 delay,
                 child.log_path,
             )
             await asyncio.sleep(delay)
             if self._stopping:
                 return
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, self._max_restart_delay_s)
             await self._spawn(child)
 
     async def start(self) -> None:

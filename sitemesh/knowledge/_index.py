@@ -22,7 +22,7 @@ import numpy as np
 from ._calibrate import HEURISTIC, VOTE_K, Calibration, Features, fit_platt
 from ._docs import Document, KbSpec
 from ._routing import visible
-from ._text import index_text, tokenize
+from ._text import cap_query, index_text, tokenize
 
 MAX_INDEXED_CHARS = 4000
 """Only the first this-many characters of a row are indexed, so one very long
@@ -208,14 +208,15 @@ class KbIndex:
 
         Args:
             query: free text (already scrubbed of contact details by the caller;
-                tokenised like the documents).
+                tokenised like the documents); only its first
+                :data:`~sitemesh.knowledge.MAX_QUERY_CHARS` characters count.
             tenant: only documents of this tenant or of none (``None``: all).
             k: how many distinct answers to return.
 
         Returns:
             The ranking; empty with confidence 0.0 when no query term is indexed.
         """
-        tokens = tokenize(query)
+        tokens = tokenize(cap_query(query))
         terms = sorted({t for t in tokens if t in self._vocab})
         if not terms or k <= 0:
             return Ranking(hits=[], features=None, confidence=0.0, terms=terms)
@@ -223,7 +224,7 @@ class KbIndex:
 
     def score_of(self, query: str, label: str, *, tenant: str | None = None) -> float:
         """The best BM25 score of any row of ``label`` for ``query`` (0.0: none)."""
-        terms = sorted({t for t in tokenize(query) if t in self._vocab})
+        terms = sorted({t for t in tokenize(cap_query(query)) if t in self._vocab})
         if not terms:
             return 0.0
         scores = self._scores(terms)

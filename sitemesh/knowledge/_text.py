@@ -11,6 +11,13 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 MAX_PASSAGE_CHARS: Final = 1200
 """Passage text sent on the wire is cut to this many characters (at a word boundary)."""
 
+MAX_QUERY_CHARS: Final = 2000
+"""Longest retrieval query, in characters (about 300 English words): a ticket's text is
+cut to it before it is scrubbed, tokenised and ranked (:func:`cap_query`), so the cost
+of a query is bounded whatever the task carries. The retrieval signal of a ticket is in
+its title and first paragraphs; BM25 gains nothing from more, and every scrubbing
+pattern and the ranking are linear (or worse) in the text's length."""
+
 _CAMEL_1 = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _CAMEL_2 = re.compile(r"(?<=[A-Z])(?=[A-Z][a-z])")
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -29,8 +36,11 @@ more). Match :data:`EMAIL_RE` first: an address's domain would match here too.""
 URL_RE: Final = re.compile(r"\b(?:https?://|www\.)\S+|\bhttps?\s*:\s*//\S+", re.IGNORECASE)
 """A URL, also the ``https: //host`` form that tweets and copied text contain."""
 
-EMAIL_RE: Final = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
-"""An e-mail address (RFC 5322's common subset: ``local@domain.tld``)."""
+EMAIL_RE: Final = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+"""An e-mail address (RFC 5322's common subset: ``local@domain.tld``). A match starts
+only where a run of local-part characters starts (the look-behind): one starting at
+every word boundary inside the run, as ``\b`` would, rescans the run to its end from
+each, which is quadratic (``"1." * 8192``, no ``@``, took 11 s)."""
 
 PHONE_RE: Final = re.compile(r"\+?\d[\d ()-]{7,}\d")
 """A phone number: 9 or more digits with spaces, dashes or brackets between them."""
@@ -111,6 +121,16 @@ def trim(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
     if space > limit // 2:
         cut = cut[:space]
     return cut.rstrip() + "…"
+
+
+def cap_query(text: str, limit: int = MAX_QUERY_CHARS) -> str:
+    """``text`` cut to at most ``limit`` characters, at a whitespace if there is one in
+    its last quarter (so no word is cut in half), without an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return cut[:space] if space > limit * 3 // 4 else cut
 
 
 def scrub_contact_details(text: str) -> str:

@@ -204,7 +204,8 @@ async def redrive(js: JetStreamContext, subjects: Subjects, seq_or_task_id: str)
     Raises:
         DeadLetterNotFound: no such dead letter.
         PermanentError: the original is not kept (it had left its stream before
-            it was dead-lettered) or its subject is not one of this site's.
+            it was dead-lettered, or only its first bytes were: too large) or its
+            subject is not one of this site's.
     """
     rec = await find_dead_letter(js, subjects, seq_or_task_id)
     letter = rec.letter
@@ -215,6 +216,13 @@ async def redrive(js: JetStreamContext, subjects: Subjects, seq_or_task_id: str)
     if not letter.subject or not letter.original:
         raise PermanentError(
             f"dead letter {rec.seq} kept no original message to redrive", field="original"
+        )
+    if letter.original_truncated:
+        raise PermanentError(
+            f"dead letter {rec.seq} kept only the first {len(letter.original)} of the "
+            f"original's {letter.original_size} bytes (too large to carry whole): "
+            "nothing to redrive",
+            field="original",
         )
     if not letter.subject.startswith(f"{subjects.prefix}.") or f".{subjects.site}." not in (
         letter.subject

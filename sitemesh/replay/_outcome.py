@@ -41,6 +41,7 @@ VOLATILE: Final[frozenset[str]] = frozenset(
         "dead_at",
         "decided_at",
         "deliveries",
+        "stream_seq",
         "failed_at",
         "finished_at",
         "policy_version",

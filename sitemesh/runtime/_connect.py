@@ -12,13 +12,51 @@ from ..errors import ConfigError
 from ._identity import nats_options
 
 
+def embedded_identity(settings: Settings, role: str, url: str) -> Settings:
+    """``settings`` with ``role``'s seed file when ``url`` is this state directory's
+    authenticated embedded server and no identity is configured; else unchanged.
+
+    ``sitemesh edge`` and ``sitemesh demo`` start the embedded server with per-role
+    identities under ``<state_dir>/creds`` (:func:`sitemesh.bus.embedded_creds`), so a
+    command run against it (``sitemesh publish`` as ``client``, ``dlq``, ``policy``...
+    as ``operator``) needs no ``SITEMESH_NATS_NKEY_SEED_FILE``.
+
+    Raises:
+        ConfigError: the server is authenticated but has no identity for ``role`` at
+            this site (key ``nats.nkey_seed_file``).
+    """
+    if settings.nats.has_identity:
+        return settings
+    creds = bus.embedded_creds(settings.state_dir, url)
+    if creds is None:
+        return settings
+    from ..topology import load_creds
+
+    try:
+        seed = load_creds(creds).get(settings.site, role).seed_file
+    except KeyError:
+        raise ConfigError(
+            "nats.nkey_seed_file",
+            f"the embedded server at {bus.redact_url(url)} admits only its identities, and "
+            f"{creds} has none for role {role!r} at site {settings.site!r} (restart "
+            f"`sitemesh edge --site {settings.site}`, or run `sitemesh creds --site "
+            f"{settings.site} --role {role} --out {creds}` and restart it)",
+        ) from None
+    return settings.model_copy(
+        update={"nats": settings.nats.model_copy(update={"nkey_seed_file": seed})}
+    )
+
+
 async def connect(
     settings: Settings, role: str, *, url: str | None = None, name: str | None = None
 ) -> Client:
     """Connect as ``role``, with the identity and TLS material ``settings.nats`` names.
 
     Every sitemesh process and CLI command connects through here, so a secured site
-    (``sitemesh creds``/``certs``) works the same for workers and operators.
+    (``sitemesh creds``/``certs``) works the same for workers and operators. With no
+    identity configured and the target being this state directory's authenticated
+    embedded server, ``role``'s identity from ``<state_dir>/creds`` is used
+    (:func:`embedded_identity`).
 
     Args:
         settings: ``nats.url`` (unless ``url``), identity and TLS files, timeouts.
@@ -43,6 +81,7 @@ async def connect(
             "no NATS server to join: set SITEMESH_NATS_URL (or run `sitemesh edge`, "
             "which starts the embedded server and its workers together)",
         )
+    settings = embedded_identity(settings, role, target)
     return await bus.connect(
         target,
         name=name or f"sitemesh-{settings.site}-{role}-{os.getpid()}",

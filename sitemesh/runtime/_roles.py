@@ -33,6 +33,7 @@ from ..edge_node import (
     CloudForwarder,
     InboxFinaliser,
     Ingress,
+    TaskRegistry,
     pending_kv,
     task_decoder,
     task_id_of,
@@ -124,7 +125,14 @@ async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
         stream=stream,
         durable=durable,
         decoder=task_decoder(settings.bus.max_task_bytes),
-        handler=Ingress(subjects, BatchingDecider(router, max_batch=settings.bus.batch), workflows),
+        handler=Ingress(
+            subjects,
+            BatchingDecider(router, max_batch=settings.bus.batch),
+            workflows,
+            registry=TaskRegistry(
+                js, subjects, settings.bus, create_bucket=not settings.nats.has_identity
+            ),
+        ),
         settings=settings.bus,
         task_id_of=task_id_of,
     )

@@ -137,7 +137,7 @@ def step_handler(
         )
         outs = [
             Outbound(
-                subjects.event(tid),
+                subjects.event(tid, role),
                 event,
                 msg_id(tid, "step", step.name),
                 task_id=tid,
@@ -152,13 +152,14 @@ def step_handler(
                 taken = await finaliser(item, answer, ctx)
                 if taken is not None:
                     return [*outs, *taken]
-            outs.append(
-                Outbound(
-                    subjects.event(tid),
+            outs.append(  # create-only: neither a forged msg id nor a redelivery
+                Outbound(  # can store a second answer or drop the real one
+                    subjects.answer(tid),
                     answer,
                     msg_id(tid, "final", role),
                     task_id=tid,
                     data_class=dclass,
+                    create_only=True,
                 )
             )
             return outs
@@ -170,7 +171,7 @@ def step_handler(
             advance = next_step(done, step.name)
         except WorkflowError as exc:
             raise SchemaError(str(exc), field="$.workflow") from exc
-        _, more = dispatch(done, advance, subjects)
+        _, more = dispatch(done, advance, subjects, role)
         return [*outs, *more]
 
     return handle

@@ -16,6 +16,7 @@ from ._events import (
     StepSkipped,
     TaskAccepted,
     TaskFailed,
+    TaskResubmitted,
 )
 from ._outputs import (
     Diagnosis,
@@ -48,6 +49,7 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     CloudIncident,
     CloudAnswer,
     ApprovalRequested,
+    TaskResubmitted,
 )
 """Every top-level wire message, in a stable order."""
 

@@ -198,10 +198,25 @@ async def request_approval(
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database failed.
     """
-    task_id = item.envelope.task_id
-    values = {
+    values = approval_values(item, now=now)
+    async with store._write() as conn:
+        await conn.execute(store._insert(ApprovalRow).values(**values).on_conflict_do_nothing())
+        row = (
+            await conn.execute(select(_TABLE).where(ApprovalRow.task_id == values["task_id"]))
+        ).one()
+    return _record(row)
+
+
+def approval_values(item: WorkItem, *, now: datetime | None = None) -> dict[str, Any]:
+    """The new ``approvals`` row parking ``item`` (status ``pending``, a random id).
+
+    Args:
+        item: the parked work item.
+        now: the request time (UTC); ``None``: now.
+    """
+    return {
         "approval_id": uuid.uuid4().hex[:12],
-        "task_id": task_id,
+        "task_id": item.envelope.task_id,
         "site": item.envelope.site,
         "rule_id": item.decision.rule_id,
         "policy_version": item.decision.policy_version,
@@ -213,10 +228,6 @@ async def request_approval(
         "reason": "",
         "work_item": ENCODER.encode(item),
     }
-    async with store._write() as conn:
-        await conn.execute(store._insert(ApprovalRow).values(**values).on_conflict_do_nothing())
-        row = (await conn.execute(select(_TABLE).where(ApprovalRow.task_id == task_id))).one()
-    return _record(row)
 
 
 async def get_approval(store: Store, key: str) -> ApprovalRecord | None:

@@ -20,6 +20,7 @@ from ..schemas import (
     StepSkipped,
     TaskAccepted,
     TaskFailed,
+    TaskResubmitted,
     schema_tag,
 )
 from ._views import (
@@ -79,6 +80,9 @@ def event_row(stream: str, stream_seq: int, event: Event) -> dict[str, Any]:
         case ApprovalRequested():
             role, at = "router", event.requested_at
             summary = f"awaiting approval: rule {event.rule_id} ({event.data_class})"
+        case TaskResubmitted():  # the accepted task goes on: no change to its row
+            role, at = "router", event.at
+            summary = f"resubmitted ({event.outcome}, TASKS seq {event.stream_seq})"
     # through JSON, not to_builtins: a step's output is raw JSON (msgspec.Raw)
     payload = msgspec.json.decode(ENCODER.encode(event))
     if isinstance(event, ApprovalRequested):

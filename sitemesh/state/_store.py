@@ -12,31 +12,29 @@ Every write is idempotent, so a redelivered message is recorded once:
 Status rules: a task is ``accepted`` until it is ``answered`` or ``failed``.
 ``answered`` is final; ``failed`` (a ``task_failed`` event or a dead letter) only
 applies to a task that is not answered yet. Events may arrive in any order: the
-first event of a task creates its row, later ones fill it in.
+first event of a task creates its row, later ones fill it in. A resubmitted task
+(a second ``task_accepted``) keeps its first ``submitted_at`` and ``accepted_at``.
+Every rule is in :func:`sitemesh.state._tasks.apply_event`.
+
+A batch (:meth:`Store.record_events`, :meth:`Store.record_dead_letters`) is one
+transaction with the same result as recording its messages one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from datetime import datetime
+import functools
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Select, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ..schemas import (
-    DeadLetter,
-    Event,
-    FinalAnswer,
-    PolicyDecision,
-    StepCompleted,
-    TaskAccepted,
-    TaskFailed,
-)
+from ..schemas import ApprovalRequested, DeadLetter, Event, PolicyDecision
+from ._approvals import ApprovalRow, approval_values
 from ._db import create_engine, is_sqlite, migrate
 from ._models import DeadLetterRow, PolicyDecisionRow, TaskEventRow, TaskRow
 from ._rows import (
@@ -48,12 +46,16 @@ from ._rows import (
     event_view,
     summary,
 )
+from ._tasks import ROW_EVENTS, TASK_COLUMNS, TaskValues, apply_event, mark_failed, new_task
 from ._views import DeadLetterView, StatusCounts, TaskSummary, TaskView
 
 STATUSES: tuple[str, ...] = ("accepted", "answered", "failed")
 """Task statuses, in lifecycle order."""
 
 _Insert = sqlite.Insert | postgresql.Insert
+_Change = Callable[[TaskValues | None], TaskValues | None]
+"""What one event (or dead letter) does to its task's row (see :mod:`._tasks`)."""
+_K = TypeVar("_K", int, tuple[str, int])
 
 
 class Store:
@@ -118,9 +120,16 @@ class Store:
             return postgresql.insert(model)
         return sqlite.insert(model)
 
+    @functools.cached_property
+    def _stmts(self) -> _Statements:
+        return _Statements(self._insert)
+
     # -- writes ----------------------------------------------------------------------
     async def record_event(self, stream: str, stream_seq: int, event: Event) -> bool:
         """Record one event read from ``stream`` at ``stream_seq`` and update its task.
+
+        :meth:`record_events` of one event (an ``approval_requested`` event parks its
+        work item too).
 
         Args:
             stream: the stream it was read from (``EVENTS_<site>``).
@@ -134,96 +143,89 @@ class Store:
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the database failed; nothing was written.
         """
-        row = event_row(stream, stream_seq, event)
+        return await self.record_events(stream, [(stream_seq, event)]) == 1
+
+    async def record_events(self, stream: str, events: Sequence[tuple[int, Event]]) -> int:
+        """Record a batch of events read from ``stream`` in one transaction.
+
+        The same result as :meth:`record_event` of each in turn, with a handful of
+        statements per batch instead of several per event: the event rows in one
+        insert-or-ignore (keyed by stream sequence), the policy decisions in one
+        upsert, the tasks' rows read once, folded over the new events in order
+        (:func:`sitemesh.state._tasks.apply_event`) and written back in one upsert.
+        An ``approval_requested`` event parks its work item in the same transaction
+        (idempotent per task, as :func:`sitemesh.state.request_approval`). On
+        PostgreSQL the tasks' rows are locked (created first if missing, in task id
+        order) so that concurrent recorders fold one after the other.
+
+        Args:
+            stream: the stream they were read from (``EVENTS_<site>``).
+            events: ``(stream_seq, event)`` pairs in stream order.
+
+        Returns:
+            How many were recorded now; the others were recorded before, or are a
+            second final answer for their task.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database failed; nothing of the
+                batch was written.
+        """
+        if not events:
+            return 0
+        rows = [event_row(stream, seq, ev) for seq, ev in events]
+        items = [ev.item for _, ev in events if isinstance(ev, ApprovalRequested)]
         async with self._write() as conn:
-            stmt = self._insert(TaskEventRow).values(**row).on_conflict_do_nothing()
-            inserted = (await conn.execute(stmt.returning(TaskEventRow.id))).first()
-            if inserted is None:
-                return False
-            await self._apply(conn, event)
-        return True
+            result = await conn.execute(self._stmts.insert_events, rows)
+            inserted: set[int] = set(result.scalars())
+            fresh = [ev for seq, ev in events if _take(inserted, seq)]
+            if items:
+                parked = [approval_values(item) for item in items]
+                await conn.execute(self._stmts.insert_approvals, parked)
+            # the latest decision of a task wins (one row per task in the upsert)
+            decisions = {
+                ev.task_id: decision_row(ev) for ev in fresh if isinstance(ev, PolicyDecision)
+            }
+            if decisions:
+                await conn.execute(self._stmts.upsert_decisions, list(decisions.values()))
+            changes = [
+                (ev.task_id, functools.partial(apply_event, event=ev))
+                for ev in fresh
+                if isinstance(ev, ROW_EVENTS)
+            ]
+            await self._fold_tasks(conn, changes)
+        return len(fresh)
 
-    async def _apply(self, conn: AsyncConnection, event: Event) -> None:
-        match event:
-            case TaskAccepted():
-                fields = {
-                    "site": event.site,
-                    "kind": event.kind,
-                    "tenant": event.tenant,
-                    "title": event.title,
-                    "submitted_at": event.submitted_at,
-                    "accepted_at": event.accepted_at,
-                }
-                await self._upsert_task(conn, event.task_id, fields, update=fields)
-            case PolicyDecision():
-                decision = decision_row(event)
-                stmt = self._insert(PolicyDecisionRow).values(**decision)
-                await conn.execute(
-                    stmt.on_conflict_do_update(index_elements=["task_id"], set_=decision)
-                )
-                fields = {"data_class": event.data_class}
-                await self._upsert_task(conn, event.task_id, fields, update=fields)
-            case StepCompleted():
-                await self._upsert_task(conn, event.task_id, {"site": event.site}, update=None)
-            case FinalAnswer():
-                latency_ms = (event.answered_at - event.submitted_at).total_seconds() * 1000.0
-                answer = {
-                    "status": "answered",
-                    "outcome": event.outcome,
-                    "reasons": list(event.reasons),
-                    "customer_message": event.customer_message,
-                    "finished_at": event.answered_at,
-                    "latency_ms": latency_ms,
-                }
-                insert = {
-                    **answer,
-                    "site": event.site,
-                    "data_class": event.data_class,
-                    "submitted_at": event.submitted_at,
-                }
-                update = {
-                    **answer,
-                    "data_class": func.coalesce(TaskRow.data_class, event.data_class),
-                    "submitted_at": func.coalesce(TaskRow.submitted_at, event.submitted_at),
-                }
-                await self._upsert_task(conn, event.task_id, insert, update=update)
-            case TaskFailed():
-                await self._mark_failed(
-                    conn,
-                    event.task_id,
-                    event.site,
-                    f"{event.error_class}: {event.reason}",
-                    event.failed_at,
-                )
-
-    async def _upsert_task(
-        self,
-        conn: AsyncConnection,
-        task_id: str,
-        insert: dict[str, Any],
-        *,
-        update: dict[str, Any] | None,
-        where: ColumnElement[bool] | None = None,
+    async def _fold_tasks(
+        self, conn: AsyncConnection, changes: Sequence[tuple[str, _Change]]
     ) -> None:
-        stmt = self._insert(TaskRow).values(task_id=task_id, **insert)
-        if update is None:
-            await conn.execute(stmt.on_conflict_do_nothing(index_elements=["task_id"]))
-        else:
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["task_id"], set_=update, where=where)
+        """Apply ``changes`` (in order) to their tasks' rows: read once, write once."""
+        ids = sorted({task_id for task_id, _ in changes})
+        if not ids:
+            return
+        created: set[str] = set()
+        select_rows = select(TaskRow.__table__).where(TaskRow.task_id.in_(ids))
+        if self._dialect == "postgresql":
+            # Lock the rows (creating the missing ones first, in id order so that two
+            # recorders never wait on each other in a cycle): a concurrent recorder's
+            # fold of the same task waits for this transaction and then reads its result.
+            result = await conn.execute(
+                self._stmts.create_tasks, [new_task(task_id) for task_id in ids]
             )
-
-    async def _mark_failed(
-        self, conn: AsyncConnection, task_id: str, site: str, reason: str, at: datetime
-    ) -> None:
-        failure = {"status": "failed", "reasons": [reason], "finished_at": at}
-        await self._upsert_task(
-            conn,
-            task_id,
-            {**failure, "site": site},
-            update=failure,
-            where=TaskRow.status == "accepted",
-        )
+            created = set(result.scalars())
+            select_rows = select_rows.with_for_update()
+        before: dict[str, TaskValues | None] = {task_id: None for task_id in ids}
+        for r in await conn.execute(select_rows):
+            if r.task_id not in created:
+                before[r.task_id] = dict(r._mapping)
+        after = {task_id: None if row is None else dict(row) for task_id, row in before.items()}
+        for task_id, change in changes:
+            after[task_id] = change(after[task_id])
+        changed = [
+            row for task_id, row in after.items() if row is not None and row != before[task_id]
+        ]
+        if not changed:
+            return
+        await conn.execute(self._stmts.upsert_tasks, changed)
 
     async def record_dead_letter(self, dl: DeadLetter) -> bool:
         """Record a dead letter and mark its task failed (unless already answered).
@@ -237,16 +239,46 @@ class Store:
         Raises:
             sqlalchemy.exc.SQLAlchemyError: the database failed; nothing was written.
         """
-        row = dead_letter_row(dl)
+        return await self.record_dead_letters([dl]) == 1
+
+    async def record_dead_letters(self, dls: Sequence[DeadLetter]) -> int:
+        """Record a batch of dead letters in one transaction (as :meth:`record_dead_letter`
+        of each in turn): each marks its task failed unless it is answered.
+
+        Args:
+            dls: the dead letters, in stream order; each keyed by the
+                ``(stream, stream_seq)`` of its original.
+
+        Returns:
+            How many were recorded now (the others were recorded before).
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: the database failed; nothing of the
+                batch was written.
+        """
+        if not dls:
+            return 0
+        rows = [dead_letter_row(dl) for dl in dls]
         async with self._write() as conn:
-            stmt = self._insert(DeadLetterRow).values(**row).on_conflict_do_nothing()
-            inserted = (await conn.execute(stmt.returning(DeadLetterRow.id))).first()
-            if inserted is None:
-                return False
-            if dl.task_id:
-                reason = f"{dl.error_class}: {dl.reason}"
-                await self._mark_failed(conn, dl.task_id, dl.site, reason, dl.dead_at)
-        return True
+            result = await conn.execute(self._stmts.insert_dead_letters, rows)
+            inserted: set[tuple[str, int]] = {(s, q) for s, q in result}
+            fresh = [dl for dl in dls if _take(inserted, (dl.stream, dl.stream_seq))]
+            changes: list[tuple[str, _Change]] = [
+                (
+                    dl.task_id,
+                    functools.partial(
+                        mark_failed,
+                        task_id=dl.task_id,
+                        site=dl.site,
+                        reason=f"{dl.error_class}: {dl.reason}",
+                        at=dl.dead_at,
+                    ),
+                )
+                for dl in fresh
+                if dl.task_id
+            ]
+            await self._fold_tasks(conn, changes)
+        return len(fresh)
 
     # -- queries ---------------------------------------------------------------------
     async def get_task(self, task_id: str) -> TaskView | None:
@@ -375,6 +407,48 @@ class Store:
         )
         async with self._engine.connect() as conn:
             return set((await conn.execute(stmt)).scalars())
+
+
+class _Statements:
+    """The recorder's write statements, built once per store (building an upsert's
+    ``excluded`` columns costs more than executing it for a small batch)."""
+
+    def __init__(self, insert: Callable[[type[Any]], _Insert]) -> None:
+        self.insert_events = (
+            insert(TaskEventRow).on_conflict_do_nothing().returning(TaskEventRow.stream_seq)
+        )
+        self.insert_dead_letters = (
+            insert(DeadLetterRow)
+            .on_conflict_do_nothing()
+            .returning(DeadLetterRow.stream, DeadLetterRow.stream_seq)
+        )
+        self.insert_approvals = insert(ApprovalRow).on_conflict_do_nothing()
+        self.create_tasks = (
+            insert(TaskRow)
+            .on_conflict_do_nothing(index_elements=["task_id"])
+            .returning(TaskRow.task_id)
+        )
+        self.upsert_tasks = _upsert(insert(TaskRow), "task_id", TASK_COLUMNS[1:])
+        decision_columns = [c.name for c in PolicyDecisionRow.__table__.columns]
+        self.upsert_decisions = _upsert(
+            insert(PolicyDecisionRow), "task_id", [c for c in decision_columns if c != "task_id"]
+        )
+
+
+def _upsert(ins: _Insert, key: str, columns: Sequence[str]) -> Any:
+    """``ins`` that overwrites ``columns`` of the row with the same ``key``."""
+    return ins.on_conflict_do_update(
+        index_elements=[key], set_={c: ins.excluded[c] for c in columns}
+    )
+
+
+def _take(remaining: set[_K], key: _K) -> bool:
+    """Whether ``key`` is in ``remaining``; removes it, so only a key's first
+    occurrence in a batch counts as inserted."""
+    if key in remaining:
+        remaining.discard(key)
+        return True
+    return False
 
 
 # -- query helpers ---------------------------------------------------------------------

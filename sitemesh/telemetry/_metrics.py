@@ -95,16 +95,37 @@ class Instruments:
             description="Messages pending on a consumer, as last reported by the server.",
         )
 
+        self._lag: dict[tuple[str, str, str], int] = {}
+        meter.create_observable_gauge(
+            "sitemesh.consumer.lag",
+            callbacks=[self._observe_lag],
+            unit="{message}",
+            description="Messages in a stream after its consumer's ack floor (delivered "
+            "but not acked, or not delivered yet), as last read from the consumer's info.",
+        )
+
     def set_depth(self, site: str, role: str, stream: str, pending: int) -> None:
         """Remember the latest pending count of ``role``'s consumer on ``stream``."""
         self._depth[site, role, stream] = pending
 
+    def set_lag(self, site: str, role: str, stream: str, lag: int) -> None:
+        """Remember how many messages ``role``'s consumer on ``stream`` has not acked yet
+        (``num_pending + num_ack_pending`` of its consumer info)."""
+        self._lag[site, role, stream] = lag
+
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
-        return [
-            Observation(
-                n,
-                {"sitemesh.site": site, "sitemesh.role": role, "messaging.destination.name": s},
-            )
-            for (site, role, s), n in list(self._depth.items())
-        ]
+        return _observations(self._depth)
+
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        return _observations(self._lag)
+
+
+def _observations(values: dict[tuple[str, str, str], int]) -> list[Observation]:
+    return [
+        Observation(
+            n, {"sitemesh.site": site, "sitemesh.role": role, "messaging.destination.name": s}
+        )
+        for (site, role, s), n in list(values.items())
+    ]

@@ -34,11 +34,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from ..bus import (
     HDR_DATA_CLASS,
-    HDR_MSG_ID,
     HDR_TASK_ID,
     Action,
     Outbound,
     Settle,
+    message_id,
 )
 from . import _setup
 from ._propagation import extract, inject
@@ -53,18 +53,19 @@ SYSTEM: Final = "nats"
 """``messaging.system`` of every messaging span."""
 
 _TEMPLATED_KINDS: Final = frozenset({"event", "in"})
-"""Subject kinds whose last token is a task id (``sm.v1.event.<site>.<task>``)."""
+"""Subject kinds whose fifth token is a task id (``sm.v1.event.<site>.<task>.<role>``,
+``sm.v1.in.<site>.<task>``)."""
 
 
 def destination_template(subject: str) -> str:
     """``subject`` with its task-id token replaced by ``{task}``, for span names.
 
     Span names must have low cardinality (messaging conventions, "Span name");
-    ``sm.v1.event.eu1.t-42`` becomes ``sm.v1.event.eu1.{task}``.
+    ``sm.v1.event.eu1.t-42.router`` becomes ``sm.v1.event.eu1.{task}.router``.
     """
     parts = subject.split(".")
-    if len(parts) == 5 and parts[2] in _TEMPLATED_KINDS:
-        return ".".join((*parts[:4], "{task}"))
+    if len(parts) in (5, 6) and parts[2] in _TEMPLATED_KINDS:
+        return ".".join((*parts[:4], "{task}", *parts[5:]))
     return subject
 
 
@@ -135,7 +136,7 @@ class WorkerMiddleware:
         attrs.update(
             {
                 "messaging.destination.name": destination_template(msg.subject),
-                "messaging.message.id": t.scrub(headers.get(HDR_MSG_ID), task_id),
+                "messaging.message.id": t.scrub(message_id(headers), task_id),
                 "messaging.message.body.size": len(msg.data),
                 "sitemesh.stream_seq": seq,
                 "sitemesh.deliveries": delivered,

@@ -23,6 +23,7 @@ from ._config import (
     SYSTEM_ACCOUNT,
     leaf_permissions,
     leaf_remote_url,
+    render_embedded_config,
     render_hub_config,
     render_site_config,
 )
@@ -31,6 +32,7 @@ from ._creds import (
     Identity,
     Security,
     client_options,
+    ensure_site_creds,
     generate_creds,
     generate_dev_certs,
     load_creds,
@@ -51,6 +53,7 @@ from ._egress import (
 from ._model import HUB_DOMAIN, Credentials, HubSpec, SiteSpec, TopologySpec
 from ._permissions import (
     EGRESS_IDENTITIES,
+    FINAL_ROLES,
     HUB_IDENTITIES,
     SITE_IDENTITIES,
     Permissions,
@@ -71,6 +74,7 @@ __all__ = [
     "CLOUD_OUT",
     "EGRESS_ACCOUNT",
     "EGRESS_IDENTITIES",
+    "FINAL_ROLES",
     "HUB_DOMAIN",
     "HUB_IDENTITIES",
     "RELAY",
@@ -93,6 +97,7 @@ __all__ = [
     "connect_as",
     "credentials_url",
     "egress_permissions",
+    "ensure_site_creds",
     "generate_creds",
     "generate_dev_certs",
     "generate_dev_pki",
@@ -109,6 +114,7 @@ __all__ = [
     "provision_inbox",
     "provision_site_egress",
     "read_seed",
+    "render_embedded_config",
     "render_hub_config",
     "render_site_config",
     "restart_stalled_sources",

@@ -43,7 +43,7 @@ from typing import Final, TypeAlias
 from urllib.parse import quote
 
 from ..bus import CLOUD_OUT, PREFIX, Subjects
-from ._creds import Security
+from ._creds import CredsBundle, Security
 from ._model import HUB_DOMAIN, Credentials, HubSpec, SiteSpec, TopologySpec
 
 SITE_ACCOUNT: Final = "SITE"
@@ -297,3 +297,34 @@ def render_site_config(
             remote["tls"] = security.leaf_tls[site].remote_block()  # type: ignore[assignment]
         conf["leafnodes"] = {"reconnect": "1s", "remotes": [remote]}
     return render(conf, header=f"sitemesh site {site!r} (generated; do not edit)")
+
+
+def render_embedded_config(creds: CredsBundle) -> str:
+    """The embedded one-box server's configuration (``sitemesh edge``, ``sitemesh demo``).
+
+    One account, ``SITE``, with JetStream and exactly the per-role NKey users of every
+    site in ``creds`` (their :func:`~sitemesh.topology.site_permissions`), so there is
+    no anonymous access: a connection without one of those identities is refused
+    (``Authorization Violation``). Host, port and store directory are given on the
+    command line by :class:`sitemesh.bus.EmbeddedNats`.
+
+    Args:
+        creds: the identities (:func:`~sitemesh.topology.ensure_site_creds`).
+
+    Returns:
+        Config text holding public keys and permissions only (no secret).
+
+    Raises:
+        ValueError: ``creds`` has no site identity.
+    """
+    users: list[Value] = [i.user_block() for i in creds.identities if i.account == SITE_ACCOUNT]  # type: ignore[misc]
+    if not users:
+        raise ValueError(f"no site identities in {creds.directory}; run `sitemesh creds`")
+    conf: dict[str, Value] = {
+        "accounts": {
+            SITE_ACCOUNT: {"jetstream": _Raw("enabled"), "users": users},
+            SYSTEM_ACCOUNT: {},
+        },
+        "system_account": SYSTEM_ACCOUNT,
+    }
+    return render(conf, header="sitemesh embedded server (generated; do not edit)")

@@ -21,6 +21,7 @@ and fails early with a :class:`~sitemesh.errors.ConfigError` naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -203,8 +204,41 @@ def generate_creds(
         manifest.append(
             {"account": account, "site": server, "role": role, "public_key": pub, "seed": rel}
         )
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    # atomically: processes of a running site read it while a command adds a site
+    tmp = directory / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(directory / MANIFEST)
     return CredsBundle(directory, tuple(identities))
+
+
+def ensure_site_creds(directory: Path, site: str, *, roles: Sequence[str] = ()) -> CredsBundle:
+    """The identities of ``site`` in ``directory``, created on first use and reused.
+
+    What ``sitemesh edge`` / ``sitemesh demo`` run before starting the embedded server:
+    :func:`generate_creds` for ``site`` and ``roles``, keeping every site and extra
+    role the directory already has (so a second site on the same state directory
+    does not drop the first from the manifest). Existing seeds are never replaced.
+
+    Args:
+        directory: the creds directory (``<state_dir>/creds``).
+        site: the site name.
+        roles: agent roles besides the installed ones (``--agent`` import paths).
+
+    Returns:
+        The bundle.
+    """
+    sites, extra = [site], list(roles)
+    if (Path(directory) / MANIFEST).is_file():
+        with contextlib.suppress(ConfigError):  # malformed: rewritten from the seeds
+            old = load_creds(directory).identities
+            sites = [*(i.site for i in old if i.account == "SITE"), site]
+            extra = [*(i.role for i in old if i.account == "SITE"), *roles]
+    known = set(SITE_IDENTITIES)
+    return generate_creds(
+        directory,
+        list(dict.fromkeys(sites)),
+        roles=[r for r in dict.fromkeys(extra) if r not in known],
+    )
 
 
 def load_creds(directory: Path) -> CredsBundle:

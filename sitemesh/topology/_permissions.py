@@ -14,6 +14,13 @@ its data subjects:
   never read another role's pull deliveries or API replies, which a shared
   ``_INBOX.>`` would allow.
 
+Least privilege *by message*: a role publishes events only on its own event subjects
+(``sm.v1.event.<site>.*.<role>``, :meth:`Subjects.events_by`), and only the final roles
+(:data:`FINAL_ROLES`) may publish a final answer (``sm.v1.event.<site>.*.final``,
+:meth:`Subjects.answer`). Answers are published create-only, without a
+``Nats-Msg-Id`` (:attr:`sitemesh.bus.Outbound.create_only`), so no other role can
+have the real answer dropped as a "duplicate" by publishing its msg id first.
+
 No worker role may create, update, delete or purge streams or consumers:
 that is the ``provisioner``'s job (``sitemesh.bus.provision`` at deploy time).
 The exceptions are named per role below (the escalation role's durable on
@@ -29,6 +36,7 @@ from typing import Final
 
 from ..bus import (
     ALL_IN,
+    ANSWER_TAIL,
     CLOUD_IN,
     DEADLETTER,
     PREFIX,
@@ -73,6 +81,9 @@ site, ``sitemesh_workers_<site>``; the runtime imports the topology)."""
 TOOLS_BUCKET_PREFIX: Final = "sitemesh_tools_"
 """Mirror of :data:`sitemesh.runtime.TOOLS_BUCKET_PREFIX` (the tool health of a site's
 processes, ``sitemesh_tools_<site>``)."""
+
+FINAL_ROLES: Final[tuple[str, ...]] = ("escalation",)
+"""Roles that may publish a task's final answer (the last step of every workflow)."""
 
 HUB_SITE: Final = "hub"
 """Site token of the hub's own subjects (``sm.v1.dlq.hub.synthesiser``)."""
@@ -201,13 +212,19 @@ def site_permissions(site: str, role: str) -> Permissions:
 
     Raises:
         KeyError: unknown role.
+        ValueError: ``role`` is the reserved answer token (``final``).
     """
+    if role == ANSWER_TAIL:
+        raise ValueError(f"{role!r} cannot be a role: its events would be the answers")
     s = Subjects(site)
     inbox = f"{inbox_prefix(role)}.>"
     if role not in SERVICE_IDENTITIES:  # the router or an agent role
         stream, durable, _ = s.consumer_for(role)
-        # the next step comes from the task's workflow, so any role's work subject
-        pub = [*_consume(stream, durable), s.all_events, s.dlq(role), s.all_work]
+        # the next step comes from the task's workflow, so any role's work subject;
+        # events only as itself
+        pub = [*_consume(stream, durable), s.events_by(role), s.dlq(role), s.all_work]
+        if role in FINAL_ROLES:
+            pub.append(s.all_answers)
         pub += _presence(site, role)
         if role != "router":
             pub += _artifacts_read(site)
@@ -217,7 +234,12 @@ def site_permissions(site: str, role: str) -> Permissions:
             # message and dead-letters it on behalf of its role
             pub += _consume(s.advisories_stream, DEADLETTER)
             pub += [*_get_msg(s.tasks_stream), *_get_msg(s.work_stream), s.all_dlq]
+            pub.append(s.events_by(DEADLETTER))  # the sweeper's task_failed events
             pub += _kv(POLICY_BUCKET, write=True, create=True)
+            # the task-id registry (sitemesh.edge_node.task_registry_bucket; created by
+            # the provisioner) and a resubmitted task's events, to report where it stands
+            pub += [*_kv(f"sitemesh_tasks_{site}", write=True, create=False)]
+            pub += _get_msg(s.events_stream)
         if role == "escalation":
             pending = f"sm_pending_{site}"
             pub += [
@@ -234,11 +256,13 @@ def site_permissions(site: str, role: str) -> Permissions:
         pub += _presence(site, role)
         return Permissions(tuple(pub), (inbox,))
     if role == "client":
-        # submit tasks; follow a task's progress and answer
-        return Permissions((s.all_tasks,), (inbox, s.all_events))
+        # submit tasks and read the answers; no JetStream API at all (so no stream or
+        # consumer can be created, changed or deleted), no other event
+        return Permissions((s.all_tasks,), (inbox, s.all_answers))
     if role == "operator":
         # the CLI: everything inside the site (publish, approve, redrive, replay,
-        # inspect), but never the outbox: only the privacy path may publish there.
+        # inspect), but never the outbox (only the privacy path may publish there) nor
+        # a final answer (only the final roles write those).
         # Nor may it subscribe to the outbox subjects: a subscription there would give
         # a push consumer it creates (deliver_subject sm.v1.out.<site>...) the interest
         # it needs to deliver, i.e. to copy any stream into the outbox.
@@ -261,7 +285,7 @@ def site_permissions(site: str, role: str) -> Permissions:
                 s.all_in,
                 f"{REPLAY_PREFIX}.>",
             ),
-            deny_publish=(s.all_out,),
+            deny_publish=(s.all_out, s.all_answers),
         )
     if role == "provisioner":
         # create/update streams and consumers; no data subjects at all

@@ -12,12 +12,15 @@ from ..schemas import StepSkipped, WorkflowStep, WorkItem
 from ._advance import Advance, Skip
 
 
-def skipped_events(item: WorkItem, skips: Sequence[Skip], subjects: Subjects) -> list[Outbound]:
-    """One ``StepSkipped`` event per skipped step (msg id ``<task>:skip:<step>``)."""
+def skipped_events(
+    item: WorkItem, skips: Sequence[Skip], subjects: Subjects, producer: str
+) -> list[Outbound]:
+    """One ``StepSkipped`` event per skipped step (msg id ``<task>:skip:<step>``), on
+    ``producer``'s event subject (the role deciding the next step publishes them)."""
     env, wf = item.envelope, item.workflow
     return [
         Outbound(
-            subjects.event(env.task_id),
+            subjects.event(env.task_id, producer),
             StepSkipped(
                 task_id=env.task_id,
                 site=subjects.site,
@@ -36,9 +39,12 @@ def skipped_events(item: WorkItem, skips: Sequence[Skip], subjects: Subjects) ->
 
 
 def dispatch(
-    item: WorkItem, advance: Advance, subjects: Subjects
+    item: WorkItem, advance: Advance, subjects: Subjects, producer: str
 ) -> tuple[WorkItem, list[Outbound]]:
     """The events for ``advance.skipped`` and the work message for ``advance.step``.
+
+    ``producer`` is the role (or ``operator``) publishing them: the skip events go on
+    its event subject (:meth:`Subjects.event`).
 
     Returns:
         ``(item addressed to the next step, messages)``.
@@ -48,7 +54,7 @@ def dispatch(
             the checks make that impossible for a validated workflow).
     """
     env = item.envelope
-    outs = skipped_events(item, advance.skipped, subjects)
+    outs = skipped_events(item, advance.skipped, subjects, producer)
     step: WorkflowStep | None = advance.step
     if step is None:
         raise WorkflowError(

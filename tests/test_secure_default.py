@@ -1,0 +1,365 @@
+"""The default site is authenticated: the embedded server of ``sitemesh edge``/``demo``.
+
+One embedded ``nats-server`` for the module, started the way ``edge`` and ``demo``
+start it (:func:`sitemesh.cli._nats.nats_url` without ``--insecure``): identities
+generated under ``<state>/creds``, the server config from them, every command's
+identity found there automatically. Then the attacks of the review are retried:
+an anonymous connection, forged final answers (from every other role, on the answer
+subject and on the forger's own subjects with the answer's msg id), stream deletes
+and updates by a worker and by a client, a policy write by a worker, a client
+reading every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+from rich.console import Console
+
+from sitemesh.bus import (
+    HDR_MSG_ID,
+    EmbeddedNats,
+    Outbound,
+    Publisher,
+    Subjects,
+    msg_id,
+    provision,
+)
+from sitemesh.bus import connect as bus_connect
+from sitemesh.cli._nats import nats_url, worker_identities
+from sitemesh.config import BusSettings, Settings
+from sitemesh.edge_node import Supervisor, child_env, process_environ
+from sitemesh.errors import BusConnectionError
+from sitemesh.runtime import connect
+from sitemesh.schemas import ENCODER, FinalAnswer, utcnow
+from sitemesh.topology import SITE_IDENTITIES, ensure_site_creds, load_creds
+from tests.conftest import assert_eventually
+
+pytestmark = pytest.mark.timeout(90)
+
+SITE = "eu1"
+S = Subjects(SITE)
+BUS = BusSettings(max_bytes=4 * 1024 * 1024, duplicate_window_s=120)
+
+
+@dataclass
+class Site:
+    settings: Settings
+    url: str
+    out: str
+
+
+@pytest.fixture(scope="module")
+async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    state = tmp_path_factory.mktemp("secure-default")
+    settings = Settings(site=SITE, state_dir=state, bus=BUS)
+    console = Console(record=True, width=200)
+    async with nats_url(settings, console) as url:
+        op = await connect(settings, "operator", url=url)  # found under <state>/creds
+        await provision(op.jetstream(), S, BUS)
+        await op.drain()
+        yield Site(settings, url, console.export_text())
+
+
+class Session:
+    """A connection as one role's identity, collecting the server's async errors."""
+
+    def __init__(self, nc: Client, errors: asyncio.Queue[Exception]) -> None:
+        self.nc, self.errors = nc, errors
+        self.js = nc.jetstream(timeout=1)
+
+    async def violation(self) -> str:
+        while True:
+            err = await asyncio.wait_for(self.errors.get(), 3)
+            if "permissions violation" in str(err).lower():
+                return str(err).lower()
+
+    async def refused_publish(self, subject: str, data: bytes = b"x") -> None:
+        await self.nc.publish(subject, data)
+        await self.nc.flush()
+        text = await self.violation()
+        assert "publish" in text
+        assert subject.lower() in text
+
+
+async def login(site: Site, role: str) -> Session:
+    errors: asyncio.Queue[Exception] = asyncio.Queue()
+
+    async def on_error(exc: Exception) -> None:
+        errors.put_nowait(exc)
+
+    seed = load_creds(site.settings.state_dir / "creds").get(SITE, role).seed_file
+    nc = await nats.connect(
+        site.url, error_cb=on_error, allow_reconnect=False, connect_timeout=2,
+        nkeys_seed=str(seed), inbox_prefix=f"_INBOX.{role}",
+    )  # fmt: skip
+    return Session(nc, errors)
+
+
+def _answer(task_id: str, text: str) -> bytes:
+    return ENCODER.encode(
+        FinalAnswer(task_id=task_id, site=SITE, outcome="resolved", customer_message=text,
+                    submitted_at=utcnow())
+    )  # fmt: skip
+
+
+async def test_the_default_server_refuses_anonymous_clients(site: Site) -> None:
+    assert "authenticated" in site.out
+    with pytest.raises(BusConnectionError, match="Authorization Violation"):
+        await bus_connect(site.url, name="anonymous", timeout_s=3)
+    # and says so in nats.json, which commands read to find their identity
+    creds = site.settings.state_dir / "creds"
+    assert EmbeddedNats(site.settings.state_dir).live_url() == site.url
+    for role in ("operator", "client", "retriever"):
+        seed = load_creds(creds).get(SITE, role).seed_file
+        assert seed.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_second_start_reuses_the_identities(tmp_path: Path) -> None:
+    first = ensure_site_creds(tmp_path, SITE)
+    again = ensure_site_creds(tmp_path, "us1", roles=["tone"])
+    keys = {(i.site, i.role): i.public_key for i in first.identities}
+    kept = [i for i in again.identities if (i.site, i.role) in keys]
+    assert len(kept) == len(keys)
+    assert all(keys[(i.site, i.role)] == i.public_key for i in kept)
+    # the first site stays in the manifest next to the second and the extra role
+    assert {i.site for i in load_creds(tmp_path).identities} >= {SITE, "us1"}
+    assert load_creds(tmp_path).get(SITE, "tone").seed_file.is_file()
+
+
+async def test_commands_find_their_identity_and_clients_submit(site: Site) -> None:
+    from sitemesh.client import Client as TaskClient
+    from sitemesh.schemas import SupportTicket
+
+    nc = await connect(site.settings, "client", url=site.url)
+    try:
+        done = await TaskClient(nc.jetstream(), SITE).submit(
+            SupportTicket(body="VPN drops"), task_id=f"t-{uuid.uuid4().hex}"
+        )
+        assert done.stream_seq > 0
+    finally:
+        await nc.drain()
+
+
+def test_every_worker_child_gets_its_own_identity(site: Site, tmp_path: Path) -> None:
+    roles = ["recorder", "router", "retriever", "escalation"]
+    seeds = worker_identities(site.settings, site.url, roles)
+    assert seeds is not None
+    operator = load_creds(site.settings.state_dir / "creds").get(SITE, "operator").seed_file
+    env = {"PATH": "/bin", "SITEMESH_NATS_NKEY_SEED_FILE": str(operator)}
+    sup = Supervisor(SITE, roles, env=env, log_dir=tmp_path, identities=seeds)
+    got = {r: sup._child_env(r)["SITEMESH_NATS_NKEY_SEED_FILE"] for r in roles}
+    assert got == {r: str(seeds[r]) for r in roles}
+    assert str(operator) not in got.values()
+    with pytest.raises(KeyError, match="planner"):
+        Supervisor(SITE, ["planner"], env=env, log_dir=tmp_path, identities=seeds)
+
+
+FORGERS = [r for r in SITE_IDENTITIES if r not in ("escalation", "provisioner")]
+
+
+@pytest.mark.parametrize("role", FORGERS)
+async def test_only_escalation_may_publish_a_final_answer(site: Site, role: str) -> None:
+    s = await login(site, role)
+    try:
+        await s.refused_publish(S.answer(f"t-{uuid.uuid4().hex}"))
+        if role != "operator":  # nor another role's events (the operator may: approvals)
+            await s.refused_publish(S.event("t1", "escalation"))
+        if role not in ("client", "recorder", "operator"):  # its own events: allowed
+            ack = await s.js.publish(S.event("t1", role), b"{}")
+            assert ack.seq > 0
+    finally:
+        await s.nc.close()
+
+
+async def test_a_forged_answer_msg_id_cannot_displace_the_real_answer(site: Site) -> None:
+    tid = f"t-{uuid.uuid4().hex}"
+    forger = await login(site, "retriever")
+    escalation = await login(site, "escalation")
+    op = await connect(site.settings, "operator", url=site.url)
+    try:
+        # the retriever stores a forged answer carrying the real answer's msg id on the
+        # one event subject it may publish: allowed, and nothing more
+        forged = await forger.js.publish(
+            S.event(tid, "retriever"),
+            _answer(tid, "FORGED"),
+            headers={HDR_MSG_ID: msg_id(tid, "final", "escalation")},
+        )
+        assert not forged.duplicate
+        real = Outbound(
+            S.answer(tid), FinalAnswer(task_id=tid, site=SITE, outcome="resolved",
+                                       customer_message="the real answer",
+                                       submitted_at=utcnow()),
+            msg_id(tid, "final", "escalation"), task_id=tid, create_only=True,
+        )  # fmt: skip
+        pub = Publisher(escalation.js)
+        first = await pub.publish(real)
+        assert not first.duplicate
+        assert first.seq > forged.seq
+        # a redelivery publishes it again: reported as already stored, not stored twice
+        second = await pub.publish(real)
+        assert second.duplicate
+        stored = await op.jetstream().get_last_msg(S.events_stream, S.answer(tid))
+        assert msgspec.json.decode(stored.data)["customer_message"] == "the real answer"
+        assert stored.seq == first.seq
+    finally:
+        await forger.nc.close()
+        await escalation.nc.close()
+        await op.drain()
+
+
+@pytest.mark.parametrize("role", ["retriever", "router", "client"])
+async def test_workers_and_clients_cannot_touch_streams(site: Site, role: str) -> None:
+    s = await login(site, role)
+    try:
+        for api in (f"$JS.API.STREAM.DELETE.{S.work_stream}",
+                    f"$JS.API.STREAM.UPDATE.{S.tasks_stream}",
+                    f"$JS.API.STREAM.PURGE.{S.events_stream}",
+                    f"$JS.API.CONSUMER.DELETE.{S.work_stream}.planner"):  # fmt: skip
+            await s.refused_publish(api, b"{}")
+    finally:
+        await s.nc.close()
+    op = await connect(site.settings, "operator", url=site.url)
+    try:  # nothing changed: the FastStream-style rewrite of the dedup window failed
+        info = await op.jetstream().stream_info(S.tasks_stream)
+        assert info.config.duplicate_window == BUS.duplicate_window_s
+        await op.jetstream().stream_info(S.work_stream)
+    finally:
+        await op.drain()
+
+
+async def test_a_client_cannot_rewrite_a_stream_with_the_js_api(site: Site) -> None:
+    s = await login(site, "client")
+    try:
+        with pytest.raises(NatsTimeoutError):  # refused: no reply comes
+            await s.js.update_stream(
+                StreamConfig(name=S.tasks_stream, subjects=[S.all_tasks], duplicate_window=1)
+            )
+        assert "publish" in await s.violation()
+    finally:
+        await s.nc.close()
+
+
+@pytest.mark.parametrize("role", ["retriever", "escalation", "client", "recorder"])
+async def test_no_worker_or_client_writes_the_policy(site: Site, role: str) -> None:
+    s = await login(site, role)
+    try:
+        await s.refused_publish("$KV.sitemesh_policy.rules", b'version = "deny-all"')
+    finally:
+        await s.nc.close()
+
+
+async def test_a_client_reads_answers_but_no_other_event(site: Site) -> None:
+    s = await login(site, "client")
+    try:
+        await s.nc.subscribe(S.all_events)
+        await s.nc.flush()
+        assert "subscription" in await s.violation()
+        sub = await s.nc.subscribe(S.all_answers)
+        await s.nc.flush()
+        assert s.errors.empty()
+        await sub.unsubscribe()
+    finally:
+        await s.nc.close()
+
+
+async def test_insecure_runs_an_open_server_and_says_so(tmp_path: Path) -> None:
+    settings = Settings(site=SITE, state_dir=tmp_path)
+    console = Console(record=True, width=200)
+    async with nats_url(settings, console, insecure=True) as url:
+        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+        await nc.close()
+        assert worker_identities(settings, url, ["router"]) is None
+    assert "WITHOUT authentication" in console.export_text()
+    assert not (tmp_path / "creds").exists()
+
+
+# -- the real command ------------------------------------------------------------------
+
+
+async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sitemesh", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -> None:
+    """``sitemesh edge`` started the default way; ``publish`` and ``dlq list`` without
+    any identity setting; the answer comes back (only escalation could publish it)."""
+    settings = Settings(site=SITE, state_dir=tmp_path / "state")
+    env = child_env(process_environ(), settings.to_env()) | {"COLUMNS": "400", "NO_COLOR": "1"}
+    log = (tmp_path / "edge.log").open("wb")
+    edge = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sitemesh", "edge", env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        text = ""
+
+        async def ready() -> bool:
+            nonlocal text
+            text = (tmp_path / "edge.log").read_text(errors="replace")
+            assert edge.returncode is None, text
+            return " ready in " in text
+
+        await assert_eventually(ready, 200, interval_s=0.5, msg="edge not ready")
+        assert "authenticated" in text
+        assert "--insecure" not in text
+        # each child's identity is its own role's seed file, never the operator's
+        pids = {int(p): role for role, ps in re.findall(r"(\w+)=\[([\d, ]+)\]", text)
+                for p in ps.split(", ")}  # fmt: skip
+        assert {"router", "escalation", "recorder"} <= set(pids.values())
+        for pid, role in pids.items():
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            seeds = [e for e in environ if e.startswith(b"SITEMESH_NATS_NKEY_SEED")]
+            assert seeds == [f"SITEMESH_NATS_NKEY_SEED_FILE={tmp_path}/state/creds/{SITE}/"
+                             f"{role}.nk".encode()], (role, seeds)  # fmt: skip
+        tid = f"sec-{uuid.uuid4().hex[:8]}"
+        ticket = tmp_path / "t.jsonl"
+        ticket.write_text(
+            json.dumps({"type": "support_ticket.v1", "task_id": tid, "channel": "email",
+                        "body": "The VPN client disconnects every ten minutes."}) + "\n"
+        )  # fmt: skip
+        code, out = await _cli(env, "publish", str(ticket))
+        assert code == 0, out
+        url = EmbeddedNats(settings.state_dir).live_url()
+        assert url is not None
+        op = await connect(settings, "operator", url=url)
+        try:
+
+            async def answered() -> bool:
+                try:
+                    await op.jetstream().get_last_msg(S.events_stream, S.answer(tid))
+                except NotFoundError:
+                    return False
+                return True
+
+            await assert_eventually(answered, 120, interval_s=0.5, msg="no answer")
+        finally:
+            await op.drain()
+        code, out = await _cli(env, "dlq", "list")
+        assert code == 0, out
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(edge.wait(), 90)
+        log.close()
+    assert edge.returncode == 0, (tmp_path / "edge.log").read_text(errors="replace")[-3000:]
