@@ -36,6 +36,7 @@ from sitemesh.bus import (
     EmbeddedNats,
     Outbound,
     Publisher,
+    SiteArtifacts,
     Subjects,
     msg_id,
     provision,
@@ -363,3 +364,22 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
         await asyncio.wait_for(edge.wait(), 90)
         log.close()
     assert edge.returncode == 0, (tmp_path / "edge.log").read_text(errors="replace")[-3000:]
+
+
+@pytest.mark.parametrize("role", ["retriever", "triage", "diagnostics"])
+async def test_a_worker_lists_the_site_artifacts_as_itself(site: Site, role: str) -> None:
+    """What the retriever, triage and diagnostics do when an artifact changes (``sitemesh
+    kb add``, ``telemetry add``): list the artifact store. nats-py looks its stream up
+    with ``STREAM.NAMES``; without that permission ``make demo``'s workers failed."""
+    op = await connect(site.settings, "operator", url=site.url)
+    try:
+        await SiteArtifacts.open(op.jetstream(), SITE, create=True)
+    finally:
+        await op.drain()
+    s = await login(site, role)
+    try:
+        store = await SiteArtifacts.open(s.js, SITE)
+        assert await store.list("kb") == []
+        assert s.errors.empty()
+    finally:
+        await s.nc.close()

@@ -53,7 +53,9 @@ def test_retriever_permissions_are_exactly_its_job() -> None:
         "$JS.API.STREAM.INFO.KV_sitemesh_tools_eu1",
         "$JS.API.DIRECT.GET.KV_sitemesh_tools_eu1.$KV.sitemesh_tools_eu1.retriever.>",
         "$KV.sitemesh_tools_eu1.retriever.>",
-        # read and watch the site's knowledge bases (sitemesh kb add): no writes
+        # read and watch the site's knowledge bases (sitemesh kb add): no writes;
+        # STREAM.NAMES: nats-py's object-store list/watch finds the stream by subject
+        "$JS.API.STREAM.NAMES",
         "$JS.API.STREAM.INFO.OBJ_sitemesh_knowledge_eu1",
         "$JS.API.STREAM.MSG.GET.OBJ_sitemesh_knowledge_eu1",
         "$JS.API.DIRECT.GET.OBJ_sitemesh_knowledge_eu1",

@@ -158,9 +158,12 @@ def _kv(bucket: str, *, write: bool, create: bool) -> list[str]:
 def _artifacts_read(site: str) -> list[str]:
     """Read and watch the site's artifact bucket (``sitemesh_knowledge_<site>``: the
     knowledge bases and triage examples, see :class:`sitemesh.bus.SiteArtifacts`):
-    stream info, message gets and ordered consumers on its ``OBJ_`` stream."""
+    stream info, message gets and ordered consumers on its ``OBJ_`` stream, and
+    ``STREAM.NAMES`` (nats-py's object-store ``list``/``watch`` looks the stream up by
+    subject; the reply holds stream names only, no content)."""
     stream = f"OBJ_{knowledge_bucket(site)}"
     return [
+        f"{JS_API}.STREAM.NAMES",
         f"{JS_API}.STREAM.INFO.{stream}",
         *_get_msg(stream),
         f"{JS_API}.CONSUMER.CREATE.{stream}",
