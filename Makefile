@@ -42,7 +42,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_PAR)
 	@if [ -n "$(TEST_PG)" ]; then \
 	  echo "== the state-database tests again, on PostgreSQL (SITEMESH_TEST_DB=$(TEST_PG))"; \
-	  SITEMESH_TEST_DB='$(TEST_PG)' $(BIN)/python -m pytest -m db $(PYTEST_PAR); \
+	  SITEMESH_TEST_DB='$(TEST_PG)' $(BIN)/python -m pytest -m "db and not slow" $(PYTEST_PAR); \
 	else echo "TEST_PG is empty: PostgreSQL pass skipped"; fi
 
 lint: install

@@ -65,7 +65,7 @@ transport = "stdio"
 command = "{python}"
 args = ["-m", "sitemesh.tools.servers.crm"]
 sitemesh_env = true
-timeout_s = 10
+timeout_s = 30
 retries = 2
 """
 
@@ -137,7 +137,8 @@ async def test_crm_values_stay_on_site_and_the_answer_uses_them(stack: Any) -> N
     print(f"routes: crm {[routes[t] for t in crm]}, control {[routes[t] for t in control]}")
     assert [routes[t] for t in control] == ["cloud"] * len(control), "positive control"
     assert len(incidents) >= len(control), "positive control: incidents reach the hub"
-    assert [routes[t] for t in crm] == ["edge"] * len(crm)
+    why = {t: getattr(ended[t], "reasons", None) for t in crm}
+    assert [routes[t] for t in crm] == ["edge"] * len(crm), why
     greeted = 0
     for tid, handle in crm.items():
         answer = ended[tid]

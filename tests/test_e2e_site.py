@@ -121,7 +121,7 @@ async def _site_run(nats_server: NatsServer, tmp: Path, db_url: str) -> AsyncIte
     store = Store(settings.db_url)
     await sup.start()
     try:
-        await wait_ready([(js, sup)], timeout_s=120)  # every process registered ready
+        await wait_ready([(js, sup)], timeout_s=300)  # every process registered ready
         yield SiteRun(settings, js, sup, store, subjects, tmp)
     finally:
         codes = await sup.stop()
@@ -228,7 +228,7 @@ async def test_sigkilled_workers_lose_nothing(site_run: SiteRun, tmp_path: Path)
     answers = await _final_answers(run)
     assert all(answers[t] == 1 for t in valid), {t: answers[t] for t in valid if answers[t] != 1}
     # the restarted processes are back at work (and so stop cleanly at teardown)
-    await wait_ready([(run.js, run.sup)], timeout_s=120)  # their new pids, not the old records
+    await wait_ready([(run.js, run.sup)], timeout_s=300)  # their new pids, not the old records
 
 
 async def _some_answered(store: Store, prefix: str) -> bool:

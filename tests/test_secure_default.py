@@ -121,8 +121,17 @@ def _answer(task_id: str, text: str) -> bytes:
 
 async def test_the_default_server_refuses_anonymous_clients(site: Site) -> None:
     assert "authenticated" in site.out
-    with pytest.raises(BusConnectionError, match="Authorization Violation"):
-        await bus_connect(site.url, name="anonymous", timeout_s=3)
+    # the server sends -ERR 'Authorization Violation' and closes; under load the client
+    # may see the reset first, so every try must be refused and one must say why
+    said: list[str] = []
+    for _ in range(5):
+        with pytest.raises(BusConnectionError) as refused:
+            await bus_connect(site.url, name="anonymous", timeout_s=3)
+        said.append(str(refused.value))
+        if "Authorization Violation" in said[-1]:
+            break
+    assert any("Authorization Violation" in s for s in said), said
+    await (await login(site, "client")).nc.close()  # while an identity gets in
     # and says so in nats.json, which commands read to find their identity
     creds = site.settings.state_dir / "creds"
     assert EmbeddedNats(site.settings.state_dir).live_url() == site.url
