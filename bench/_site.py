@@ -189,6 +189,31 @@ def worker_pids(parent: int) -> dict[int, str]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (/proc); 0.0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_role(edge: int, nats: int | None) -> Counter[str]:
+    """CPU seconds used so far by each role's ``sitemesh worker`` processes under the
+    ``sitemesh edge`` pid ``edge`` (replicas summed), by ``edge`` itself, by the
+    ``nats-server`` pid ``nats`` and by this process (the bench's publisher and
+    watchers share the machine)."""
+    out: Counter[str] = Counter()
+    for pid, role in worker_pids(edge).items():
+        out[role] += cpu_seconds(pid)
+    out["(edge supervisor)"] = cpu_seconds(edge)
+    if nats is not None:
+        out["(nats-server)"] = cpu_seconds(nats)
+    out["(this bench)"] = cpu_seconds(os.getpid())
+    return out
+
+
 def kill_pid(pid: int, sig: signal.Signals = signal.SIGKILL) -> bool:
     """Send ``sig`` to ``pid``; ``False`` if it is gone already."""
     try:
@@ -203,6 +228,10 @@ async def watch_events(js: JetStreamContext, subjects: Subjects, seen: Seen) -> 
     returns the subscription (``await sub.unsubscribe()``)."""
 
     async def on_event(msg: Any) -> None:
+        # only answers and failures are read: skip decoding the others (the bench
+        # shares the machine with the site it measures)
+        if not msg.subject.endswith(".final") and b'"task_failed.v1"' not in msg.data:
+            return
         ev = EVENT_DECODER.decode(msg.data)
         if isinstance(ev, FinalAnswer | TaskFailed) and ev.task_id in seen.published:
             seen.ended.setdefault(ev.task_id, time.monotonic())

@@ -14,9 +14,11 @@ for the site to drain, then reads the whole EVENTS stream and the state database
 * ``db``: the recorder's database goes away for ``--outage-s`` s (SQLite: another
   connection holds ``BEGIN EXCLUSIVE``; PostgreSQL: ``pg_terminate_backend`` of every
   connection to the site's database, again and again).
-* ``full``: a site whose streams hold ``--full-bytes`` (history leaves by
-  ``--full-age-s``), fed a burst of ``--full-n`` tickets: full streams refuse
-  publishes, the bench and the workers retry.
+* ``full``: a site whose streams hold ``--full-bytes`` (processed history older than
+  ``--full-age-s`` is trimmed, all of it past 70 %), fed a burst of ``--full-n``
+  tickets: the router admits no new task past 80 % of the work stream, full streams
+  refuse publishes, the bench and the workers retry; on a failure it prints each
+  consumer's backlog and ack floor.
 * ``fuzz``: ``--fuzz-n`` hostile messages published raw on the task subjects (and on
   work subjects, as any client of an open server could), a valid ticket every
   ``--fuzz-every``: every hostile one must be dead-lettered with a reason, no worker
@@ -77,7 +79,14 @@ from _site import (
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from sitemesh.bus import NatsServer, Outbound, Publisher, Subjects
+from sitemesh.bus import (
+    NatsServer,
+    Outbound,
+    Publisher,
+    Subjects,
+    consumer_floor,
+    work_streams,
+)
 from sitemesh.edge_node import task_decoder
 from sitemesh.schemas import (
     DLQ_DECODER,
@@ -503,7 +512,34 @@ async def scenario_full(site: LocalSite, args: argparse.Namespace, texts: Texts)
         f"refused output: {held_inputs(tmp / 'logs')}"
     )
     fig.lines += pressure_lines(site, fig)
+    if not fig.ok:
+        fig.lines += await consumer_floors(site.js, site.subjects)
     return fig
+
+
+async def consumer_floors(js: JetStreamContext, subjects: Subjects) -> list[str]:
+    """Per work stream: its sequences and fill, then each consumer's backlog and ack
+    floor (what holds back the trim of processed history)."""
+    lines = []
+    for stream in work_streams(subjects):
+        try:
+            info = await js.stream_info(stream)
+            consumers = await js.consumers_info(stream)
+        except Exception as exc:
+            lines.append(f"  {stream}: not read ({type(exc).__name__})")
+            continue
+        st = info.state
+        lines.append(
+            f"  {stream}: seq {st.first_seq}..{st.last_seq}, {st.messages} msgs, "
+            f"{st.bytes / 1024:.0f} KiB"
+        )
+        for c in consumers:
+            floor = consumer_floor(c, st.last_seq)
+            lines.append(
+                f"    {c.name}: pending {c.num_pending}, unacked {c.num_ack_pending}, "
+                f"ack floor {c.ack_floor.stream_seq if c.ack_floor else '-'}, floor {floor}"
+            )
+    return lines
 
 
 # -- fuzz -------------------------------------------------------------------------------
@@ -792,6 +828,7 @@ async def scenario_leaf(args: argparse.Namespace, texts: Texts, tmp: Path) -> Fi
     from sitemesh.cli._hybrid import hybrid_stack  # the stack `sitemesh up` runs
     from sitemesh.config import BusSettings, Settings
     from sitemesh.policy import PolicyStore
+    from sitemesh.runtime import connect as runtime_connect
 
     fig = Figures("leaf")
     settings = Settings(state_dir=tmp, bus=BusSettings(graceful_timeout_s=10))
@@ -799,7 +836,8 @@ async def scenario_leaf(args: argparse.Namespace, texts: Texts, tmp: Path) -> Fi
     async with hybrid_stack(settings, [SITE], Console(file=sys.stderr)) as stack:
         print(f"  hub + site {SITE} ready in {time.monotonic() - t0:.1f} s", flush=True)
         s = stack.sites[SITE]
-        nc = await connect_bench(s.nats.url, "bench-chaos-leaf")
+        # the stack's servers admit only their identities: the site's operator here
+        nc = await runtime_connect(s, "operator", name="bench-chaos-leaf")
         js = nc.jetstream()
         subjects = Subjects(SITE)
         await PolicyStore(js).publish(ALL_TO_CLOUD)

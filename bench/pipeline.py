@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from _site import (
     ROOT,
     SITE,
     Seen,
+    cpu_by_role,
     pct,
     publish,
     site_env,
@@ -106,6 +108,7 @@ async def main() -> None:
                 await publish(pub, subjects, seen, warm, None)
                 await wait_ended(seen, [warm[0].task_id or ""], 120)
 
+                cpu0 = cpu_by_role(edge.pid, srv.pid)
                 t_pub = time.monotonic()
                 await publish(pub, subjects, seen, peak, None)
                 published_s = time.monotonic() - t_pub
@@ -117,6 +120,17 @@ async def main() -> None:
                 print(f"peak: {len(ids)} tickets published in {published_s:.2f} s")
                 print(f"  answered on the bus: {answered_rate:8.1f} tasks/s ({t_ans:.1f} s)")
                 print(f"  recorded in the db:  {recorded_rate:8.1f} tasks/s ({t_rec:.1f} s)")
+                cpu = cpu_by_role(edge.pid, srv.pid)
+                cpu.subtract(cpu0)
+                site_cpu = sum(n for k, n in cpu.items() if k != "(this bench)")
+                cores = os.cpu_count() or 1
+                print(
+                    f"  CPU per task {site_cpu / len(ids) * 1000:.2f} ms in the site "
+                    f"(ceiling on {cores} cores: {cores * len(ids) / site_cpu:,.0f} tasks/s), "
+                    f"by process:"
+                )
+                for role, used in cpu.most_common():
+                    print(f"    {role:<20} {used / len(ids) * 1000:6.2f} ms")
 
                 rate = 0.5 * min(answered_rate, recorded_rate)
                 t_load = time.monotonic()

@@ -51,11 +51,22 @@ class NatsSettings(_Group):
     """PEM client certificate presented to the server (mutual TLS)."""
     tls_key_file: Path | None = None
     """PEM private key of ``tls_cert_file``."""
+    creds_dir: Path | None = None
+    """A ``sitemesh creds`` directory (``identities.json`` and the seeds). With no seed
+    set (``nkey_seed_file``, ``nkey_seed``), a process of role R at site S (the hub's
+    processes: site ``hub``) connects as that directory's identity for (S, R):
+    ``publish`` as ``client``, the other commands as ``operator``, a worker as its
+    role. ``sitemesh up`` sets it for every process it starts and in its env files."""
 
     @property
     def has_identity(self) -> bool:
-        """Whether this process connects as a restricted identity (an NKey)."""
-        return self.nkey_seed_file is not None or self.nkey_seed is not None
+        """Whether this process connects as a restricted identity (an NKey): a seed, or
+        one picked from ``creds_dir`` by role."""
+        return (
+            self.nkey_seed_file is not None
+            or self.nkey_seed is not None
+            or self.creds_dir is not None
+        )
 
 
 class DbSettings(_Group):
@@ -80,11 +91,14 @@ class BusSettings(_Group):
     backoff_max_s: float = Field(default=30.0, gt=0)
     """Ceiling of the ``nak`` delay in seconds."""
     max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
-    """Stream history kept for replay, in seconds (limits retention)."""
+    """Processed stream history kept for replay, in seconds: older settled messages
+    are trimmed (:func:`sitemesh.bus.trim_processed`); unprocessed ones stay whatever
+    their age."""
     max_bytes: int = Field(default=1 << 30, gt=0)
     """Bytes a stream holds at most. A full stream refuses new messages (the publisher
     sees :class:`~sitemesh.errors.StreamFull`; workers hold their input and retry),
-    it never drops unprocessed ones; history leaves it by age (``max_age_s``)."""
+    it never drops unprocessed ones; processed history is trimmed once a stream is
+    70 % full (:data:`sitemesh.bus.TRIM_AT`)."""
     duplicate_window_s: float = Field(default=600.0, gt=0)
     """Seconds during which a repeated ``Nats-Msg-Id`` is dropped by the server."""
     max_task_bytes: int = Field(default=64 * 1024, gt=0)

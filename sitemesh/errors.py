@@ -94,8 +94,8 @@ class StreamFull(TransientError):
     def __init__(self, subject: str, limit: str) -> None:
         super().__init__(
             f"the stream of {subject} is full ({limit}): nothing was lost, the message "
-            "was refused; retry once processed history ages out or the stream's "
-            "limit is raised (bus.max_bytes)",
+            "was refused; retry once its consumers have caught up (their processed "
+            "history is trimmed) or the stream's limit is raised (bus.max_bytes)",
             retry_after_s=1.0,
         )
         self.subject = subject

@@ -26,11 +26,12 @@ from typing import Any, Final
 import pytest
 from rich.console import Console
 
-from sitemesh.bus import SiteArtifacts, Subjects, connect
+from sitemesh.bus import SiteArtifacts, Subjects
 from sitemesh.cli._hybrid import hybrid_stack
 from sitemesh.config import BusSettings, Settings
 from sitemesh.knowledge import Document, publish_kb
 from sitemesh.policy import PolicyStore
+from sitemesh.runtime import connect
 from sitemesh.schemas import (
     EVENT_DECODER,
     FinalAnswer,
@@ -110,8 +111,10 @@ class HubWatch:
         self.seen: list[tuple[str, str, bytes]] = []
 
     @classmethod
-    async def start(cls, hub_url: str) -> HubWatch:
-        nc = await connect(hub_url, name=f"test-hub-watch-{uuid.uuid4().hex[:6]}", timeout_s=5)
+    async def start(cls, topo: Any) -> HubWatch:
+        """Subscribe as the hub account's administrator (no per-role identity may
+        subscribe to ``>``), with the topology's TLS material."""
+        nc = await topo.connect_hub(f"test-hub-watch-{uuid.uuid4().hex[:6]}")
         watch = cls(nc)
         await nc.subscribe(">", cb=watch._on)
         await nc.flush()
@@ -209,8 +212,15 @@ async def publish_site_kb(
     """Publish ``docs`` (``sitemesh.knowledge.Document`` fields) as the site knowledge
     base ``kb/<name>`` for support tickets, the way ``sitemesh kb add`` stores one."""
     artifacts = await SiteArtifacts.open(js, site, create=True)
-    await publish_kb(artifacts, name, [Document(**d) for d in docs], kinds=["support_ticket"],
-                     tenants=list(tenants), fmt=fmt, description="test knowledge base")
+    await publish_kb(
+        artifacts,
+        name,
+        [Document(**d) for d in docs],
+        kinds=["support_ticket"],
+        tenants=list(tenants),
+        fmt=fmt,
+        description="test knowledge base",
+    )
 
 
 SITE_CASES = "site-cases"
@@ -271,11 +281,11 @@ async def _case_kb_in_force(js: Any, site: str, ended: Mapping[str, Any]) -> Non
 
 async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
     records = _records(80)
-    watch = await HubWatch.start(stack.topo.hub_url)
+    watch = await HubWatch.start(stack.topo)
     ended: dict[str, FinalAnswer | TaskFailed] = {}
     clients = []
     for site, s in stack.sites.items():
-        nc = await connect(s.nats.url, name=f"test-{site}", timeout_s=5)
+        nc = await connect(s, "operator", name=f"test-{site}")
         clients.append(nc)
         js = nc.jetstream()
         await PolicyStore(js).publish(ALL_TO_CLOUD)
@@ -303,8 +313,11 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
     for i, (tid, site) in enumerate(helpdesk.items()):  # triage, then the site's case
         body = {"type": "support_ticket.v1", "task_id": tid, "tenant": HELPDESK, "urgency": 0,
                 "customer": f"mgonzalez{i}", "body": CASE_TICKET}  # fmt: skip
-        await clients[i % 2].jetstream().publish(
-            Subjects(site).task("support_ticket"), json.dumps(body).encode())
+        await (
+            clients[i % 2]
+            .jetstream()
+            .publish(Subjects(site).task("support_ticket"), json.dumps(body).encode())
+        )
     wanted = set(by_task) | set(helpdesk)
     await assert_eventually(lambda: wanted <= ended.keys(), timeout_s=300, interval_s=0.5)
     stored_text = await watch.stored_text()
@@ -322,7 +335,8 @@ async def test_no_labelled_pii_reaches_the_hub(stack: Any) -> None:
     )  # fmt: skip
     print(f"ended: {dict(outcomes)}")  # escalated tasks go to cloud; needs_human stay
     assert len(cloud.keys() & by_task.keys()) >= 30, (
-        f"only {len(cloud.keys() & by_task.keys())} of {len(records)} went to cloud: {outcomes}")
+        f"only {len(cloud.keys() & by_task.keys())} of {len(records)} went to cloud: {outcomes}"
+    )
     assert "cloud_incident.v2" in live_text, "positive control: incidents reach the hub"
     assert "cloud_incident.v2" in stored_text, "positive control: the hub stores incidents"
     seen = everything.lower()
@@ -394,7 +408,7 @@ async def test_two_sites_with_the_same_task_ids_at_once_are_each_answered_once(
     ids = [f"same-{i}" for i in range(n)]
     clients = {}
     for site, s in stack.sites.items():
-        nc = await connect(s.nats.url, name=f"test-same-{site}", timeout_s=5)
+        nc = await connect(s, "operator", name=f"test-same-{site}")
         clients[site] = nc
         version = await PolicyStore(nc.jetstream()).publish(ALL_TO_CLOUD)
 
@@ -469,7 +483,7 @@ async def test_link_cut_local_work_continues_and_escalations_are_answered_once(
 
     site = "eu1"
     subjects = Subjects(site)
-    nc = await connect(stack.sites[site].nats.url, name="test-cut", timeout_s=5)
+    nc = await connect(stack.sites[site], "operator", name="test-cut")
     js = nc.jetstream()
     await PolicyStore(js).publish(ALL_TO_CLOUD)
     ended: dict[str, FinalAnswer | TaskFailed] = {}
@@ -508,9 +522,9 @@ async def test_link_cut_local_work_continues_and_escalations_are_answered_once(
 
     everything = {f"cut-t{i}" for i in range(len(tickets))} | local
     await assert_eventually(lambda: everything <= ended.keys(), timeout_s=180, interval_s=0.5)
-    assert all(
-        isinstance(ended[t], FinalAnswer) and ended[t].route == "cloud" for t in waiting
-    ), {t: type(ended[t]).__name__ for t in waiting}
+    assert all(isinstance(ended[t], FinalAnswer) and ended[t].route == "cloud" for t in waiting), {
+        t: type(ended[t]).__name__ for t in waiting
+    }
     finals = Counter()
     for m in await stream_messages(js, subjects.events_stream, subjects.all_events):
         ev = decode(m.data or b"", EVENT_DECODER)

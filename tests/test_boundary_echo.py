@@ -29,12 +29,12 @@ import pytest
 from rich.console import Console
 
 from sitemesh.agents import TICKET_MESSAGE, PlannerAgent
-from sitemesh.bus import Subjects, connect
+from sitemesh.bus import Subjects, provision
 from sitemesh.cli._hybrid import hybrid_stack, side_env
 from sitemesh.config import BusSettings, Settings
 from sitemesh.edge_node import Supervisor
 from sitemesh.policy import PolicyStore
-from sitemesh.runtime import wait_ready
+from sitemesh.runtime import connect, wait_ready
 from sitemesh.schemas import (
     EVENT_DECODER,
     FinalAnswer,
@@ -140,19 +140,23 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         state_dir=tmp_path_factory.mktemp("echo"),
         bus=BusSettings(ack_wait_s=10, max_bytes=TEST_STREAM_BYTES, graceful_timeout_s=10),
     )
-    async with hybrid_stack(settings, [SITE], Console(file=sys.stderr)) as s:
+    # the echo planner runs beside the stack: it gets an identity of its own
+    async with hybrid_stack(settings, [SITE], Console(file=sys.stderr),
+                            roles=["echo_planner"]) as s:  # fmt: skip
         yield s
 
 
 async def test_a_planner_echoing_the_ticket_puts_nothing_of_it_on_the_hub(stack: Any) -> None:
     rows = _rows()
     site_settings = stack.sites[SITE]
-    watch = await HubWatch.start(stack.topo.hub_url)
-    nc = await connect(site_settings.nats.url, name="test-echo", timeout_s=5)
+    watch = await HubWatch.start(stack.topo)
+    nc = await connect(site_settings, "operator", name="test-echo")
     js = nc.jetstream()
     subjects = Subjects(SITE)
     await PolicyStore(js).publish(ALL_TO_CLOUD)
     await WorkflowStore(js).publish(_workflows(), site=SITE)
+    # its consumer, as the operator (a worker with an identity provisions nothing)
+    await provision(js, subjects, site_settings.bus, roles=("router", "echo_planner"))
     env = side_env(site_settings) | {"PYTHONPATH": str(ROOT)}
     echo = Supervisor(SITE, ["echo_planner"], env=env, agents=[AGENT],
                       log_dir=site_settings.state_dir / "logs", graceful_timeout_s=10)  # fmt: skip
@@ -210,9 +214,13 @@ async def _echo_in_force(js: Any, subjects: Subjects, ended: dict[str, Any]) -> 
     async def echoed_and_answered() -> bool:
         for tid in probes:
             answer = ended.get(tid)
-            if (isinstance(answer, FinalAnswer) and answer.route == "cloud"
-                    and answer.plan is not None and answer.plan.source == "model"
-                    and any(s.grounding for s in answer.plan.steps)):
+            if (
+                isinstance(answer, FinalAnswer)
+                and answer.route == "cloud"
+                and answer.plan is not None
+                and answer.plan.source == "model"
+                and any(s.grounding for s in answer.plan.steps)
+            ):
                 return True  # fmt: skip
         # put again each time: see tests/test_boundary_e2e.py::_case_kb_in_force
         await publish_site_kb(js, SITE, HELP_KB, [HELP_ARTICLE], fmt="markdown")

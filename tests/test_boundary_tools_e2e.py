@@ -25,10 +25,11 @@ from typing import Any, Final
 import pytest
 from rich.console import Console
 
-from sitemesh.bus import Subjects, connect
+from sitemesh.bus import Subjects
 from sitemesh.cli._hybrid import hybrid_stack, side_env
 from sitemesh.config import BusSettings, Settings
 from sitemesh.policy import PolicyStore
+from sitemesh.runtime import connect
 from sitemesh.schemas import EVENT_DECODER, FinalAnswer, TaskFailed, decode
 from sitemesh.tools.servers import seed_crm
 from tests._mcp.helpers import ROOT
@@ -94,7 +95,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 async def _run(stack: Any, site: str, tickets: dict[str, str]) -> dict[str, Any]:
     """Publish urgent tickets (task id -> customer handle) at ``site``; their ends."""
-    nc = await connect(stack.sites[site].nats.url, name=f"test-{site}", timeout_s=5)
+    nc = await connect(stack.sites[site], "operator", name=f"test-{site}")
     js = nc.jetstream()
     await PolicyStore(js).publish(ALL_TO_CLOUD)
     ended: dict[str, FinalAnswer | TaskFailed] = {}
@@ -116,7 +117,7 @@ async def _run(stack: Any, site: str, tickets: dict[str, str]) -> dict[str, Any]
 
 
 async def test_crm_values_stay_on_site_and_the_answer_uses_them(stack: Any) -> None:
-    watch = await HubWatch.start(stack.topo.hub_url)
+    watch = await HubWatch.start(stack.topo)
     run = uuid.uuid4().hex[:6]
     crm = {f"crm-{run}-{h}": h for h in CUSTOMERS}
     control = {f"ctl-{run}-{h}": h for h in UNKNOWN}

@@ -18,8 +18,10 @@ from nats.js.api import DiscardPolicy
 from sitemesh.agents import KnowledgeBase
 from sitemesh.agents._retriever import RetrieverAgent, build_query
 from sitemesh.bus import (
+    ADMIT_BELOW,
     HDR_MSG_ID,
     TRUNCATED_ORIGINAL_BYTES,
+    AdmissionGate,
     MsgContext,
     Outbound,
     Publisher,
@@ -65,7 +67,7 @@ async def _letters(js: JetStreamContext, site: str) -> list[DeadLetter]:
 
 async def _shrink(js: JetStreamContext, bus: BusSettings, name: str, max_bytes: int) -> None:
     info = await js.stream_info(name)
-    cfg = stream_config(bus, name, info.config.subjects)
+    cfg = stream_config(bus, name, info.config.subjects, max_age=False)
     cfg.max_bytes = max_bytes
     await js.update_stream(cfg)
 
@@ -392,3 +394,63 @@ async def test_a_filling_stream_is_reported_before_it_refuses(
     line = fill_line([fill])
     assert line.plain.startswith(f"streams: {subjects.work_stream} ")
     assert any(span.style == "bold red" for span in line.spans)
+
+
+async def test_the_router_admits_no_new_task_into_a_nearly_full_work_stream(
+    js: JetStreamContext, site: str, bus_settings: BusSettings
+) -> None:
+    """AdmissionGate: past ADMIT_BELOW the router holds its tasks (unacked, no delivery
+    spent, nothing dead-lettered) while events still pass; room again, they go on."""
+    s = Subjects(site)
+    await provision(js, s, bus_settings)
+    await _shrink(js, bus_settings, s.work_stream, 20_000)
+    gate = AdmissionGate(js, s.work_stream, s.all_work.removesuffix(">"))
+    pub = Publisher(js)
+    n = 0
+    while (await js.stream_info(s.work_stream)).state.bytes < ADMIT_BELOW * 20_000:
+        await pub.publish(Outbound(subject=s.work("retriever"), payload=b"f" * 200, msg_id=f"f{n}"))
+        n += 1
+    event = Outbound(subject=s.event("x", "router"), payload=b"{}", msg_id="e")
+    assert await gate([event]) is None  # events are not guarded
+    refused = await gate([event, Outbound(subject=s.work("planner"), payload=b"w", msg_id="w")])
+    assert isinstance(refused, StreamFull)
+    assert "new tasks wait" in str(refused)
+
+    async def route(task: SupportTicket, ctx: MsgContext) -> Sequence[Outbound]:
+        return [
+            Outbound(
+                subject=s.work("planner"), payload=b"w", msg_id=f"{task.task_id}:work",
+                task_id=task.task_id,
+            )
+        ]  # fmt: skip
+
+    stream, durable, _ = s.consumer_for("router")
+    router = Worker(
+        js, site=site, role="router", stream=stream, durable=durable,
+        decoder=lambda d: decode(d, TASK_DECODER), handler=route,  # type: ignore[arg-type]
+        settings=bus_settings, admit=gate,
+    )  # fmt: skip
+    async with router:
+        for i in range(3):
+            await js.publish(s.task("support_ticket"), _ticket(f"g{i}"))
+
+        async def held() -> bool:
+            info = await js.consumer_info(s.tasks_stream, "router")
+            return info.num_ack_pending == 3 and gate.held >= 6
+
+        await assert_eventually(held, timeout_s=10)
+        assert await stream_messages(js, s.work_stream, s.work("planner")) == []
+        info = await js.consumer_info(s.tasks_stream, "router")
+        assert info.num_redelivered == 0  # held in progress, not redelivered
+        await js.purge_stream(s.work_stream)  # the work in progress drained
+
+        async def drained() -> bool:
+            info = await js.consumer_info(s.tasks_stream, "router")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await assert_eventually(drained, timeout_s=20)
+    work = await stream_messages(js, s.work_stream, s.work("planner"))
+    assert sorted((m.headers or {}).get(HDR_MSG_ID) for m in work) == [
+        "g0:work", "g1:work", "g2:work"
+    ]  # fmt: skip
+    assert await _letters(js, site) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 from nats.js import JetStreamContext
 
 import sitemesh.bus as bus
@@ -40,6 +41,9 @@ EXPECTED_EXPORTS = {
     "publish_middleware", "redact_url", "run_worker_until_signalled", "stream_config",
     "stream_configs", "token", "worker_middlewares",
     "DEAD_LETTER_MAX_BYTES", "TRUNCATED_ORIGINAL_BYTES", "as_stream_full", "raw_task_id",
+    "TRIM_AT", "TRIM_INTERVAL_S", "Trim", "consumer_filters", "consumer_floor",
+    "keep_streams", "trim_processed", "trim_stream", "work_streams", "ADMIT_BELOW",
+    "ADMIT_REFRESH_S", "AdmissionGate", "Admit",
 }  # fmt: skip
 
 
@@ -76,9 +80,15 @@ async def test_provision_is_idempotent_and_concurrent_safe(
     assert info.config.ack_wait == bus_settings.ack_wait_s
 
     # A changed setting is applied as an update, not an error.
-    changed = bus_settings.model_copy(update={"max_age_s": 3600.0, "max_deliver": 4})
+    changed = bus_settings.model_copy(update={"max_bytes": 1 << 20, "max_deliver": 4})
     await provision(js, subjects, changed)
-    assert (await js.stream_info(subjects.work_stream)).config.max_age == 3600.0
+    assert (await js.stream_info(subjects.work_stream)).config.max_bytes == 1 << 20
+    # the streams of work have no server age limit (their processed history is trimmed);
+    # the advisories keep theirs
+    for stream in bus.work_streams(subjects):
+        assert not (await js.stream_info(stream)).config.max_age
+    adv = await js.stream_info(subjects.advisories_stream)
+    assert adv.config.max_age == pytest.approx(bus_settings.max_age_s)
     assert (await js.consumer_info(subjects.work_stream, "planner")).config.max_deliver == 4
 
 

@@ -254,6 +254,11 @@ def test_sitemesh_commands_parse(compose: dict[str, Any]) -> None:
         if not is_sitemesh(svc):
             continue
         command, params = parse_cli(svc["command"])
+        if command == "trim":  # the stream trimmer next to the workers, one per site
+            assert params["watch"] is True, name
+            assert name == f"{params['site']}-trim"
+            assert env_of(svc)["SITEMESH_SITE"] == params["site"], name
+            continue
         assert command == "worker", name
         assert params["role"] in WORKER_ROLES, name
         if params["role"] == "synthesiser":
@@ -290,8 +295,9 @@ def test_sitemesh_env_loads(compose: dict[str, Any], monkeypatch: pytest.MonkeyP
         settings = Settings()
         assert settings.nats.url, name
         _, params = parse_cli(svc["command"])
-        assert settings.site == (params["site"] if params["role"] != "synthesiser" else "eu1")
-        if params["role"] != "synthesiser":
+        role = params.get("role", "trim")
+        assert settings.site == (params["site"] if role != "synthesiser" else "eu1")
+        if role != "synthesiser":
             assert settings.db_url.startswith("postgresql+asyncpg://sitemesh:")
             assert f"@postgres-{params['site']}:5432/" in settings.db_url
             assert settings.privacy.vault_key is not None
@@ -312,7 +318,7 @@ def test_each_side_gets_its_own_model_settings(
             continue
         keys = set(env_of(svc))
         _, params = parse_cli(svc["command"])
-        side = "hub" if params["role"] == "synthesiser" else "site"
+        side = "hub" if params.get("role") == "synthesiser" else "site"
         sides[side] += 1
         if side == "hub":
             assert not {k for k in keys if k.startswith("SITEMESH_MODELS_")}, name

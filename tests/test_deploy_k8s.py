@@ -90,6 +90,11 @@ def test_kustomization_lists_every_manifest() -> None:
 
 def test_one_deployment_per_role_and_one_recorder() -> None:
     deployments = objects("Deployment")
+    trim = deployments.pop("sitemesh-trim")  # the stream trimmer next to the workers
+    (container,) = trim["spec"]["template"]["spec"]["containers"]
+    command, params = parse_cli(container["args"])
+    assert (command, params["watch"], params["site"]) == ("trim", True, SITE)
+    assert trim["spec"]["replicas"] == 1
     assert set(deployments) == {f"sitemesh-{role}" for role in SITE_ROLES}
     recorder = deployments["sitemesh-recorder"]["spec"]
     assert recorder["replicas"] == 1

@@ -56,7 +56,8 @@ PUBLIC = {
         "Finaliser", "HealthServer", "INBOX_DURABLE", "ProbeState", "ProcessState",
         "Processes", "Readiness", "SERVICE_ROLES", "Service", "WORKERS_BUCKET_PREFIX",
         "WorkerPresence", "WorkerRecord", "WorkerState", "build_model_client",
-        "catch_early_signals", "connect", "embedded_identity", "models_for", "nats_options",
+        "catch_early_signals", "connect", "creds_dir_identity", "embedded_identity",
+        "models_for", "nats_options",
         "presence_key",
         "provision_workers", "read_worker", "read_workers", "ready_by_role", "run_role",
         "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket",
@@ -85,7 +86,7 @@ PUBLIC = {
     ],
     "sitemesh.cloud_node": [
         "COMPOSED_LABEL", "ComposingSynthesiser", "SynthesisBackend", "Synthesiser",
-        "describe_incident", "run_cloud",
+        "describe_incident", "provision_cloud", "run_cloud",
     ],
 }  # fmt: skip
 

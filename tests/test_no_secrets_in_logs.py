@@ -6,8 +6,10 @@ eu1,us1`` until ready — then reads every secret the run generated from where i
 them (the rendered server configs, the vault keys, ``up``'s env files) and searches
 every file under the state directory and the command's stdout/stderr for them and
 for any NKey seed (``SU`` + 56 base32 characters). The only files allowed to hold a
-secret are those stores themselves, which also serve as the positive control: the
-same search finds every password there.
+secret are those stores themselves (the per-role seeds under ``topology/creds`` and the
+TLS keys under ``topology/certs`` among them), which also serve as the positive
+control: the same search finds every password and every seed there. ``up``'s env files
+hold paths only (the creds directory, the TLS files), no password and no seed.
 """
 
 from __future__ import annotations
@@ -52,8 +54,15 @@ class Scan:
 def stored_secrets(state: Path) -> tuple[dict[str, str], list[Path]]:
     """Every secret of the run, by value -> kind, and the files meant to hold them."""
     holders = sorted((state / "topology" / "conf").glob("*.conf"))
-    holders += sorted((state / "topology" / "env").glob("*.env"))
     found = {pw: "password" for conf in holders for pw in PASSWORD.findall(conf.read_text())}
+    holders += sorted((state / "topology" / "env").glob("*.env"))  # paths only, checked
+    for seed in sorted((state / "topology" / "creds").rglob("*.nk")):
+        found[seed.read_text().strip()] = "seed"
+        holders.append(seed)
+    for key in sorted((state / "topology" / "certs").glob("*-key.pem")):
+        body = [ln for ln in key.read_text().splitlines() if ln and not ln.startswith("-----")]
+        found[body[0]] = "tls key"  # a line of the private key, as a log would show it
+        holders.append(key)
     for site in SITES:
         key = state / site / "vault.key"
         if key.is_file():
@@ -95,8 +104,16 @@ def check_run(state: Path, outputs: list[Path]) -> Scan:
     """The assertions shared by both runs; returns the scan of everything else."""
     found, holders = stored_secrets(state)
     passwords = [v for v, kind in found.items() if kind == "password"]
-    # hub: cloud + one leaf user per site; each site: site + egress
+    # hub: cloud + one leaf user per site; each site: site + egress (the accounts'
+    # administrators, kept for the topology's own provisioning)
     assert len(passwords) == 1 + 3 * len(SITES), sorted(found.values())
+    seeds = [p for p in holders if p.suffix == ".nk"]
+    assert len(seeds) > 10 * len(SITES), "one identity per role of every server"
+    assert {"tls key"} <= set(found.values())
+    control = scan(seeds, found)  # the seed search finds every stored seed
+    assert set(control.hits) == {str(p) for p in seeds}, control.hits
+    env_files = [p for p in holders if p.suffix == ".env"]
+    assert scan(env_files, found).hits == {}, "env files hold paths, never a secret"
     # positive control: the same search does find the passwords where they are kept
     confs = [p for p in holders if p.suffix == ".conf"]
     control = scan(confs, found)
@@ -160,7 +177,7 @@ def test_hybrid_demo_logs_no_secret(tmp_path: Path) -> None:
     check_run(state, [out, err])
 
 
-def test_up_prints_no_password_and_says_where_the_credentials_are(tmp_path: Path) -> None:
+def test_up_prints_no_password_and_says_where_the_identities_are(tmp_path: Path) -> None:
     state = tmp_path / "state"
     out, err = tmp_path / "up.stdout", tmp_path / "up.stderr"
     with out.open("wb") as fo, err.open("wb") as fe:
@@ -185,12 +202,13 @@ def test_up_prints_no_password_and_says_where_the_credentials_are(tmp_path: Path
     env_dir = state / "topology" / "env"
     for server in ["hub", *SITES]:
         path = env_dir / f"{server}.env"
-        assert str(path) in text  # where the credentials are
+        assert str(path) in text  # where the env files are
         assert path.stat().st_mode & 0o777 == 0o600
     for line in text.splitlines():
         if line.startswith(("hub ", "site ")):
             assert re.search(r"nats://127\.0\.0\.1:\d+ ", line), line  # no userinfo at all
-    found, _ = stored_secrets(state)
     eu1 = (env_dir / "eu1.env").read_text()
-    assert any(pw in eu1 for pw, kind in found.items() if kind == "password")  # control
+    assert f"SITEMESH_NATS_CREDS_DIR={state / 'topology' / 'creds'}" in eu1
+    assert f"SITEMESH_NATS_TLS_CERT_FILE={state / 'topology' / 'certs' / 'client-eu1.pem'}" in eu1
+    assert f"identities: {state / 'topology' / 'creds'}" in text
     check_run(state, [out, err])

@@ -221,6 +221,15 @@ async def test_router_sweeps_exhausted_messages(topo: Topology) -> None:
     assert s.errors.empty()
 
 
+async def test_router_reads_the_work_streams_fill_and_nothing_more(topo: Topology) -> None:
+    """AdmissionGate: the work stream's info (its fill), not the others', no purge."""
+    s = await login(topo, "eu1", "router")
+    info = await s.js.stream_info(EU1.work_stream)
+    assert info.config.name == EU1.work_stream
+    await s.denied_publish("$JS.API.STREAM.INFO." + EU1.events_stream)
+    await s.denied_publish("$JS.API.STREAM.PURGE." + EU1.work_stream)
+
+
 async def test_escalation_uses_pending_bucket_and_inbox(topo: Topology) -> None:
     s = await login(topo, "eu1", "escalation")
     kv = await pending_kv(s.js, "eu1")

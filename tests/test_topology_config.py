@@ -43,6 +43,8 @@ def test_public_api() -> None:
         "site_permissions",
         # the authenticated embedded server (docs/security.md)
         "FINAL_ROLES", "ensure_site_creds", "render_embedded_config",
+        # the secured `sitemesh up` (docs/security.md)
+        "ensure_dev_certs",
     }  # fmt: skip
     for name in topology.__all__:
         assert getattr(topology, name) is not None

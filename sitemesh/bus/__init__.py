@@ -53,6 +53,20 @@ from ._objects import (
 )
 from ._publish import PubAck, Publisher, as_stream_full
 from ._redact import redact_url
+from ._retention import (
+    ADMIT_BELOW,
+    ADMIT_REFRESH_S,
+    TRIM_AT,
+    TRIM_INTERVAL_S,
+    AdmissionGate,
+    Trim,
+    consumer_filters,
+    consumer_floor,
+    keep_streams,
+    trim_processed,
+    trim_stream,
+    work_streams,
+)
 from ._server import (
     EmbeddedNats,
     NatsServer,
@@ -98,10 +112,12 @@ from ._subjects import (
     msg_id,
     token,
 )
-from ._types import Handler, MsgContext, Outbound, TaskIdOf
+from ._types import Admit, Handler, MsgContext, Outbound, TaskIdOf
 from ._worker import Worker, ack_metadata, run_worker_until_signalled
 
 __all__ = [
+    "ADMIT_BELOW",
+    "ADMIT_REFRESH_S",
     "AGENT_ENTRY_POINTS",
     "ALL_IN",
     "ALL_OUT",
@@ -129,8 +145,12 @@ __all__ = [
     "PREFIX",
     "RECORDER",
     "REPLAY_PREFIX",
+    "TRIM_AT",
+    "TRIM_INTERVAL_S",
     "TRUNCATED_ORIGINAL_BYTES",
     "Action",
+    "AdmissionGate",
+    "Admit",
     "ArtifactInfo",
     "ArtifactNotFound",
     "Decision",
@@ -156,6 +176,7 @@ __all__ = [
     "StreamFill",
     "Subjects",
     "TaskIdOf",
+    "Trim",
     "Worker",
     "WorkerMiddlewareFactory",
     "ack_metadata",
@@ -164,6 +185,8 @@ __all__ = [
     "connect",
     "consumer_config",
     "consumer_configs",
+    "consumer_filters",
+    "consumer_floor",
     "dead_letter_msg_id",
     "dead_letter_outbounds",
     "decide",
@@ -172,6 +195,7 @@ __all__ = [
     "free_port",
     "install_middleware",
     "installed_roles",
+    "keep_streams",
     "knowledge_bucket",
     "load_toml",
     "message_id",
@@ -185,5 +209,8 @@ __all__ = [
     "stream_configs",
     "stream_fill",
     "token",
+    "trim_processed",
+    "trim_stream",
+    "work_streams",
     "worker_middlewares",
 ]

@@ -17,6 +17,7 @@ from nats.js.api import (
     RetentionPolicy,
     StorageType,
     StreamConfig,
+    StreamInfo,
     StreamSource,
 )
 from nats.js.errors import BadRequestError, NotFoundError
@@ -47,6 +48,7 @@ def stream_config(
     sources: list[StreamSource] | None = None,
     *,
     discard: DiscardPolicy = DiscardPolicy.NEW,
+    max_age: bool = True,
 ) -> StreamConfig:
     """The configuration every sitemesh stream shares: limits retention (history kept
     for replay), file storage, ``bus`` limits, 1 MiB messages, a duplicate window no
@@ -56,10 +58,13 @@ def stream_config(
     stream silently dropped its oldest messages, processed or not. With ``NEW`` the
     publisher of the message that does not fit gets an error
     (:class:`~sitemesh.errors.StreamFull` from :class:`Publisher`), the worker runtime
-    holds the input it was handling and publishes again until there is room, and
-    history leaves the stream only by age (``max_age_s``), or when an operator raises
-    ``max_bytes`` or purges acknowledged history (docs/architecture.md, "Stream
-    limits").
+    holds the input it was handling and publishes again until there is room.
+
+    A stream of work (``max_age`` false) has no age limit on the server, which would
+    remove a message by age whether processed or not: its processed history is
+    trimmed by :func:`~sitemesh.bus.trim_processed` instead (older than
+    ``max_age_s``, or all of it once the stream is nearly full), never what a
+    consumer has yet to settle (docs/architecture.md, "Stream limits").
 
     Args:
         bus: ``max_age_s``, ``max_bytes``, ``duplicate_window_s``.
@@ -68,6 +73,8 @@ def stream_config(
         sources: streams it sources (outbox/inbox across the site boundary).
         discard: what a full stream does; ``OLD`` only for a stream nobody can be told
             about a refusal (``ADVISORIES_<site>``, written by the server itself).
+        max_age: let the server remove messages older than ``max_age_s``; false for
+            the streams of work (TASKS, WORK, EVENTS, DLQ).
     """
     return StreamConfig(
         name=name,
@@ -76,7 +83,7 @@ def stream_config(
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=discard,
-        max_age=bus.max_age_s,
+        max_age=bus.max_age_s if max_age else 0,
         max_bytes=bus.max_bytes,
         max_msg_size=MAX_MSG_BYTES,
         duplicate_window=min(bus.duplicate_window_s, bus.max_age_s),
@@ -87,9 +94,10 @@ def stream_config(
 def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
     """The site's stream configurations (limits retention, file storage).
 
-    TASKS, WORK, EVENTS and DLQ discard new messages when full (see
-    :func:`stream_config`): each holds work someone has yet to do (the router, the
-    agents, the recorder). ADVISORIES keeps ``OLD``: its publisher is the server,
+    TASKS, WORK, EVENTS and DLQ discard new messages when full and have no server
+    age limit (see :func:`stream_config`): each holds work someone has yet to do (the
+    router, the agents, the recorder), and only :func:`~sitemesh.bus.trim_processed`
+    removes their settled history. ADVISORIES keeps ``OLD``: its publisher is the server,
     which drops an advisory a full stream refuses without telling anyone, so the
     oldest advisory (most likely swept already) is the better one to lose.
 
@@ -99,7 +107,7 @@ def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
     """
 
     def cfg(name: str, subs: list[str]) -> StreamConfig:
-        return stream_config(bus, name, subs)
+        return stream_config(bus, name, subs, max_age=False)
 
     return [
         cfg(subjects.tasks_stream, [subjects.all_tasks]),
@@ -265,14 +273,17 @@ async def stream_fill(js: JetStreamContext, subjects: Subjects) -> list[StreamFi
             info = await js.stream_info(name)
         except NotFoundError:
             continue
-        cfg, state = info.config, info.state
-        out.append(
-            StreamFill(
-                stream=name,
-                messages=state.messages,
-                bytes=state.bytes,
-                max_bytes=cfg.max_bytes if cfg.max_bytes is not None else -1,
-                max_msgs=cfg.max_msgs if cfg.max_msgs is not None else -1,
-            )
-        )
+        out.append(fill_of(info))
     return out
+
+
+def fill_of(info: StreamInfo) -> StreamFill:
+    """The :class:`StreamFill` of one stream's info."""
+    cfg, state = info.config, info.state
+    return StreamFill(
+        stream=cfg.name or "",
+        messages=state.messages,
+        bytes=state.bytes,
+        max_bytes=cfg.max_bytes if cfg.max_bytes is not None else -1,
+        max_msgs=cfg.max_msgs if cfg.max_msgs is not None else -1,
+    )

@@ -9,6 +9,8 @@ from typing import TypeVar
 
 import msgspec
 
+from ..errors import StreamFull
+
 T = TypeVar("T")
 
 
@@ -89,3 +91,8 @@ publishes what the handler returns, then acks. Raise
 
 TaskIdOf = Callable[[bytes, Mapping[str, str]], str | None]
 """Best-effort task id of a raw message that may not decode (for error events)."""
+
+Admit = Callable[[Sequence[Outbound]], Awaitable[StreamFull | None]]
+"""``async def admit(outs) -> StreamFull | None``: asked by the worker runtime before it
+publishes a message's outputs; a returned :class:`~sitemesh.errors.StreamFull` holds
+them (the input stays in progress) and they are offered again with backoff."""

@@ -26,9 +26,9 @@ from ..schemas import check_nesting, hostile_json_error
 from ._acking import Action, Decision, backoff_s, decide
 from ._deadletter import dead_letter_outbounds, raw_task_id
 from ._middleware import ProcessMiddleware, worker_middlewares
-from ._publish import Publisher
+from ._publish import PubAck, Publisher
 from ._subjects import Subjects, message_id
-from ._types import Handler, MsgContext, Outbound, TaskIdOf
+from ._types import Admit, Handler, MsgContext, Outbound, TaskIdOf
 
 T = TypeVar("T")
 
@@ -173,6 +173,11 @@ class Worker(Generic[T]):
             default ``Subjects(site)`` (a replay sandbox passes its own).
         middleware: the chain around each message (first = outermost); default:
             from the installed factories (:func:`sitemesh.bus.install_middleware`).
+        admit: asked before each publish of a message's outputs; a
+            :class:`~sitemesh.errors.StreamFull` it returns holds them as a refusal
+            by the server would (e.g. :class:`~sitemesh.bus.AdmissionGate`: the
+            router admits no new task into a work stream past 80 %, so the work in
+            progress keeps room to move on).
     """
 
     def __init__(
@@ -191,8 +196,10 @@ class Worker(Generic[T]):
         dead_letter_role: str | None = None,
         subjects: Subjects | None = None,
         middleware: Sequence[ProcessMiddleware] | None = None,
+        admit: Admit | None = None,
     ) -> None:
         self._js = js
+        self._admit = admit
         self.site = site
         self.role = role
         self.stream = stream
@@ -461,7 +468,12 @@ class Worker(Generic[T]):
         pending = list(outs)
         attempt = 0
         while True:
-            results = await self._publisher.publish_each(pending, causation_id=causation_id)
+            gate = await self._admit(pending) if self._admit is not None else None
+            results: Sequence[PubAck | Exception] = (
+                [gate] * len(pending)
+                if gate is not None
+                else await self._publisher.publish_each(pending, causation_id=causation_id)
+            )
             refused: list[Outbound] = []
             full: StreamFull | None = None
             for out, result in zip(pending, results, strict=True):

@@ -43,6 +43,26 @@ InsecureOpt = Annotated[
     ),
 ]
 
+HybridInsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Run the hub and sites WITHOUT per-role identities and TLS, on the shared "
+        "per-account passwords (default: one NKey identity per role and mutual TLS, under "
+        "<state>/topology/creds and certs). Every process could then act as any role of "
+        "its account; for a machine you alone use.",
+    ),
+]
+DemoInsecureOpt = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Run the embedded nats-server WITHOUT authentication (with --sites: the hub "
+        "and sites without per-role identities and TLS, on shared passwords). Default: "
+        "one NKey identity per role. For a machine you alone use.",
+    ),
+]
+
 
 def _settings(site: str | None = None) -> Settings:
     return load_settings(site=site) if site else load_settings()
@@ -216,6 +236,21 @@ def status(site: SiteOpt = None) -> None:
     from ._state_cmds import show_status
 
     raise typer.Exit(_run(show_status(_settings(site), console)))
+
+
+@app.command()
+def trim(
+    site: SiteOpt = None,
+    watch: Annotated[
+        bool, typer.Option(help="Keep trimming every few seconds until interrupted.")
+    ] = False,
+) -> None:
+    """Remove the work streams' processed history: older than bus.max_age_s, or all of
+    it once a stream is nearly full; never what a consumer has yet to settle.
+    `sitemesh edge` does this itself; run it where workers run without edge."""
+    from ._trim_cmds import run_trim
+
+    raise typer.Exit(_run(run_trim(_settings(site), console, watch=watch)))
 
 
 @app.command()
@@ -396,7 +431,7 @@ def demo(
             "of the tasks, since each model plan takes tens of seconds here.",
         ),
     ] = False,
-    insecure: InsecureOpt = False,
+    insecure: DemoInsecureOpt = False,
 ) -> None:
     """The main job on the embedded default: NATS, every worker as a process, real
     tickets and telemetry alerts in, answers and dead letters out, a summary."""
@@ -404,13 +439,9 @@ def demo(
     if sites:
         from ._demo_hybrid import run_hybrid_demo
 
-        if insecure:
-            err_console.print("--insecure is for the one-site demo (the hybrid servers always "
-                              "authenticate)")  # fmt: skip
-            raise typer.Exit(2)
-
         names = [s.strip() for s in sites.split(",") if s.strip()]
-        raise typer.Exit(_run(run_hybrid_demo(_settings(), console, names, timeout_s=timeout_s)))
+        raise typer.Exit(_run(run_hybrid_demo(_settings(), console, names, timeout_s=timeout_s,
+                                              insecure=insecure)))  # fmt: skip
     from ._demo import run_demo
 
     raise typer.Exit(
@@ -426,14 +457,17 @@ def demo(
 @app.command()
 def up(
     sites: Annotated[str, typer.Option(help="Comma-separated site names.")] = "eu1,us1",
+    insecure: HybridInsecureOpt = False,
 ) -> None:
     """A cloud hub and one leaf nats-server per site on this machine, with every
-    site's workers and the cloud agents; prints the URLs and runs until stopped."""
+    site's workers and the cloud agents; prints the URLs and runs until stopped.
+    Every server requires a per-role identity and mutual TLS (generated under
+    <state>/topology on the first start, reused after) unless --insecure."""
     from ._hybrid import run_up
 
     _logging(logging.WARNING)
     names = [s.strip() for s in sites.split(",") if s.strip()]
-    raise typer.Exit(_run(run_up(_settings(), console, names)))
+    raise typer.Exit(_run(run_up(_settings(), console, names, insecure=insecure)))
 
 
 @app.command()

@@ -33,7 +33,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..bus import Subjects, provision
+from ..bus import Subjects, keep_streams, provision
 from ..config import Settings
 from ..edge_node import child_env, process_environ, provision_task_registry
 from ..runtime import connect, provision_workers
@@ -203,6 +203,7 @@ async def run_demo(
         roles = site_roles(1)
         sup = site_supervisor(settings, url, roles, (), worker_identities(settings, url, roles))
         store = Store(settings.db_url)
+        keeper = asyncio.create_task(keep_streams(nc, subjects, settings.bus))
         try:
             await sup.start()
             # every process registered ready (sitemesh_workers_<site>): loaded, taking work
@@ -305,6 +306,7 @@ async def run_demo(
                 await asyncio.sleep(0.2)
             return await _summary(console, store, run, prefix, fault_score)
         finally:
+            keeper.cancel()
             codes = await sup.stop()
             bad = {k: v for k, v in codes.items() if v not in (0, None)}
             if bad:

@@ -154,7 +154,7 @@ def worker_identities(
     Each child gets its own role's identity, never the operator's: from the
     authenticated embedded server's creds directory, or, when this command itself
     runs with an identity (``SITEMESH_NATS_NKEY_SEED_FILE`` on a secured external
-    server), from ``<state_dir>/creds`` (``sitemesh creds``).
+    server), from ``nats.creds_dir`` or else ``<state_dir>/creds`` (``sitemesh creds``).
 
     Returns:
         ``{role: seed file}``, or ``None`` for an open server (no identities).
@@ -168,7 +168,7 @@ def worker_identities(
     directory = embedded_creds(settings.state_dir, url)
     if directory is None and not settings.nats.has_identity:
         return None
-    directory = directory or creds_dir(settings.state_dir.resolve())
+    directory = directory or settings.nats.creds_dir or creds_dir(settings.state_dir.resolve())
     try:
         bundle = load_creds(directory)
     except ConfigError as exc:

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from rich.console import Console
 
 from ..agents import Registry
-from ..bus import FILL_WARNING, Subjects, provision, redact_url, stream_fill
+from ..bus import FILL_WARNING, Subjects, keep_streams, provision, redact_url, stream_fill
 from ..config import Settings
 from ..edge_node import Supervisor, child_env, process_environ, provision_task_registry
 from ..runtime import connect, models_for, provision_tool_health, provision_workers
@@ -132,6 +132,11 @@ async def run_edge(
             console.print(f"site [bold]{settings.site}[/bold] starting at {redact_url(url)}")
             console.print(f"logs in {settings.state_dir / 'logs'}; Ctrl-C to stop")
             watch: asyncio.Task[None] | None = None
+            # processed history leaves the work streams here (they have no server age
+            # limit, so nothing unprocessed ever ages out)
+            keeper = asyncio.create_task(
+                keep_streams(nc, Subjects(settings.site), settings.bus), name="stream-keeper"
+            )
             try:
                 took = await wait_workers(
                     console, [(nc.jetstream(), sup)],
@@ -145,6 +150,7 @@ async def run_edge(
                 watch = asyncio.create_task(watch_fill(nc.jetstream(), settings.site, console))
                 await stop.wait()
             finally:
+                keeper.cancel()
                 if watch is not None:
                     watch.cancel()
                 await nc.close()  # before the workers stop (and NATS may be going down)
@@ -174,8 +180,9 @@ async def watch_fill(
                 console.print(
                     f"[bold red]stream {f.stream} is {f.fraction:.0%} full[/bold red] "
                     f"({f.bytes:,} of {f.max_bytes:,} bytes): when full it refuses new work "
-                    "(publishers are told; nothing is dropped). Raise SITEMESH_BUS_MAX_BYTES "
-                    "or lower SITEMESH_BUS_MAX_AGE_S."
+                    "(publishers are told; nothing is dropped). Processed history is "
+                    "trimmed already; the rest awaits its consumers: check `sitemesh "
+                    "status`, add workers, or raise SITEMESH_BUS_MAX_BYTES."
                 )
             elif f.fraction < FILL_WARNING * 0.9 and f.stream in warned:
                 warned.discard(f.stream)

@@ -1,6 +1,6 @@
 """What runs in the cloud hub: agents that only ever see structured incidents."""
 
-from ._run import run_cloud
+from ._run import provision_cloud, run_cloud
 from ._synthesiser import (
     COMPOSED_LABEL,
     ComposingSynthesiser,
@@ -15,5 +15,6 @@ __all__ = [
     "SynthesisBackend",
     "Synthesiser",
     "describe_incident",
+    "provision_cloud",
     "run_cloud",
 ]

@@ -21,7 +21,7 @@ Cross-cutting middleware (tracing, metrics) is injected into the bus runtime by
 :func:`sitemesh.telemetry.setup_telemetry` through :func:`sitemesh.bus.install_middleware`.
 """
 
-from ._connect import connect, embedded_identity
+from ._connect import connect, creds_dir_identity, embedded_identity
 from ._health import Processes, ProcessState, Readiness, wait_ready
 from ._http import HealthServer, ProbeState
 from ._identity import nats_options
@@ -81,6 +81,7 @@ __all__ = [
     "build_tool_registry",
     "catch_early_signals",
     "connect",
+    "creds_dir_identity",
     "embedded_identity",
     "models_for",
     "nats_options",

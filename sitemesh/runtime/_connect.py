@@ -12,6 +12,48 @@ from ..errors import ConfigError
 from ._identity import nats_options
 
 
+def creds_dir_identity(settings: Settings, role: str) -> Settings:
+    """``settings`` with the seed file of ``role`` at ``settings.site`` from
+    ``nats.creds_dir`` when that is set and no seed is; else unchanged.
+
+    How the processes of ``sitemesh up`` (and an operator who sourced one of its env
+    files) connect: every process gets the same ``SITEMESH_NATS_CREDS_DIR`` and picks
+    its own role's identity from it; the hub's processes have site ``hub``.
+
+    Args:
+        settings: ``nats.creds_dir``, ``nats.nkey_seed_file``/``nkey_seed``, ``site``.
+        role: the role about to connect (``planner``, ``operator``, ``client``...).
+
+    Returns:
+        The settings, with ``nats.nkey_seed_file`` set when it was picked here.
+
+    Raises:
+        ConfigError: key ``nats.creds_dir``: the directory has no manifest (not a
+            ``sitemesh creds`` directory) or no identity for ``role`` at this site.
+    """
+    nats = settings.nats
+    if nats.creds_dir is None or nats.nkey_seed_file is not None or nats.nkey_seed is not None:
+        return settings
+    from ..topology import load_creds
+
+    directory = nats.creds_dir
+    try:
+        bundle = load_creds(directory)
+    except ConfigError as exc:
+        raise ConfigError("nats.creds_dir", str(exc).split(": ", 1)[-1]) from None
+    try:
+        seed = bundle.get(settings.site, role).seed_file
+    except KeyError:
+        known = sorted({i.site for i in bundle.identities})
+        raise ConfigError(
+            "nats.creds_dir",
+            f"{directory} has no identity for role {role!r} at site {settings.site!r} "
+            f"(it has sites {known}); run `sitemesh creds --site {settings.site} --role "
+            f"{role} --out {directory}` and restart the servers that use it",
+        ) from None
+    return settings.model_copy(update={"nats": nats.model_copy(update={"nkey_seed_file": seed})})
+
+
 def embedded_identity(settings: Settings, role: str, url: str) -> Settings:
     """``settings`` with ``role``'s seed file when ``url`` is this state directory's
     authenticated embedded server and no identity is configured; else unchanged.
@@ -53,10 +95,11 @@ async def connect(
     """Connect as ``role``, with the identity and TLS material ``settings.nats`` names.
 
     Every sitemesh process and CLI command connects through here, so a secured site
-    (``sitemesh creds``/``certs``) works the same for workers and operators. With no
-    identity configured and the target being this state directory's authenticated
-    embedded server, ``role``'s identity from ``<state_dir>/creds`` is used
-    (:func:`embedded_identity`).
+    (``sitemesh creds``/``certs``) works the same for workers and operators. With
+    ``nats.creds_dir`` set and no seed, ``role``'s identity at ``settings.site`` from
+    that directory is used (:func:`creds_dir_identity`); with no identity configured at
+    all and the target being this state directory's authenticated embedded server,
+    ``role``'s identity from ``<state_dir>/creds`` (:func:`embedded_identity`).
 
     Args:
         settings: ``nats.url`` (unless ``url``), identity and TLS files, timeouts.
@@ -71,7 +114,8 @@ async def connect(
         A connected client; close it with ``await nc.drain()``.
 
     Raises:
-        ConfigError: no URL, or the identity/TLS settings are incomplete or unreadable.
+        ConfigError: no URL, or the identity/TLS settings are incomplete or unreadable
+            (``nats.creds_dir`` without an identity for ``role`` at this site).
         BusConnectionError: not connected within ``nats.connect_timeout_s`` seconds.
     """
     target = url or settings.nats.url
@@ -81,6 +125,7 @@ async def connect(
             "no NATS server to join: set SITEMESH_NATS_URL (or run `sitemesh edge`, "
             "which starts the embedded server and its workers together)",
         )
+    settings = creds_dir_identity(settings, role)
     settings = embedded_identity(settings, role, target)
     return await bus.connect(
         target,

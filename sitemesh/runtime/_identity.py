@@ -12,11 +12,14 @@ def nats_options(nats: NatsSettings, role: str) -> dict[str, Any]:
     """nats-py ``connect`` options for a process of ``role``: its NKey seed, the
     ``_INBOX.<role>`` reply prefix its permissions allow, and mutual-TLS material.
 
-    Returns ``{}`` when no identity or TLS is configured (development).
+    Returns ``{}`` when no identity or TLS is configured (development). An identity
+    named by ``nats.creds_dir`` must have been picked already
+    (:func:`~sitemesh.runtime.creds_dir_identity`, which :func:`~sitemesh.runtime.connect`
+    runs).
 
     Raises:
-        ConfigError: TLS is half configured, or the seed is unreadable; names the key
-            (never the value).
+        ConfigError: TLS is half configured, the seed is unreadable, or ``creds_dir`` is
+            set but no seed was picked from it; names the key (never the value).
     """
     tls_keys = {
         "nats.tls_ca_file": nats.tls_ca_file,
@@ -29,6 +32,12 @@ def nats_options(nats: NatsSettings, role: str) -> dict[str, Any]:
         raise ConfigError(missing, f"TLS needs all of {sorted(tls_keys)}; {missing} is not set")
     if not given and not nats.has_identity:
         return {}
+    if nats.nkey_seed_file is None and nats.nkey_seed is None and nats.creds_dir is not None:
+        raise ConfigError(
+            "nats.creds_dir",
+            f"no seed picked from {nats.creds_dir} yet: connect with "
+            "sitemesh.runtime.connect, or pass the settings through creds_dir_identity first",
+        )
     from ..topology import TlsFiles, client_options
 
     ca, cert, key = nats.tls_ca_file, nats.tls_cert_file, nats.tls_key_file

@@ -21,6 +21,7 @@ from nats.js.client import JetStreamContext
 from ..agents import AgentResources, AgentSpec, Registry, import_agent
 from ..bus import (
     HDR_TASK_ID,
+    AdmissionGate,
     MaxDeliveriesSweeper,
     Subjects,
     Worker,
@@ -135,6 +136,8 @@ async def _router(settings: Settings, js: JetStreamContext) -> list[Service]:
         ),
         settings=settings.bus,
         task_id_of=task_id_of,
+        # no new task into a nearly full work stream: the steps in progress need room
+        admit=AdmissionGate(js, subjects.work_stream, subjects.all_work.removesuffix(">")),
     )
     sweeper = MaxDeliveriesSweeper(
         js, site=settings.site, settings=settings.bus, task_id_of=_work_task_id

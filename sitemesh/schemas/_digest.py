@@ -9,6 +9,7 @@ default spelled out or left away, ``1`` for ``1.0``) submits the same task.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Final
 
@@ -20,6 +21,16 @@ _CANONICAL: Final = msgspec.json.Encoder(order="sorted")
 """Object keys sorted (struct fields and dict keys alike)."""
 
 
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, str, Any, Any], ...]:
+    """``(name, encode_name, default, default_factory)`` of ``cls``'s fields, once per
+    class (``msgspec.structs.fields`` resolves the type hints on every call: most of a
+    digest's time before this cache)."""
+    return tuple(
+        (f.name, f.encode_name, f.default, f.default_factory) for f in msgspec.structs.fields(cls)
+    )
+
+
 def _canonical(value: Any) -> Any:
     """``value`` as builtins, every struct field equal to its default left out at any
     depth (msgspec's ``omit_defaults`` compares some defaults by identity only, so a
@@ -29,13 +40,13 @@ def _canonical(value: Any) -> Any:
         config = value.__struct_config__
         if isinstance(config.tag_field, str):
             out[config.tag_field] = config.tag
-        for f in msgspec.structs.fields(value):
-            v = getattr(value, f.name)
-            if f.default is not msgspec.NODEFAULT and v == f.default:
+        for name, encode_name, default, factory in _fields(type(value)):
+            v = getattr(value, name)
+            if default is not msgspec.NODEFAULT and v == default:
                 continue
-            if f.default_factory is not msgspec.NODEFAULT and v == f.default_factory():
+            if factory is not msgspec.NODEFAULT and v == factory():
                 continue
-            out[f.encode_name] = _canonical(v)
+            out[encode_name] = _canonical(v)
         return out
     if isinstance(value, list | tuple):
         return [_canonical(v) for v in value]

@@ -44,7 +44,7 @@ from ._permissions import (
     inbox_prefix,
     site_permissions,
 )
-from ._tls import DevPki, TlsFiles, generate_dev_pki
+from ._tls import DevPki, TlsFiles, generate_dev_pki, valid_for_s
 
 MANIFEST: Final = "identities.json"
 """Public part of the creds directory: account, site, role and public key per identity."""
@@ -402,3 +402,69 @@ def generate_dev_certs(
     clients = [f"client-{s}" for s in (HUB_SITE, *sites)] + [f"leaf-{s}" for s in sites]
     kwargs: dict[str, Any] = {} if hosts is None else {"hosts": tuple(hosts)}
     return generate_dev_pki(directory, servers=servers, clients=clients, days=days, **kwargs)
+
+
+RENEW_WITHIN_S: Final = 24 * 3600.0
+"""A kept development certificate valid for less than this many seconds is re-issued."""
+
+
+def ensure_dev_certs(
+    directory: Path,
+    sites: Sequence[str],
+    *,
+    days: int = 30,
+    renew_within_s: float = RENEW_WITHIN_S,
+) -> DevPki:
+    """The development PKI of a hub and ``sites``, made on first use and kept after.
+
+    What ``sitemesh up`` and ``sitemesh demo --sites`` run before starting their
+    servers. Unlike :func:`generate_dev_certs`, which re-issues every certificate, a
+    certificate whose PEM and key files exist and that stays valid for more than
+    ``renew_within_s`` seconds is kept (the same files on every start); a missing one
+    (a site added since) or an expiring one is issued by the directory's CA. Without a
+    CA (first start, or its key is gone) a new CA is made and every certificate
+    issued. Same names and profiles as :func:`generate_dev_certs` (SANs
+    :data:`~sitemesh.topology._tls.DEV_HOSTS`).
+
+    Args:
+        directory: the certs directory (``<state_dir>/topology/certs``).
+        sites: site names.
+        days: validity of newly issued certificates, in days.
+        renew_within_s: re-issue a certificate expiring within this many seconds.
+
+    Returns:
+        The PKI.
+
+    Raises:
+        ConfigError: key ``certs.ca``: the CA expires within ``renew_within_s`` seconds
+            (remove the directory to make a new one) or its key is not an EC key.
+    """
+    directory = Path(directory)
+    pki = DevPki(directory)
+    servers = [f"server-{s}" for s in (HUB_SITE, *sites)]
+    clients = [f"client-{s}" for s in (HUB_SITE, *sites)] + [f"leaf-{s}" for s in sites]
+    have_ca = pki.ca_file.is_file() and (directory / "ca-key.pem").is_file()
+    if have_ca:
+        left = valid_for_s(pki.ca_file)
+        if left is None or left < renew_within_s:
+            raise ConfigError(
+                "certs.ca",
+                f"the development CA {pki.ca_file} is expired, expiring or unreadable; "
+                f"remove {directory} and start again to make a new CA and certificates",
+            )
+
+    def missing(names: list[str]) -> list[str]:
+        if not have_ca:
+            return names
+        out = []
+        for name in names:
+            files = pki.files(name)
+            left = valid_for_s(files.cert_file)
+            if left is None or left < renew_within_s or not files.key_file.is_file():
+                out.append(name)
+        return out
+
+    new_servers, new_clients = missing(servers), missing(clients)
+    if new_servers or new_clients or not have_ca:
+        generate_dev_pki(directory, servers=new_servers, clients=new_clients, days=days)
+    return pki

@@ -237,6 +237,8 @@ def site_permissions(site: str, role: str) -> Permissions:
             # message and dead-letters it on behalf of its role
             pub += _consume(s.advisories_stream, DEADLETTER)
             pub += [*_get_msg(s.tasks_stream), *_get_msg(s.work_stream), s.all_dlq]
+            # AdmissionGate: the work stream's fill (info only, no message content)
+            pub.append(f"{JS_API}.STREAM.INFO.{s.work_stream}")
             pub.append(s.events_by(DEADLETTER))  # the sweeper's task_failed events
             pub += _kv(POLICY_BUCKET, write=True, create=True)
             # the task-id registry (sitemesh.edge_node.task_registry_bucket; created by

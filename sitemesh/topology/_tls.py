@@ -134,6 +134,19 @@ class DevPki:
         )
 
 
+def valid_for_s(cert_file: Path) -> float | None:
+    """Seconds until the PEM certificate ``cert_file`` expires (negative: expired).
+
+    Returns:
+        ``None`` when the file is missing or not a PEM certificate.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()
+
+
 def _write(path: Path, data: bytes, *, secret: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = 0o600 if secret else 0o644
