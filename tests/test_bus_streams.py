@@ -43,7 +43,8 @@ EXPECTED_EXPORTS = {
     "DEAD_LETTER_MAX_BYTES", "TRUNCATED_ORIGINAL_BYTES", "as_stream_full", "raw_task_id",
     "TRIM_AT", "TRIM_INTERVAL_S", "Trim", "consumer_filters", "consumer_floor",
     "keep_streams", "trim_processed", "trim_stream", "work_streams", "ADMIT_BELOW",
-    "ADMIT_REFRESH_S", "AdmissionGate", "Admit",
+    "ADMIT_REFRESH_S", "AdmissionGate", "Admit", "config_bucket",
+    "pending_bucket", "pending_kv",
 }  # fmt: skip
 
 
@@ -75,6 +76,8 @@ async def test_provision_is_idempotent_and_concurrent_safe(
     assert set(await _consumers(js, subjects.events_stream)) == {RECORDER}
     assert set(await _consumers(js, subjects.dlq_stream)) == {RECORDER}
     assert set(await _consumers(js, subjects.advisories_stream)) == {DEADLETTER}
+    # the configuration bucket is the provisioning's to create (no worker may)
+    assert (await js.stream_info(f"KV_{bus.CONFIG_BUCKET}")).config.name
     info = await js.consumer_info(subjects.work_stream, "planner")
     assert info.config.max_deliver == bus_settings.max_deliver
     assert info.config.ack_wait == bus_settings.ack_wait_s

@@ -170,7 +170,7 @@ async def secure_site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
                     [role],
                     env=child_env(process_environ(), traced.to_env()),
                     log_dir=tmp / "logs",
-                    graceful_timeout_s=10,
+                    graceful_timeout_s=30,  # exit after "stopped" can lag under load
                 )
             )
         op = await connect(site.as_role("operator"), "operator", name="pytest-operator")

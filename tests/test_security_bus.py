@@ -26,11 +26,10 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import StreamConfig
 
-from sitemesh.bus import Subjects, find_nats_server, provision
+from sitemesh.bus import Subjects, find_nats_server, pending_kv, provision
 from sitemesh.bus._subjects import CLOUD_IN
 from sitemesh.cloud_node._run import provision_cloud
 from sitemesh.config import BusSettings
-from sitemesh.edge_node._forward import pending_kv
 from sitemesh.errors import BusConnectionError
 from sitemesh.policy import PolicyStore
 from sitemesh.policy._kv import _bundled_text
@@ -96,7 +95,7 @@ async def topo(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Topolo
     ) as t:
         for site in SITES:
             prov = await t.connect_identity(site, "provisioner")
-            await provision(prov.jetstream(), Subjects(site), BUS)
+            await provision(prov.jetstream(), Subjects(site), BUS)  # the buckets too
         hub = await t.connect_identity("hub", "provisioner")
         await provision_cloud(hub.jetstream(), BUS)
         yield t
@@ -197,13 +196,21 @@ async def test_worker_role_pulls_its_consumer_and_publishes_its_outputs(
 async def test_router_reads_and_follows_the_policy_bucket(topo: Topology) -> None:
     s = await login(topo, "eu1", "router")
     store = PolicyStore(s.js)
-    live = await store.live("eu1").start()  # creates and seeds the bucket, then watches
+    live = await store.live("eu1").start()  # seeds the provisioned bucket, then watches
     try:
         version = await store.publish(_bundled_text(), site="eu1")
         await live.wait_for_version(version)
     finally:
         await live.shutdown()
     assert s.errors.empty()
+    # only the provisioning creates buckets
+    await s.denied_publish("$JS.API.STREAM.CREATE.KV_sitemesh_policy")
+    await s.denied_publish("$JS.API.STREAM.CREATE.KV_sitemesh_policy_other")
+
+
+async def test_escalation_cannot_create_its_pending_bucket(topo: Topology) -> None:
+    s = await login(topo, "eu1", "escalation")
+    await s.denied_publish("$JS.API.STREAM.CREATE.KV_sm_pending_eu1")
 
 
 async def test_router_sweeps_exhausted_messages(topo: Topology) -> None:

@@ -36,12 +36,12 @@ from opentelemetry.trace import SpanKind
 from rich.console import Console
 
 from sitemesh.agents import Agent, AgentSpec
-from sitemesh.bus import Outbound, Subjects, Worker, find_nats_server, provision
+from sitemesh.bus import Outbound, Subjects, Worker, find_nats_server, pending_kv, provision
 from sitemesh.bus._types import MsgContext
 from sitemesh.cli._trace_cmds import show_trace
 from sitemesh.cloud_node._run import provision_cloud, synthesiser_worker
 from sitemesh.config import BusSettings, DbSettings, Settings, TelemetrySettings
-from sitemesh.edge_node._forward import CloudForwarder, InboxFinaliser, pending_kv
+from sitemesh.edge_node._forward import CloudForwarder, InboxFinaliser
 from sitemesh.edge_node._ingress import Ingress, task_decoder, task_id_of
 from sitemesh.errors import PermanentError, TransientError
 from sitemesh.policy import BoundaryRefs

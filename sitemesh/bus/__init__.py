@@ -32,7 +32,10 @@ from ._documents import (
     DocumentStore,
     LiveDocument,
     Revision,
+    config_bucket,
     load_toml,
+    pending_bucket,
+    pending_kv,
 )
 from ._middleware import (
     ProcessMiddleware,
@@ -182,6 +185,7 @@ __all__ = [
     "ack_metadata",
     "as_stream_full",
     "backoff_s",
+    "config_bucket",
     "connect",
     "consumer_config",
     "consumer_configs",
@@ -200,6 +204,8 @@ __all__ = [
     "load_toml",
     "message_id",
     "msg_id",
+    "pending_bucket",
+    "pending_kv",
     "provision",
     "publish_middleware",
     "raw_task_id",

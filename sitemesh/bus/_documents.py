@@ -106,6 +106,53 @@ class Revision:
     created: datetime | None
 
 
+async def config_bucket(
+    js: JetStreamContext, bucket: str = CONFIG_BUCKET, history: int = CONFIG_HISTORY
+) -> KeyValue:
+    """The configuration bucket (policy rules, workflows), created if missing with
+    ``history`` revisions per key. Whoever provisions a site creates it
+    (:func:`sitemesh.bus.provision`), so no worker identity needs to create buckets;
+    concurrent creators with the same configuration all succeed.
+
+    Raises:
+        nats.js.errors.APIError: the server refused (e.g. no permission to create it).
+    """
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            bucket=bucket,
+            description="sitemesh configuration (TOML): rules[.<site>], workflows[.<site>]",
+            history=history,
+            max_bytes=_BUCKET_MAX_BYTES,
+            max_value_size=MAX_DOCUMENT_BYTES,
+        )
+
+
+def pending_bucket(site: str) -> str:
+    """Name of the site-local KV bucket of answers waiting for the cloud."""
+    return f"sm_pending_{site}"
+
+
+async def pending_kv(js: JetStreamContext, site: str) -> KeyValue:
+    """The pending-answers bucket of ``site``, created if missing (file storage).
+
+    :func:`sitemesh.bus.provision` creates it, so the escalation identity may use it
+    without being allowed to create buckets.
+
+    Raises:
+        nats.js.errors.APIError: the server refused (e.g. no permission to create it).
+    """
+    from nats.js.api import KeyValueConfig
+
+    try:
+        return await js.key_value(pending_bucket(site))
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            KeyValueConfig(bucket=pending_bucket(site), history=1, description="drafts")
+        )
+
+
 class DocumentStore(Generic[D]):
     """Publishes and reads one kind of document in a KV bucket.
 
@@ -155,17 +202,7 @@ class DocumentStore(Generic[D]):
             return self._kv
         async with self._lock:
             if self._kv is None:
-                try:
-                    self._kv = await self._js.key_value(self.bucket)
-                except BucketNotFoundError:
-                    self._kv = await self._js.create_key_value(
-                        bucket=self.bucket,
-                        description="sitemesh configuration (TOML): rules[.<site>], "
-                        "workflows[.<site>]",
-                        history=self.max_history,
-                        max_bytes=_BUCKET_MAX_BYTES,
-                        max_value_size=MAX_DOCUMENT_BYTES,
-                    )
+                self._kv = await config_bucket(self._js, self.bucket, self.max_history)
         return self._kv
 
     async def seed(self) -> bool:

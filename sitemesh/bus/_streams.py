@@ -195,7 +195,9 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def provision(
     js: JetStreamContext, subjects: Subjects, bus: BusSettings, roles: Iterable[str] | None = None
 ) -> None:
-    """Create or update the site's streams and durable consumers.
+    """Create or update the site's streams and durable consumers, and create the
+    configuration bucket (:func:`~sitemesh.bus.config_bucket`) and the site's
+    pending-answers bucket (:func:`~sitemesh.bus.pending_kv`) if they are missing.
 
     Idempotent and safe to run from several processes at once: creating a stream
     or consumer with the configuration it already has is a no-op on the server,
@@ -217,6 +219,10 @@ async def provision(
     await asyncio.gather(
         *(js.add_consumer(stream, c) for stream, c in consumer_configs(subjects, bus, roles))
     )
+    from ._documents import config_bucket, pending_kv  # workers use them, never create them
+
+    await config_bucket(js)
+    await pending_kv(js, subjects.site)
 
 
 FILL_WARNING: Final = 0.8

@@ -2,8 +2,9 @@
 (``sitemesh_tasks_<site>``), the cloud forwarder and inbox finaliser of the boundary,
 and the supervisor that keeps a site's worker processes running."""
 
+from ..bus import pending_kv  # kept here too: the pending bucket is the boundary's
 from ._batching import BatchingDecider
-from ._forward import CloudForwarder, InboxFinaliser, forwards, pending_kv
+from ._forward import CloudForwarder, InboxFinaliser, forwards
 from ._incident import build_incident, pseudonymized_texts
 from ._ingress import Ingress, start_workflow, task_decoder, task_id_of
 from ._supervisor import Supervisor, child_env, process_environ

@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import msgspec
-from nats.js.client import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from ..bus import MsgContext, Outbound, Subjects, msg_id, token
@@ -74,23 +73,6 @@ class Guard(Protocol):
     """What forwarding needs from ``sitemesh.policy.EgressGuard``."""
 
     def check(self, payload: msgspec.Struct) -> None: ...
-
-
-def pending_bucket(site: str) -> str:
-    """Name of the site-local KV bucket of answers waiting for the cloud."""
-    return f"sm_pending_{site}"
-
-
-async def pending_kv(js: JetStreamContext, site: str) -> KeyValue:
-    """The pending-answers bucket of ``site`` (created on first use, file storage)."""
-    from nats.js.api import KeyValueConfig
-
-    try:
-        return await js.key_value(pending_bucket(site))
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=pending_bucket(site), history=1, description="drafts")
-        )
 
 
 def forwards(item: WorkItem, answer: FinalAnswer) -> bool:

@@ -240,7 +240,7 @@ def site_permissions(site: str, role: str) -> Permissions:
             # AdmissionGate: the work stream's fill (info only, no message content)
             pub.append(f"{JS_API}.STREAM.INFO.{s.work_stream}")
             pub.append(s.events_by(DEADLETTER))  # the sweeper's task_failed events
-            pub += _kv(POLICY_BUCKET, write=True, create=True)
+            pub += _kv(POLICY_BUCKET, write=True, create=False)  # `provision` creates it
             # the task-id registry (sitemesh.edge_node.task_registry_bucket; created by
             # the provisioner) and a resubmitted task's events, to report where it stands
             pub += [*_kv(f"sitemesh_tasks_{site}", write=True, create=False)]
@@ -253,7 +253,7 @@ def site_permissions(site: str, role: str) -> Permissions:
                 f"{JS_API}.CONSUMER.CREATE.{s.inbox_stream}.{INBOX_DURABLE}",
                 f"{JS_API}.CONSUMER.CREATE.{s.inbox_stream}.{INBOX_DURABLE}.>",
                 f"{JS_API}.CONSUMER.DURABLE.CREATE.{s.inbox_stream}.{INBOX_DURABLE}",
-                *_kv(pending, write=True, create=True),
+                *_kv(pending, write=True, create=False),  # the site's provisioning creates it
             ]
         return Permissions(tuple(pub), (inbox,))
     if role == "recorder":
