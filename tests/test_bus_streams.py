@@ -44,7 +44,7 @@ EXPECTED_EXPORTS = {
     "TRIM_AT", "TRIM_INTERVAL_S", "Trim", "consumer_filters", "consumer_floor",
     "keep_streams", "trim_processed", "trim_stream", "work_streams", "ADMIT_BELOW",
     "ADMIT_REFRESH_S", "AdmissionGate", "Admit", "config_bucket",
-    "pending_bucket", "pending_kv",
+    "pending_bucket", "pending_kv", "open_kv",
 }  # fmt: skip
 
 

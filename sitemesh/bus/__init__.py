@@ -34,6 +34,7 @@ from ._documents import (
     Revision,
     config_bucket,
     load_toml,
+    open_kv,
     pending_bucket,
     pending_kv,
 )
@@ -204,6 +205,7 @@ __all__ = [
     "load_toml",
     "message_id",
     "msg_id",
+    "open_kv",
     "pending_bucket",
     "pending_kv",
     "provision",

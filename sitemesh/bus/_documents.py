@@ -21,7 +21,13 @@ from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.api import KeyValueConfig
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.errors import NoKeysError as _NoKeysError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
@@ -106,6 +112,33 @@ class Revision:
     created: datetime | None
 
 
+async def open_kv(js: JetStreamContext, config: KeyValueConfig, *, create: bool = True) -> KeyValue:
+    """KV bucket ``config.bucket``, created with ``config`` when it is missing. An
+    existing bucket is used as it is, also one another process created meanwhile
+    (with another configuration: the create is refused, the bucket is opened).
+
+    Args:
+        js: the JetStream context.
+        config: the bucket's configuration, for a new bucket.
+        create: create it when missing; ``False``: raise instead (an identity that may
+            use the bucket but not create it).
+
+    Raises:
+        BucketNotFoundError: it is missing and ``create`` is false.
+        nats.js.errors.APIError: the server refused (e.g. no permission to create it).
+    """
+    assert config.bucket is not None
+    try:
+        return await js.key_value(config.bucket)
+    except BucketNotFoundError:
+        if not create:
+            raise
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:  # created meanwhile by another process (another config)
+        return await js.key_value(config.bucket)
+
+
 async def config_bucket(
     js: JetStreamContext, bucket: str = CONFIG_BUCKET, history: int = CONFIG_HISTORY
 ) -> KeyValue:
@@ -117,16 +150,16 @@ async def config_bucket(
     Raises:
         nats.js.errors.APIError: the server refused (e.g. no permission to create it).
     """
-    try:
-        return await js.key_value(bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(
+    return await open_kv(
+        js,
+        KeyValueConfig(
             bucket=bucket,
             description="sitemesh configuration (TOML): rules[.<site>], workflows[.<site>]",
             history=history,
             max_bytes=_BUCKET_MAX_BYTES,
             max_value_size=MAX_DOCUMENT_BYTES,
-        )
+        ),
+    )
 
 
 def pending_bucket(site: str) -> str:
@@ -143,14 +176,9 @@ async def pending_kv(js: JetStreamContext, site: str) -> KeyValue:
     Raises:
         nats.js.errors.APIError: the server refused (e.g. no permission to create it).
     """
-    from nats.js.api import KeyValueConfig
-
-    try:
-        return await js.key_value(pending_bucket(site))
-    except BucketNotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=pending_bucket(site), history=1, description="drafts")
-        )
+    return await open_kv(
+        js, KeyValueConfig(bucket=pending_bucket(site), history=1, description="drafts")
+    )
 
 
 class DocumentStore(Generic[D]):

@@ -41,15 +41,13 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
     APIError,
-    BadRequestError,
-    BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
 
-from ..bus import Subjects, token
+from ..bus import Subjects, open_kv, token
 from ..config import BusSettings
 from ..errors import TransientError
 from ..schemas import (
@@ -119,15 +117,7 @@ def _config(site: str, bus: BusSettings) -> KeyValueConfig:
 
 
 async def _bucket(js: JetStreamContext, site: str, bus: BusSettings, *, create: bool) -> KeyValue:
-    try:
-        return await js.key_value(task_registry_bucket(site))
-    except BucketNotFoundError:
-        if not create:
-            raise
-    try:
-        return await js.create_key_value(_config(site, bus))
-    except BadRequestError:  # created meanwhile by another process
-        return await js.key_value(task_registry_bucket(site))
+    return await open_kv(js, _config(site, bus), create=create)
 
 
 async def provision_task_registry(

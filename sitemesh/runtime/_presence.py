@@ -41,7 +41,6 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import (
-    BadRequestError,
     BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
@@ -49,6 +48,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from ..bus import open_kv
 from ..config import HealthSettings
 from ..schemas import utcnow
 
@@ -168,11 +168,6 @@ async def kv_bucket(
         BucketNotFoundError: it is missing and ``create`` is false.
         nats.js.errors.APIError: the server refused (e.g. no permission).
     """
-    try:
-        return await js.key_value(name)
-    except BucketNotFoundError:
-        if not create:
-            raise
     config = KeyValueConfig(
         bucket=name,
         description=description,
@@ -182,10 +177,7 @@ async def kv_bucket(
         direct=True,
         max_value_size=max_value_size,
     )
-    try:
-        return await js.create_key_value(config)
-    except BadRequestError:  # created meanwhile by another process (a different config)
-        return await js.key_value(name)
+    return await open_kv(js, config, create=create)
 
 
 async def bucket_keys(js: JetStreamContext, bucket: str) -> list[str]:
