@@ -164,7 +164,7 @@ async def preload(js: JetStreamContext, site: str, n: int) -> int:
         task_id = f"{site}-{i}"
         for k, ev in enumerate(task_events(site, task_id, i)):
             subject = (
-                subjects.answer(task_id)
+                subjects.answer(task_id, ev.tenant)
                 if isinstance(ev, FinalAnswer)
                 else subjects.event(task_id, "router")
             )

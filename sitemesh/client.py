@@ -1,14 +1,16 @@
 """Publishing tasks from Python: ``await Client(js, site).submit(task)``.
 
 No SDK is required to publish: any NATS client may publish the task JSON on
-``sm.v1.task.<site>.<kind>`` (see ``docs/subjects.md``). This client adds a task id,
-the submit time and the standard headers, and :meth:`Client.wait` follows a
-submission to its answer (or to the router's report that the id was taken).
+``sm.v1.task.<site>.<kind>`` (or, for one tenant, ``sm.v1.task.<site>.<tenant>.<kind>``;
+see ``docs/subjects.md``). This client adds a task id, the submit time and the standard
+headers, and :meth:`Client.wait` follows a submission to its answer (or to the router's
+report that the id was taken).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +19,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from .bus import HDR_MSG_ID, HDR_SCHEMA, HDR_TASK_ID, Subjects, as_stream_full, msg_id
 from .errors import SchemaError
@@ -89,11 +91,17 @@ class Client:
     Args:
         js: a JetStream context on a connection to the site's server.
         site: the site name.
+        tenant: submit as this tenant only: tasks go to
+            ``sm.v1.task.<site>.<tenant>.<kind>``, the subjects a tenant's own client
+            identity (``client-<tenant>``, ``docs/security.md``) may publish, and
+            :meth:`wait` reads only the tenant's answer subject. ``None``: any tenant
+            (a gateway's ``client`` identity, or the operator).
     """
 
-    def __init__(self, js: JetStreamContext, site: str) -> None:
+    def __init__(self, js: JetStreamContext, site: str, *, tenant: str | None = None) -> None:
         self._js = js
         self._subjects = Subjects(site)
+        self._tenant = tenant
 
     async def submit(self, task: Task, *, task_id: str | None = None) -> Submitted:
         """Publish ``task`` and wait for JetStream to store it.
@@ -102,16 +110,29 @@ class Client:
             task: the task; its ``task_id`` wins over ``task_id``.
             task_id: id to use when the task has none.
 
+        A tenant-scoped client (``tenant=``) submits a task with the default tenant
+        (``"default"``) as its own tenant's.
+
         Raises:
-            SchemaError: the task has no id and none was given.
+            SchemaError: the task has no id and none was given, or (a tenant-scoped
+                client) it names another tenant (``$.tenant``).
             StreamFull: ``TASKS_<site>`` is full and refused it (nothing was stored).
             nats.js.errors.APIError: the server refused the message.
         """
         tid = task.task_id or task_id
         if not tid:
             raise SchemaError("a task needs a `task_id` to be tracked", field="$.task_id")
+        tenant = task.tenant
+        if self._tenant is not None and tenant != self._tenant:
+            if tenant != "default":
+                raise SchemaError(
+                    f"`tenant` is {tenant[:64]!r}, but this client submits for tenant "
+                    f"{self._tenant!r} only",
+                    field="$.tenant",
+                )
+            tenant = self._tenant
         task = msgspec.structs.replace(
-            task, task_id=tid, submitted_at=task.submitted_at or utcnow()
+            task, task_id=tid, tenant=tenant, submitted_at=task.submitted_at or utcnow()
         )
         kind = KIND_OF_TAG[schema_tag(task)]
         return await self.publish_raw(
@@ -146,7 +167,7 @@ class Client:
             StreamFull: ``TASKS_<site>`` is full and refused it (nothing was stored).
             nats.js.errors.APIError: the server refused the message.
         """
-        subject = self._subjects.task(kind)
+        subject = self._subjects.task(kind, self._tenant)
         body = digest or hashlib.sha256(data).hexdigest()
         mid = msg_id(task_id, "submit", f"client-{body[:16]}")
         headers = {HDR_MSG_ID: mid, HDR_TASK_ID: task_id}
@@ -176,7 +197,13 @@ class Client:
 
         Needs JetStream access to ``EVENTS_<site>`` (a site without identities, or
         the ``operator`` identity); the ``client`` identity may only subscribe to
-        the answers (``sm.v1.event.<site>.*.final``) as they are published.
+        the answers (``sm.v1.event.<site>.*.final.*``) as they are published.
+
+        A tenant-scoped client sees its tenant's answers and nothing else: it
+        subscribes to the task's answer subject, then looks for an answer already
+        stored (a direct get, ``allow_direct`` on ``EVENTS_<site>``), and its
+        outcome is ``answered`` or a timeout. Refusals and failures are events the
+        tenant may not read (the operator sees them: ``sitemesh show``).
 
         Args:
             submitted: what :meth:`submit` or :meth:`publish_raw` returned.
@@ -186,6 +213,8 @@ class Client:
             TimeoutError: no outcome within ``timeout_s`` (the task may still run).
             nats.errors.Error: NATS failed (no permission, connection lost).
         """
+        if self._tenant is not None:
+            return await self._wait_answer(submitted, self._tenant, timeout_s)
         follow = _Follow(submitted)
 
         async def cb(msg: Msg) -> None:
@@ -203,6 +232,41 @@ class Client:
             raise TimeoutError(
                 f"task {submitted.task_id!r} has no outcome after {timeout_s:g} s "
                 "(it may still be running: `sitemesh show` it)"
+            ) from None
+        finally:
+            await sub.unsubscribe()
+
+    async def _wait_answer(self, submitted: Submitted, tenant: str, timeout_s: float) -> Outcome:
+        """:meth:`wait` of a tenant-scoped client: the task's answer subject only."""
+        subject = self._subjects.answer(submitted.task_id, tenant)
+        found: asyncio.Future[FinalAnswer] = asyncio.get_running_loop().create_future()
+
+        def settle(data: bytes) -> None:
+            try:
+                ev = EVENT_DECODER.decode(data)
+            except msgspec.MsgspecError:
+                return
+            if isinstance(ev, FinalAnswer) and not found.done():
+                found.set_result(ev)
+
+        async def cb(msg: Msg) -> None:
+            settle(msg.data)
+
+        nc = self._js._nc  # a core subscription: the identity has no consumer API
+        sub = await nc.subscribe(subject, cb=cb)
+        try:
+            with contextlib.suppress(NotFoundError):  # not answered yet: wait live
+                stored = await self._js.get_last_msg(
+                    self._subjects.events_stream, subject, direct=True
+                )
+                settle(stored.data or b"")
+            answer = await asyncio.wait_for(found, timeout_s)
+            return Outcome(submitted.task_id, "answered", answer=answer)
+        except TimeoutError:
+            raise TimeoutError(
+                f"task {submitted.task_id!r} of tenant {tenant!r} has no answer after "
+                f"{timeout_s:g} s (it may still be running, or have failed: the operator "
+                "sees why with `sitemesh show`)"
             ) from None
         finally:
             await sub.unsubscribe()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +25,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_TENANT = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]{0,63}")
+"""A tenant that is its own subject token (the same rule as
+``sitemesh.bus.is_tenant_token``; settings import nothing of sitemesh)."""
 
 
 class _Group(BaseModel):
@@ -57,6 +62,24 @@ class NatsSettings(_Group):
     processes: site ``hub``) connects as that directory's identity for (S, R):
     ``publish`` as ``client``, the other commands as ``operator``, a worker as its
     role. ``sitemesh up`` sets it for every process it starts and in its env files."""
+
+    tenants: list[str] = []
+    """Tenants that get a client identity of their own, ``client-<tenant>``
+    (``sitemesh.topology.tenant_client``): it may submit only that tenant's tasks and
+    read only its answers. ``edge``, ``up`` and ``demo`` create them with the other
+    identities. Each is 1-64 characters of ``[A-Za-z0-9_-]``, not starting with ``_``.
+    JSON list in the environment: ``SITEMESH_NATS_TENANTS='["acme","globex"]'``."""
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants_are_tokens(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _TENANT.fullmatch(value):
+                raise ValueError(
+                    f"tenant {value[:64]!r} cannot have a client identity: expected 1-64 "
+                    "characters of [A-Za-z0-9_-], not starting with '_'"
+                )
+        return list(dict.fromkeys(values))
 
     @property
     def has_identity(self) -> bool:

@@ -39,7 +39,7 @@ EXPECTED_EXPORTS = {
     "decide", "find_nats_server",
     "free_port", "install_middleware", "installed_roles", "load_toml", "msg_id", "provision",
     "publish_middleware", "redact_url", "run_worker_until_signalled", "stream_config",
-    "stream_configs", "token", "worker_middlewares",
+    "stream_configs", "token", "worker_middlewares", "tenant_token", "is_tenant_token",
     "DEAD_LETTER_MAX_BYTES", "TRUNCATED_ORIGINAL_BYTES", "as_stream_full", "raw_task_id",
     "TRIM_AT", "TRIM_INTERVAL_S", "Trim", "consumer_filters", "consumer_floor",
     "keep_streams", "trim_processed", "trim_stream", "work_streams", "ADMIT_BELOW",

@@ -22,7 +22,7 @@ def test_default_subjects_are_unchanged() -> None:
     assert s.stream_suffix == ""
     assert s.task("support_ticket") == "sm.v1.task.eu1.support_ticket"
     assert s.event("a.b:c", "router") == "sm.v1.event.eu1.a_b_c.router"
-    assert s.answer("a.b:c") == "sm.v1.event.eu1.a_b_c.final"
+    assert s.answer("a.b:c", "acme") == "sm.v1.event.eu1.a_b_c.final.acme"
     assert s.task_events("a.b:c") == "sm.v1.event.eu1.a_b_c.>"
     assert s.all_dlq == "sm.v1.dlq.eu1.>"
     assert (s.tasks_stream, s.work_stream, s.events_stream) == (

@@ -32,6 +32,7 @@ from nats.js.errors import NotFoundError
 from rich.console import Console
 
 from sitemesh.bus import (
+    HDR_EXPECTED_LAST_SUBJECT_SEQ,
     HDR_MSG_ID,
     EmbeddedNats,
     Outbound,
@@ -43,11 +44,13 @@ from sitemesh.bus import (
 )
 from sitemesh.bus import connect as bus_connect
 from sitemesh.cli._nats import nats_url, worker_identities
-from sitemesh.config import BusSettings, Settings
+from sitemesh.client import Client as TaskClient
+from sitemesh.client import Submitted
+from sitemesh.config import BusSettings, NatsSettings, Settings
 from sitemesh.edge_node import Supervisor, child_env, process_environ
-from sitemesh.errors import BusConnectionError
+from sitemesh.errors import BusConnectionError, SchemaError
 from sitemesh.runtime import connect
-from sitemesh.schemas import ENCODER, FinalAnswer, utcnow
+from sitemesh.schemas import ENCODER, FinalAnswer, SupportTicket, utcnow
 from sitemesh.topology import SITE_IDENTITIES, ensure_site_creds, load_creds
 from tests.conftest import assert_eventually
 
@@ -68,7 +71,9 @@ class Site:
 @pytest.fixture(scope="module")
 async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     state = tmp_path_factory.mktemp("secure-default")
-    settings = Settings(site=SITE, state_dir=state, bus=BUS)
+    settings = Settings(
+        site=SITE, state_dir=state, bus=BUS, nats=NatsSettings(tenants=["acme", "globex"])
+    )
     console = Console(record=True, width=200)
     async with nats_url(settings, console) as url:
         op = await connect(settings, "operator", url=url)  # found under <state>/creds
@@ -187,7 +192,7 @@ FORGERS = [r for r in SITE_IDENTITIES if r not in ("escalation", "provisioner")]
 async def test_only_escalation_may_publish_a_final_answer(site: Site, role: str) -> None:
     s = await login(site, role)
     try:
-        await s.refused_publish(S.answer(f"t-{uuid.uuid4().hex}"))
+        await s.refused_publish(S.answer(f"t-{uuid.uuid4().hex}", "default"))
         if role != "operator":  # nor another role's events (the operator may: approvals)
             await s.refused_publish(S.event("t1", "escalation"))
         if role not in ("client", "recorder", "operator"):  # its own events: allowed
@@ -212,7 +217,7 @@ async def test_a_forged_answer_msg_id_cannot_displace_the_real_answer(site: Site
         )
         assert not forged.duplicate
         real = Outbound(
-            S.answer(tid), FinalAnswer(task_id=tid, site=SITE, outcome="resolved",
+            S.answer(tid, "default"), FinalAnswer(task_id=tid, site=SITE, outcome="resolved",
                                        customer_message="the real answer",
                                        submitted_at=utcnow()),
             msg_id(tid, "final", "escalation"), task_id=tid, create_only=True,
@@ -224,7 +229,7 @@ async def test_a_forged_answer_msg_id_cannot_displace_the_real_answer(site: Site
         # a redelivery publishes it again: reported as already stored, not stored twice
         second = await pub.publish(real)
         assert second.duplicate
-        stored = await op.jetstream().get_last_msg(S.events_stream, S.answer(tid))
+        stored = await op.jetstream().get_last_msg(S.events_stream, S.task_answer(tid))
         assert msgspec.json.decode(stored.data)["customer_message"] == "the real answer"
         assert stored.seq == first.seq
     finally:
@@ -288,6 +293,91 @@ async def test_a_client_reads_answers_but_no_other_event(site: Site) -> None:
         await s.nc.close()
 
 
+async def _publish_answer(site: Site, task_id: str, tenant: str, text: str) -> None:
+    """Publish ``task_id``'s answer for ``tenant`` as the escalation role would."""
+    esc = await login(site, "escalation")
+    try:
+        answer = FinalAnswer(task_id=task_id, site=SITE, tenant=tenant, outcome="resolved",
+                             customer_message=text, submitted_at=utcnow())  # fmt: skip
+        await esc.js.publish(
+            S.answer(task_id, tenant), ENCODER.encode(answer),
+            headers={HDR_EXPECTED_LAST_SUBJECT_SEQ: "0"},
+        )  # fmt: skip
+    finally:
+        await esc.nc.close()
+
+
+async def test_a_tenant_client_submits_and_reads_only_its_own_tenant(site: Site) -> None:
+    """``client-acme`` (from ``nats.tenants``): its own task subjects and answers, live
+    and stored; another tenant's, the all-tenant ones and every API are refused."""
+    mine, theirs = f"acme-{uuid.uuid4().hex[:8]}", f"globex-{uuid.uuid4().hex[:8]}"
+    s = await login(site, "client-acme")
+    try:
+        client = TaskClient(s.js, SITE, tenant="acme")
+        ticket = SupportTicket(task_id=mine, body="VPN drops", submitted_at=utcnow())
+        sent = await client.submit(ticket)
+        assert sent.subject == S.task("support_ticket", "acme")
+        await _publish_answer(site, mine, "acme", "reseat the cable")
+        await _publish_answer(site, theirs, "globex", "globex's secret")
+        outcome = await client.wait(sent, timeout_s=10)  # stored answer, by direct get
+        assert outcome.status == "answered"
+        assert outcome.answer is not None
+        assert outcome.answer.customer_message == "reseat the cable"
+        assert s.errors.empty()
+        # another tenant's answer, stored or live, and every tenant's answers: refused
+        theirs_get = f"$JS.API.DIRECT.GET.{S.events_stream}.{S.answer(theirs, 'globex')}"
+        await s.refused_publish(theirs_get)
+        for subject in (S.answers_of("globex"), S.all_answers, S.all_events):
+            await s.nc.subscribe(subject)
+            await s.nc.flush()
+            text = await s.violation()
+            assert "subscription" in text
+            assert subject.lower() in text
+        # another tenant's task subjects, the all-tenant ones, and the JetStream API
+        await s.refused_publish(S.task("support_ticket", "globex"))
+        await s.refused_publish(S.task("support_ticket"))
+        await s.refused_publish(f"$JS.API.STREAM.INFO.{S.events_stream}")
+        await s.refused_publish(f"$JS.API.STREAM.MSG.GET.{S.events_stream}")
+        await s.refused_publish(f"$JS.API.CONSUMER.CREATE.{S.events_stream}")
+    finally:
+        await s.nc.close()
+
+
+async def test_a_tenant_client_waits_for_an_answer_published_later(site: Site) -> None:
+    tid = f"acme-{uuid.uuid4().hex[:8]}"
+    s = await login(site, "client-acme")
+    try:
+        client = TaskClient(s.js, SITE, tenant="acme")
+        sent = Submitted(task_id=tid, subject=S.task("support_ticket", "acme"), stream_seq=1,
+                         duplicate=False)  # fmt: skip
+        waiting = asyncio.ensure_future(client.wait(sent, timeout_s=10))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        await _publish_answer(site, tid, "acme", "live")
+        outcome = await waiting
+        assert outcome.answer is not None
+        assert outcome.answer.customer_message == "live"
+        with pytest.raises(TimeoutError, match="tenant 'acme' has no answer"):
+            await client.wait(
+                Submitted(task_id="never", subject=sent.subject, stream_seq=2, duplicate=False),
+                timeout_s=0.5,
+            )
+    finally:
+        await s.nc.close()
+
+
+async def test_a_tenant_client_refuses_a_task_of_another_tenant(site: Site) -> None:
+    s = await login(site, "client-acme")
+    try:
+        client = TaskClient(s.js, SITE, tenant="acme")
+        ticket = SupportTicket(task_id="x-1", tenant="globex", body="hi", submitted_at=utcnow())
+        with pytest.raises(SchemaError, match="tenant 'acme' only") as err:
+            await client.submit(ticket)
+        assert err.value.field == "$.tenant"
+    finally:
+        await s.nc.close()
+
+
 async def test_insecure_runs_an_open_server_and_says_so(tmp_path: Path) -> None:
     settings = Settings(site=SITE, state_dir=tmp_path)
     console = Console(record=True, width=200)
@@ -315,8 +405,12 @@ async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
 @pytest.mark.timeout(300)
 async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -> None:
     """``sitemesh edge`` started the default way; ``publish`` and ``dlq list`` without
-    any identity setting; the answer comes back (only escalation could publish it)."""
-    settings = Settings(site=SITE, state_dir=tmp_path / "state")
+    any identity setting; the answer comes back (only escalation could publish it).
+    With tenants configured, ``publish --tenant acme`` submits as ``client-acme``, which
+    reads its answer and cannot read another tenant's."""
+    settings = Settings(
+        site=SITE, state_dir=tmp_path / "state", nats=NatsSettings(tenants=["acme", "globex"])
+    )
     env = child_env(process_environ(), settings.to_env()) | {"COLUMNS": "400", "NO_COLOR": "1"}
     log = (tmp_path / "edge.log").open("wb")
     edge = await asyncio.create_subprocess_exec(
@@ -358,7 +452,7 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
 
             async def answered() -> bool:
                 try:
-                    await op.jetstream().get_last_msg(S.events_stream, S.answer(tid))
+                    await op.jetstream().get_last_msg(S.events_stream, S.task_answer(tid))
                 except NotFoundError:
                     return False
                 return True
@@ -366,6 +460,34 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
             await assert_eventually(answered, 120, interval_s=0.5, msg="no answer")
         finally:
             await op.drain()
+        mine = f"acme-{uuid.uuid4().hex[:8]}"
+        ticket.write_text(
+            json.dumps({"type": "support_ticket.v1", "task_id": mine, "channel": "email",
+                        "body": "My invoice shows a double charge."}) + "\n"
+        )  # fmt: skip
+        code, out = await _cli(env, "publish", "--tenant", "acme", str(ticket))
+        assert code == 0, out
+        acme = await connect(settings, "client-acme", url=url)
+        globex = await connect(settings, "client-globex", url=url)
+        try:
+            sent = Submitted(task_id=mine, subject=S.task("support_ticket", "acme"),
+                             stream_seq=0, duplicate=False)  # fmt: skip
+            scoped = TaskClient(acme.jetstream(), SITE, tenant="acme")
+            outcome = await scoped.wait(sent, timeout_s=120)
+            assert outcome.status == "answered"
+            assert outcome.answer is not None
+            assert outcome.answer.tenant == "acme"
+            with pytest.raises(NatsTimeoutError):  # refused: no reply comes
+                await globex.jetstream(timeout=1).get_last_msg(
+                    S.events_stream, S.answer(mine, "acme"), direct=True
+                )
+        finally:
+            await acme.drain()
+            await globex.drain()
+        code, out = await _cli(env, "publish", "--tenant", "a.b", str(ticket))
+        assert code != 0
+        assert "--tenant: tenant 'a.b' cannot have a client identity" in out
+        assert "Traceback" not in out
         code, out = await _cli(env, "dlq", "list")
         assert code == 0, out
     finally:

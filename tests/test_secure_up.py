@@ -415,11 +415,11 @@ async def test_a_worker_identity_cannot_publish_a_final_answer(up: Up) -> None:
     errors = _Errors()
     planner = await _as_role(up, "planner", errors)
     try:
-        await planner.publish(subjects.answer(task_id), answer)
+        await planner.publish(subjects.answer(task_id, "default"), answer)
         await planner.flush()
         text = await errors.violation()
         assert "publish" in text
-        assert subjects.answer(task_id).lower() in text
+        assert subjects.answer(task_id, "default").lower() in text
         ack = await planner.jetstream(timeout=5).publish(  # its own event: allowed
             subjects.event(task_id, "planner"), b"{}", headers={HDR_MSG_ID: uuid.uuid4().hex}
         )
@@ -429,7 +429,7 @@ async def test_a_worker_identity_cannot_publish_a_final_answer(up: Up) -> None:
     esc = await _as_role(up, "escalation", _Errors())
     try:  # positive control: the final role may (create-only, as the runtime does)
         ack = await esc.jetstream(timeout=5).publish(
-            subjects.answer(task_id), answer,
+            subjects.answer(task_id, "default"), answer,
             headers={"Nats-Expected-Last-Subject-Sequence": "0"},
         )  # fmt: skip
         assert ack.seq > 0

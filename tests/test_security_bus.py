@@ -185,7 +185,7 @@ async def test_worker_role_pulls_its_consumer_and_publishes_its_outputs(
         if kind == "event":  # its own events only (sm.v1.event.<site>.*.<role>)
             subj = EU1.event(tid, role)
         elif kind == "answer":  # the final answer: the escalation role alone
-            subj = EU1.answer(tid)
+            subj = EU1.answer(tid, "default")
         else:
             subj = {"work": EU1.work, "dlq": EU1.dlq, "out": EU1.out}[kind](arg)
         ack = await s.js.publish(subj, b"{}", headers={"Nats-Msg-Id": f"{tid}:{out}"})

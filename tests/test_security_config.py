@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
 from sitemesh.bus import Subjects
 from sitemesh.cli._secure_cmds import certs_cmd, creds_cmd
+from sitemesh.config import NatsSettings
 from sitemesh.errors import ConfigError
 from sitemesh.topology import (
     SITE_IDENTITIES,
@@ -31,6 +32,7 @@ from sitemesh.topology import (
     render_hub_config,
     render_site_config,
     site_permissions,
+    tenant_client,
 )
 
 EU1 = Subjects("eu1")
@@ -215,3 +217,32 @@ def test_an_agent_added_by_import_path_gets_an_agents_identity(tmp_path: Path) -
     assert ("SITE", "eu1", "tone") not in {
         (i.account, i.site, i.role) for i in generate_creds(tmp_path / "c2", ["eu1"]).identities
     }
+
+
+def test_a_tenant_client_is_allowed_its_own_tenant_only() -> None:
+    p = site_permissions("eu1", tenant_client("acme"))
+    assert set(p.publish) == {
+        "sm.v1.task.eu1.acme.*",  # its tenant's tasks (the router checks the body)
+        # one stored answer of its tenant: last message of the answer subject
+        "$JS.API.DIRECT.GET.EVENTS_eu1.sm.v1.event.eu1.*.final.acme",
+    }
+    assert p.subscribe == ("_INBOX.client-acme.>", "sm.v1.event.eu1.*.final.acme")
+    assert p.deny_publish == ()
+    # the all-tenant client keeps every tenant's answers (a gateway)
+    assert EU1.all_answers in site_permissions("eu1", "client").subscribe
+
+
+@pytest.mark.parametrize("tenant", ["a.b", "_x", "", "x" * 65, "a b", "*", ">"])
+def test_a_tenant_that_is_not_a_subject_token_gets_no_client(tenant: str) -> None:
+    with pytest.raises(ValueError, match="cannot have a client identity"):
+        tenant_client(tenant)
+    with pytest.raises(ValidationError, match="cannot have a client identity"):
+        NatsSettings(tenants=[tenant])
+
+
+def test_tenant_clients_are_generated_like_extra_roles(tmp_path: Path) -> None:
+    bundle = generate_creds(tmp_path / "creds", ["eu1"], roles=[tenant_client("acme")])
+    acme = bundle.get("eu1", "client-acme")
+    assert stat.S_IMODE(acme.seed_file.stat().st_mode) == 0o600
+    assert acme.permissions == site_permissions("eu1", "client-acme")
+    assert "SITE/client-acme" in permission_table("eu1", ["client-acme"])

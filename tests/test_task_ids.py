@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from nats.js.client import JetStreamContext
 
-from sitemesh.bus import Subjects, Worker, provision
+from sitemesh.bus import Subjects, Worker, provision, tenant_token
 from sitemesh.client import Client, Submitted
 from sitemesh.config import BusSettings
 from sitemesh.edge_node import (
@@ -27,8 +27,10 @@ from sitemesh.edge_node import (
     task_registry_bucket,
 )
 from sitemesh.schemas import (
+    DLQ_DECODER,
     EVENT_DECODER,
     TASK_DECODER,
+    WORK_DECODER,
     FinalAnswer,
     PolicyDecision,
     SupportTicket,
@@ -111,7 +113,7 @@ async def _answer(js: JetStreamContext, site: str, tid: str) -> FinalAnswer:
         task_id=tid, site=site, outcome="resolved", customer_message="Fixed: reboot cron.",
         submitted_at=utcnow(),
     )  # fmt: skip
-    await js.publish(Subjects(site).answer(tid), encode(answer))
+    await js.publish(Subjects(site).answer(tid, "default"), encode(answer))
     return answer
 
 
@@ -307,3 +309,51 @@ async def test_a_missing_registry_never_accepts_unrecorded(
     assert task_registry_bucket(site) in (dead[0].data or b"").decode()
     assert await _typed(js, site, "noreg-1", TaskAccepted) == []
     assert await _work_items(js, site) == 0
+
+
+# -- tenant task subjects -----------------------------------------------------------------
+
+
+async def test_a_task_on_its_tenants_subject_is_accepted_for_that_tenant(
+    js: JetStreamContext, site: str, router: Worker[Any]
+) -> None:
+    client = Client(js, site, tenant="acme")
+    done = await client.submit(_ticket("ten-1"))  # the default tenant becomes acme's
+    assert done.subject == Subjects(site).task("support_ticket", "acme")
+    accepted = await _accepted(js, site, done)
+    assert accepted.tenant == "acme"
+    s = Subjects(site)
+    [work] = await stream_messages(js, s.work_stream, s.all_work)
+    assert decode(work.data or b"", WORK_DECODER).envelope.tenant == "acme"
+
+
+@pytest.mark.parametrize("subject_tenant", ["globex", "a.b"])
+async def test_a_task_naming_another_tenant_than_its_subject_is_dead_lettered(
+    js: JetStreamContext, site: str, router: Worker[Any], subject_tenant: str
+) -> None:
+    """A tenant's client may publish only on its own subjects; a body claiming
+    another tenant would have its answer go to that tenant's client."""
+    s = Subjects(site)
+    body = {"type": "support_ticket.v1", "task_id": "ten-2", "tenant": "acme", "body": "hi"}
+    subject = f"{s.task('')}{subject_tenant}.support_ticket"
+    await js.publish(subject, json.dumps(body).encode())
+    [dead] = await assert_eventually(
+        lambda: stream_messages(js, s.dlq_stream, s.all_dlq), timeout_s=10
+    )
+    letter = decode(dead.data or b"", DLQ_DECODER)
+    assert letter.field == "$.tenant"
+    assert letter.error_class == "SchemaError"
+    assert f"published on tenant {subject_tenant!r}" in letter.reason
+    assert await _work_items(js, site) == 0
+
+
+def test_tenant_tokens_are_distinct_for_distinct_tenants() -> None:
+    s = Subjects("eu1")
+    assert s.answer("t1", "acme") == "sm.v1.event.eu1.t1.final.acme"
+    assert s.answer("t1", "zoom_us") == "sm.v1.event.eu1.t1.final.zoom_us"
+    # token() would map both to a_b: one tenant's client would read the other's
+    assert tenant_token("a.b") != tenant_token("a_b") == "a_b"
+    assert tenant_token("a.b").startswith("_")
+    assert tenant_token("_x") != "_x"  # a leading _ is kept for the hashed form
+    hashed = tenant_token("a.b")
+    assert s.task("support_ticket", "a.b") == f"sm.v1.task.eu1.{hashed}.support_ticket"

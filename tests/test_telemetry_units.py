@@ -124,7 +124,10 @@ def test_propagation_round_trip(spans: InMemorySpanExporter) -> None:
 
 def test_destination_template() -> None:
     assert destination_template("sm.v1.event.eu1.t-42.router") == "sm.v1.event.eu1.{task}.router"
-    assert destination_template("sm.v1.event.eu1.t-42.final") == "sm.v1.event.eu1.{task}.final"
+    assert (
+        destination_template("sm.v1.event.eu1.t-42.final.acme")
+        == "sm.v1.event.eu1.{task}.final.acme"
+    )
     assert destination_template("sm.v1.in.eu1.t-42") == "sm.v1.in.eu1.{task}"
     assert destination_template("sm.v1.work.eu1.planner") == "sm.v1.work.eu1.planner"
 

@@ -41,6 +41,8 @@ def test_public_api() -> None:
         "egress_permissions", "generate_creds", "generate_dev_certs", "generate_dev_pki",
         "hub_permissions", "inbox_prefix", "load_creds", "permission_table", "read_seed",
         "site_permissions",
+        # a client identity per tenant (docs/security.md, "Clients per tenant")
+        "TENANT_CLIENT_PREFIX", "client_tenant", "tenant_client",
         # the authenticated embedded server (docs/security.md)
         "FINAL_ROLES", "ensure_site_creds", "render_embedded_config",
         # the secured `sitemesh up` (docs/security.md)

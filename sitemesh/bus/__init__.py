@@ -112,8 +112,10 @@ from ._subjects import (
     PREFIX,
     REPLAY_PREFIX,
     Subjects,
+    is_tenant_token,
     message_id,
     msg_id,
+    tenant_token,
     token,
 )
 from ._types import Admit, Handler, MsgContext, Outbound, TaskIdOf
@@ -200,6 +202,7 @@ __all__ = [
     "free_port",
     "install_middleware",
     "installed_roles",
+    "is_tenant_token",
     "keep_streams",
     "knowledge_bucket",
     "load_toml",
@@ -216,6 +219,7 @@ __all__ = [
     "stream_config",
     "stream_configs",
     "stream_fill",
+    "tenant_token",
     "token",
     "trim_processed",
     "trim_stream",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Final
 
@@ -112,7 +112,9 @@ def stream_configs(subjects: Subjects, bus: BusSettings) -> list[StreamConfig]:
     return [
         cfg(subjects.tasks_stream, [subjects.all_tasks]),
         cfg(subjects.work_stream, [subjects.all_work]),
-        cfg(subjects.events_stream, [subjects.all_events]),
+        # direct gets: a tenant's client identity reads one stored answer of its own
+        # (last message of its answer subject) with no stream or consumer API
+        replace(cfg(subjects.events_stream, [subjects.all_events]), allow_direct=True),
         cfg(subjects.dlq_stream, [subjects.all_dlq]),
         stream_config(
             bus,

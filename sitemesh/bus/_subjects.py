@@ -1,14 +1,17 @@
 """The one subject and stream map (DESIGN section 3). Nothing else spells subjects.
 
-| subject                             | meaning                                | stream            |
-|-------------------------------------|----------------------------------------|-------------------|
-| ``sm.v1.task.<site>.<kind>``        | a task submitted by a user (ingress)   | ``TASKS_<site>``  |
-| ``sm.v1.work.<site>.<role>``        | work for an agent role at a site       | ``WORK_<site>``   |
-| ``sm.v1.event.<site>.<task>.<r>``   | progress events published by ``<r>``   | ``EVENTS_<site>`` |
-| ``sm.v1.event.<site>.<task>.final`` | the final answer (create-only)         | ``EVENTS_<site>`` |
-| ``sm.v1.dlq.<site>.<role>``         | messages rejected for good, with reason| ``DLQ_<site>``    |
-| ``sm.v1.out.<site>.<role>``         | anonymised events leaving the site     | ``OUTBOX_<site>`` |
-| ``sm.v1.in.<site>.<task>``          | cloud answers coming back to the site  | ``INBOX_<site>``  |
+| subject                                 | meaning                        | stream            |
+|-----------------------------------------|--------------------------------|-------------------|
+| ``sm.v1.task.<site>.<kind>``            | a task submitted (ingress)     | ``TASKS_<site>``  |
+| ``sm.v1.task.<site>.<tenant>.<kind>``   | a task of one tenant           | ``TASKS_<site>``  |
+| ``sm.v1.work.<site>.<role>``            | work for an agent role         | ``WORK_<site>``   |
+| ``sm.v1.event.<site>.<task>.<r>``       | events published by ``<r>``    | ``EVENTS_<site>`` |
+| ``sm.v1.event.<site>.<task>.final.<t>`` | the final answer (create-only) | ``EVENTS_<site>`` |
+| ``sm.v1.dlq.<site>.<role>``             | dead letters, with the reason  | ``DLQ_<site>``    |
+| ``sm.v1.out.<site>.<role>``             | anonymised, leaving the site   | ``OUTBOX_<site>`` |
+| ``sm.v1.in.<site>.<task>``              | cloud answers coming back      | ``INBOX_<site>``  |
+
+``<t>`` is the task's tenant (:func:`tenant_token`).
 
 Across the site boundary (``sitemesh.topology``): the site's ``EGRESS`` account holds
 ``OUTBOX_<site>`` and ``INBOX_LANDING_<site>``; the hub holds ``CLOUD_IN`` (sources every
@@ -26,6 +29,12 @@ published *create-only* (``Nats-Expected-Last-Subject-Sequence: 0``, no
 ``Nats-Msg-Id``): JetStream's stream-wide duplicate check cannot be used by another
 role to have the real answer dropped, and a task has at most one stored answer.
 
+The task's tenant (:func:`tenant_token`) is the answer subject's last token, so a
+tenant's client identity can be allowed its own tenant's answers and no other
+(``sm.v1.event.<site>.*.final.<tenant>``, ``docs/security.md``). The same identity
+publishes its tasks on ``sm.v1.task.<site>.<tenant>.<kind>``; the router refuses a
+task whose ``tenant`` is not the subject's.
+
 Max-deliveries advisories of the site's consumers are captured in
 ``ADVISORIES_<site>`` so that a message nobody could process is dead-lettered even
 when no process was listening at the time.
@@ -33,6 +42,7 @@ when no process was listening at the time.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -67,8 +77,9 @@ def message_id(headers: Mapping[str, str]) -> str | None:
 (``"0"``: the subject holds no message yet; otherwise "wrong last sequence")."""
 
 ANSWER_TAIL: Final = "final"
-"""Last token of a task's final-answer subject (``sm.v1.event.<site>.<task>.final``).
-Reserved: no role may be named so (its event permission would cover the answers)."""
+"""Producer token of a task's final-answer subject
+(``sm.v1.event.<site>.<task>.final.<tenant>``). Reserved: no role may be named so (its
+event permission would cover the answers)."""
 
 CLOUD_IN: Final = "CLOUD_IN"
 """Hub stream sourcing every site's ``OUTBOX_<site>`` (no subjects of its own)."""
@@ -88,6 +99,28 @@ _TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 def token(value: str) -> str:
     """Make ``value`` a single subject token: ``.``, ``:``, spaces, wildcards -> ``_``."""
     return _TOKEN.sub("_", value)
+
+
+_TENANT: Final = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]{0,63}")
+
+
+def tenant_token(tenant: str) -> str:
+    """The subject token of ``tenant``: the name itself when it is 1-64 characters of
+    ``[A-Za-z0-9_-]`` not starting with ``_``, else ``_`` and 16 hex of its SHA-256.
+
+    Distinct tenants get distinct tokens: :func:`token` would map ``a.b`` and ``a_b``
+    to one token, and so give one tenant's client the other's answers. A tenant that
+    has a client identity of its own must be spelled as a token (see
+    :func:`is_tenant_token`).
+    """
+    if _TENANT.fullmatch(tenant):
+        return tenant
+    return "_" + hashlib.sha256(tenant.encode()).hexdigest()[:16]
+
+
+def is_tenant_token(tenant: str) -> bool:
+    """Whether ``tenant`` is its own subject token (:func:`tenant_token`)."""
+    return _TENANT.fullmatch(tenant) is not None
 
 
 def msg_id(task_id: str, step: str, role: str) -> str:
@@ -158,8 +191,17 @@ class Subjects:
         return f"sitemesh_redrive_{self.site}{self.stream_suffix}"
 
     # -- subjects -----------------------------------------------------------------
-    def task(self, kind: str) -> str:
-        return f"{self.prefix}.task.{self.site}.{kind}"
+    def task(self, kind: str, tenant: str | None = None) -> str:
+        """Subject of a task of ``kind``: ``sm.v1.task.<site>.<kind>``, or with a
+        ``tenant`` ``sm.v1.task.<site>.<tenant>.<kind>`` (what a tenant's client
+        identity may publish). The kind is always the last token."""
+        if tenant is None:
+            return f"{self.prefix}.task.{self.site}.{kind}"
+        return f"{self.prefix}.task.{self.site}.{tenant_token(tenant)}.{kind}"
+
+    def tasks_of(self, tenant: str) -> str:
+        """Every task subject of ``tenant`` (``sm.v1.task.<site>.<tenant>.*``)."""
+        return f"{self.prefix}.task.{self.site}.{tenant_token(tenant)}.*"
 
     def work(self, role: str) -> str:
         return f"{self.prefix}.work.{self.site}.{role}"
@@ -175,9 +217,22 @@ class Subjects:
             raise ValueError(f"{ANSWER_TAIL!r} is reserved for answers; use Subjects.answer")
         return f"{self.prefix}.event.{self.site}.{token(task_id)}.{token(producer)}"
 
-    def answer(self, task_id: str) -> str:
-        """Subject of ``task_id``'s final answer: ``sm.v1.event.<site>.<task>.final``."""
-        return f"{self.prefix}.event.{self.site}.{token(task_id)}.{ANSWER_TAIL}"
+    def answer(self, task_id: str, tenant: str) -> str:
+        """Subject of the final answer of ``task_id``, a task of ``tenant``:
+        ``sm.v1.event.<site>.<task>.final.<tenant>`` (:func:`tenant_token`)."""
+        return (
+            f"{self.prefix}.event.{self.site}.{token(task_id)}.{ANSWER_TAIL}."
+            f"{tenant_token(tenant)}"
+        )
+
+    def task_answer(self, task_id: str) -> str:
+        """The final answer of ``task_id`` whatever its tenant (a filter subject:
+        ``sm.v1.event.<site>.<task>.final.*``)."""
+        return f"{self.prefix}.event.{self.site}.{token(task_id)}.{ANSWER_TAIL}.*"
+
+    def answers_of(self, tenant: str) -> str:
+        """Every final answer of ``tenant`` (``sm.v1.event.<site>.*.final.<tenant>``)."""
+        return f"{self.prefix}.event.{self.site}.*.{ANSWER_TAIL}.{tenant_token(tenant)}"
 
     def task_events(self, task_id: str) -> str:
         """Every event of ``task_id``, answer included (a filter subject)."""
@@ -210,8 +265,8 @@ class Subjects:
 
     @property
     def all_answers(self) -> str:
-        """Every task's final answer (``sm.v1.event.<site>.*.final``)."""
-        return f"{self.prefix}.event.{self.site}.*.{ANSWER_TAIL}"
+        """Every task's final answer (``sm.v1.event.<site>.*.final.*``)."""
+        return f"{self.prefix}.event.{self.site}.*.{ANSWER_TAIL}.*"
 
     @property
     def all_dlq(self) -> str:

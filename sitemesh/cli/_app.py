@@ -173,11 +173,20 @@ def publish(
             "--raw", metavar="KIND", help="Publish bytes unchecked on this kind's subject."
         ),
     ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Publish as this tenant's client identity (client-<tenant>), on "
+            "sm.v1.task.<site>.<tenant>.<kind>."
+        ),
+    ] = None,
 ) -> None:
     """Publish tasks onto sm.v1.task.<site>.<kind> and print one task id per line."""
     from ._run import run_publish
 
-    raise typer.Exit(_run(run_publish(_settings(site), console, files, task_id_prefix, raw)))
+    raise typer.Exit(
+        _run(run_publish(_settings(site), console, files, task_id_prefix, raw, tenant=tenant))
+    )
 
 
 @app.command()
@@ -617,14 +626,25 @@ def creds(
         list[str] | None,
         typer.Option("--role", help="An agent role besides the installed ones (repeatable)."),
     ] = None,
+    tenant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tenant",
+            help="A tenant that gets its own client identity, client-<tenant> (repeatable; "
+            "adds to SITEMESH_NATS_TENANTS).",
+        ),
+    ] = None,
 ) -> None:
     """NKey identities per role and site, each allowed only its own subjects."""
     from ._secure_cmds import creds_cmd
 
     names = _site_names(sites)
+    settings = _settings()
+    tenants = (*settings.nats.tenants, *(tenant or ()))
     raise typer.Exit(
-        creds_cmd(_settings().state_dir, names, console, out_dir=out, rotate=rotate,
-                  show_permissions=show_permissions, roles=tuple(role or ()))
+        creds_cmd(settings.state_dir, names, console, out_dir=out, rotate=rotate,
+                  show_permissions=show_permissions, roles=tuple(role or ()),
+                  tenants=tenants)
     )  # fmt: skip
 
 

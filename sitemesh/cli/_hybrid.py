@@ -48,6 +48,7 @@ from ..topology import (
     credentials_url,
     ensure_dev_certs,
     generate_creds,
+    tenant_client,
 )
 from ._ready import pids_line, wait_workers
 from ._run import site_roles
@@ -235,7 +236,8 @@ async def hybrid_stack(
     if insecure:
         console.print(INSECURE_WARNING)
     else:
-        security = stack_security(state / "topology", sites, roles)
+        tenants = [tenant_client(t) for t in settings.nats.tenants]
+        security = stack_security(state / "topology", sites, [*roles, *tenants])
     async with Topology(spec, bus=settings.bus, security=security) as topo:
         hub = hub_settings(settings, _url(topo, HUB_SITE), security=security)
         stack = HybridStack(topo=topo, sites={}, hub=hub, security=security)

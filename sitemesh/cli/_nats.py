@@ -48,10 +48,11 @@ def _write_private(path: Path, text: str) -> None:
 
 def _secured(settings: Settings, roles: Sequence[str]) -> tuple[Path, Path]:
     """Create (or reuse) the site's identities and render the server config."""
-    from ..topology import ensure_site_creds, render_embedded_config
+    from ..topology import ensure_site_creds, render_embedded_config, tenant_client
 
     state = settings.state_dir.resolve()
-    bundle = ensure_site_creds(creds_dir(state), settings.site, roles=roles)
+    tenants = [tenant_client(t) for t in settings.nats.tenants]
+    bundle = ensure_site_creds(creds_dir(state), settings.site, roles=[*roles, *tenants])
     config = state / EMBEDDED_CONFIG
     _write_private(config, render_embedded_config(bundle))
     return config, bundle.directory

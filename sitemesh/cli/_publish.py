@@ -68,16 +68,23 @@ def prepare(
 
 
 async def publish(
-    js: JetStreamContext, site: str, tasks: Sequence[Prepared], *, concurrency: int = 256
+    js: JetStreamContext,
+    site: str,
+    tasks: Sequence[Prepared],
+    *,
+    concurrency: int = 256,
+    tenant: str | None = None,
 ) -> list[Submitted]:
-    """Publish ``tasks`` (pipelined, at most ``concurrency`` awaiting PubAcks).
+    """Publish ``tasks`` (pipelined, at most ``concurrency`` awaiting PubAcks); with
+    ``tenant``, on that tenant's subjects (``Client(..., tenant=)``).
 
     Raises:
+        SchemaError: a task names a tenant other than ``tenant``.
         StreamFull: ``TASKS_<site>`` refused some of them; the message says how many
             were stored (publishing the same files again is safe: the stored ones
             are dropped as duplicates).
     """
-    client = Client(js, site)
+    client = Client(js, site, tenant=tenant)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(p: Prepared) -> Submitted:

@@ -15,6 +15,7 @@ from ..agents import Registry
 from ..bus import FILL_WARNING, Subjects, keep_streams, provision, redact_url, stream_fill
 from ..config import Settings
 from ..edge_node import Supervisor, child_env, process_environ, provision_task_registry
+from ..errors import ConfigError
 from ..runtime import connect, models_for, provision_tool_health, provision_workers
 from ..workflows import Workflows
 from ._nats import ensure_streams, nats_url, worker_identities
@@ -190,16 +191,34 @@ async def watch_fill(
 
 
 async def run_publish(
-    settings: Settings, console: Console, files: Sequence[Path], prefix: str, raw_kind: str | None
+    settings: Settings,
+    console: Console,
+    files: Sequence[Path],
+    prefix: str,
+    raw_kind: str | None,
+    *,
+    tenant: str | None = None,
 ) -> int:
-    """Publish tasks from ``files``; prints one task id per line."""
+    """Publish tasks from ``files``; prints one task id per line. With ``tenant``, as
+    that tenant's client identity (``client-<tenant>``) on its own task subjects.
+
+    Raises:
+        ConfigError: ``tenant`` cannot have a client identity (not a subject token).
+        SchemaError: a task does not decode, or names a tenant other than ``tenant``.
+    """
+    from ..topology import tenant_client
+
+    try:
+        identity = "client" if tenant is None else tenant_client(tenant)
+    except ValueError as exc:
+        raise ConfigError("--tenant", str(exc)) from None
     tasks = prepare(files, prefix=prefix, raw_kind=raw_kind)
     async with nats_url(settings, console) as url:
         if not settings.nats.has_identity:  # the client identity may not create streams
             await ensure_streams(settings, url)
-        nc = await connect(settings, "client", url=url, name="sitemesh-publish")
+        nc = await connect(settings, identity, url=url, name="sitemesh-publish")
         try:
-            done = await publish(nc.jetstream(), settings.site, tasks)
+            done = await publish(nc.jetstream(), settings.site, tasks, tenant=tenant)
         finally:
             await nc.drain()
     dup = sum(1 for d in done if d.duplicate)

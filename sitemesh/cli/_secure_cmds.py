@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import SitemeshError
-from ..topology import generate_creds, generate_dev_certs, permission_table
+from ..topology import generate_creds, generate_dev_certs, permission_table, tenant_client
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 2
@@ -40,8 +40,10 @@ def creds_cmd(
     rotate: bool = False,
     show_permissions: bool = False,
     roles: Sequence[str] = (),
+    tenants: Sequence[str] = (),
 ) -> int:
-    """``sitemesh creds --site eu1 --site us1 [--role R] [--rotate] [--show-permissions]``.
+    """``sitemesh creds --site eu1 --site us1 [--role R] [--tenant T] [--rotate]
+    [--show-permissions]``.
 
     Writes one NKey seed per identity (mode 0600) and ``identities.json`` (public
     keys); existing seeds are kept unless ``rotate``. Restart the servers after a
@@ -55,14 +57,17 @@ def creds_cmd(
         rotate: replace every seed.
         show_permissions: also print each identity's allowed subjects.
         roles: extra agent roles to create identities for (``--role``).
+        tenants: tenants that get a client identity of their own (``--tenant``,
+            ``client-<tenant>``).
 
     Returns:
         The exit code.
     """
     directory = out_dir or creds_dir(state_dir)
     try:
-        bundle = generate_creds(directory, list(sites), rotate=rotate, roles=roles)
-    except (SitemeshError, OSError) as exc:
+        clients = [tenant_client(t) for t in dict.fromkeys(tenants)]
+        bundle = generate_creds(directory, list(sites), rotate=rotate, roles=[*roles, *clients])
+    except (SitemeshError, OSError, ValueError) as exc:
         console.print(f"[red]creds: {exc}[/red]")
         return EXIT_ERROR
     table = Table("account", "server", "role", "public key", "seed file")
@@ -71,7 +76,7 @@ def creds_cmd(
     console.print(table)
     if show_permissions:
         for site in sites:
-            for name, perms in permission_table(site).items():
+            for name, perms in permission_table(site, [*roles, *clients]).items():
                 console.print(f"[bold]{site} {name}[/bold]")
                 console.print(f"  publish:   {', '.join(perms.publish)}")
                 if perms.deny_publish:

@@ -248,6 +248,7 @@ class InboxFinaliser:
         return [
             Outbound(ev, step, msg_id(tid, "reidentify", "escalation"), tid, dc),
             # create-only on the answer subject: at most one answer per task
-            Outbound(self._subjects.answer(tid), final, msg_id(tid, "final", "escalation"),
+            Outbound(self._subjects.answer(tid, final.tenant), final,
+                     msg_id(tid, "final", "escalation"),
                      tid, dc, create_only=True),
         ]  # fmt: skip

@@ -24,7 +24,15 @@ from typing import Protocol
 
 import msgspec
 
-from ..bus import HDR_MSG_ID, HDR_TASK_ID, MsgContext, Outbound, Subjects, msg_id
+from ..bus import (
+    HDR_MSG_ID,
+    HDR_TASK_ID,
+    MsgContext,
+    Outbound,
+    Subjects,
+    msg_id,
+    tenant_token,
+)
 from ..errors import MessageTooLarge, NoWorkflow, PolicyDenied, SchemaError
 from ..schemas import (
     TASK_DECODER,
@@ -142,8 +150,9 @@ class Ingress:
         """Classify ``task`` and hand it to the first agent.
 
         Raises:
-            SchemaError: the task's type does not match the subject kind, or the
-                task id from a header is not a valid id.
+            SchemaError: the task's type does not match the subject kind, its
+                ``tenant`` is not the tenant of a ``sm.v1.task.<site>.<tenant>.<kind>``
+                subject, or the task id from a header is not a valid id.
             PolicyDenied: the policy denied the task.
             NoWorkflow: no workflow in force serves the task's kind.
             TransientError: the task-id registry cannot be read or written.
@@ -161,6 +170,17 @@ class Ingress:
                 f"`type` is {schema_tag(task)!r} but the subject kind {kind!r} takes "
                 f"{expected.__struct_config__.tag!r}",
                 field="$.type",
+            )
+        prefix = self._subjects.task("")
+        rest = ctx.subject[len(prefix) :] if ctx.subject.startswith(prefix) else kind
+        scoped = rest.rpartition(".")[0]
+        if scoped and scoped != tenant_token(task.tenant):
+            # a tenant's client identity may publish only on its own tenant's subject;
+            # the body must not claim another tenant (its answer would go to that one)
+            raise SchemaError(
+                f"`tenant` is {task.tenant[:64]!r} but the task was published on tenant "
+                f"{scoped!r}'s subject {ctx.subject!r}",
+                field="$.tenant",
             )
         task_id = (
             task.task_id

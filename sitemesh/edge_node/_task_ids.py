@@ -276,7 +276,7 @@ class TaskRegistry:
         events = self._subjects.events_stream
         try:
             raw = await asyncio.wait_for(
-                self._js.get_last_msg(events, self._subjects.answer(task_id)), KV_TIMEOUT_S
+                self._js.get_last_msg(events, self._subjects.task_answer(task_id)), KV_TIMEOUT_S
             )
             return AnswerState(status="answered", seq=raw.seq, at=raw.time)
         except NotFoundError:

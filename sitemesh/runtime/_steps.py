@@ -145,7 +145,12 @@ def step_handler(
             )
         ]
         if isinstance(output, FinalAnswer):
-            answer = msgspec.structs.replace(output, workflow=wf.name, workflow_version=wf.version)
+            answer = msgspec.structs.replace(
+                output,
+                tenant=item.envelope.tenant,
+                workflow=wf.name,
+                workflow_version=wf.version,
+            )
             if DATA_CLASS_ORDER.index(dclass) > DATA_CLASS_ORDER.index(answer.data_class):
                 answer = msgspec.structs.replace(answer, data_class=dclass)
             if finaliser is not None:
@@ -154,7 +159,7 @@ def step_handler(
                     return [*outs, *taken]
             outs.append(  # create-only: neither a forged msg id nor a redelivery
                 Outbound(  # can store a second answer or drop the real one
-                    subjects.answer(tid),
+                    subjects.answer(tid, answer.tenant),
                     answer,
                     msg_id(tid, "final", role),
                     task_id=tid,

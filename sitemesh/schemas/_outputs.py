@@ -384,10 +384,13 @@ def _decode_output(raw: msgspec.Raw, cls: type[T]) -> T:
 
 
 class FinalAnswer(Message, frozen=True, kw_only=True, tag="final_answer.v1"):
-    """The end of a task, published on ``sm.v1.event.<site>.<task_id>``."""
+    """The end of a task, published on ``sm.v1.event.<site>.<task_id>.final.<tenant>``."""
 
     task_id: TaskId
     site: Site
+    tenant: str = "default"
+    """The task's tenant (set by the runtime from the envelope); the answer subject's
+    last token, so that a tenant's client identity reads its own answers only."""
     outcome: Outcome
     reasons: list[str] = []
     customer_message: str = ""

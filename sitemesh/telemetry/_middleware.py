@@ -61,10 +61,11 @@ def destination_template(subject: str) -> str:
     """``subject`` with its task-id token replaced by ``{task}``, for span names.
 
     Span names must have low cardinality (messaging conventions, "Span name");
-    ``sm.v1.event.eu1.t-42.router`` becomes ``sm.v1.event.eu1.{task}.router``.
+    ``sm.v1.event.eu1.t-42.router`` becomes ``sm.v1.event.eu1.{task}.router``, and an
+    answer ``sm.v1.event.eu1.t-42.final.acme`` ``sm.v1.event.eu1.{task}.final.acme``.
     """
     parts = subject.split(".")
-    if len(parts) in (5, 6) and parts[2] in _TEMPLATED_KINDS:
+    if len(parts) in (5, 6, 7) and parts[2] in _TEMPLATED_KINDS:
         return ".".join((*parts[:4], "{task}", *parts[5:]))
     return subject
 

@@ -57,12 +57,15 @@ from ._permissions import (
     FINAL_ROLES,
     HUB_IDENTITIES,
     SITE_IDENTITIES,
+    TENANT_CLIENT_PREFIX,
     Permissions,
+    client_tenant,
     egress_permissions,
     hub_permissions,
     inbox_prefix,
     permission_table,
     site_permissions,
+    tenant_client,
 )
 from ._tls import DevPki, TlsFiles, generate_dev_pki
 from ._up import Topology, connect_as, credentials_url, run_up
@@ -82,6 +85,7 @@ __all__ = [
     "SITE_ACCOUNT",
     "SITE_IDENTITIES",
     "SYSTEM_ACCOUNT",
+    "TENANT_CLIENT_PREFIX",
     "Credentials",
     "CredsBundle",
     "DevPki",
@@ -95,6 +99,7 @@ __all__ = [
     "Topology",
     "TopologySpec",
     "client_options",
+    "client_tenant",
     "connect_as",
     "credentials_url",
     "egress_permissions",
@@ -123,4 +128,5 @@ __all__ = [
     "run_up",
     "site_egress_stream_configs",
     "site_permissions",
+    "tenant_client",
 ]

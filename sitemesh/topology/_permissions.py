@@ -16,7 +16,7 @@ its data subjects:
 
 Least privilege *by message*: a role publishes events only on its own event subjects
 (``sm.v1.event.<site>.*.<role>``, :meth:`Subjects.events_by`), and only the final roles
-(:data:`FINAL_ROLES`) may publish a final answer (``sm.v1.event.<site>.*.final``,
+(:data:`FINAL_ROLES`) may publish a final answer (``sm.v1.event.<site>.*.final.*``,
 :meth:`Subjects.answer`). Answers are published create-only, without a
 ``Nats-Msg-Id`` (:attr:`sitemesh.bus.Outbound.create_only`), so no other role can
 have the real answer dropped as a "duplicate" by publishing its msg id first.
@@ -26,11 +26,17 @@ that is the ``provisioner``'s job (``sitemesh.bus.provision`` at deploy time).
 The exceptions are named per role below (the escalation role's durable on
 ``INBOX_<site>``, the KV buckets a role creates on first use), each limited to
 one stream.
+
+Per tenant: a tenant with a client identity of its own (:func:`tenant_client`,
+``client-<tenant>``) may publish tasks only on ``sm.v1.task.<site>.<tenant>.*`` (the
+router refuses a body naming another tenant) and read only its tenant's answers
+(``sm.v1.event.<site>.*.final.<tenant>``), live or by a direct get of one answer. The
+all-tenant ``client`` identity is for a gateway that serves every tenant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -44,6 +50,7 @@ from ..bus import (
     REPLAY_PREFIX,
     Subjects,
     installed_roles,
+    is_tenant_token,
     knowledge_bucket,
 )
 
@@ -58,6 +65,35 @@ SITE_IDENTITIES: Final[tuple[str, ...]] = (*installed_roles(), *SERVICE_IDENTITI
 """Identities of a site's ``SITE`` account: the router, every installed agent role
 (the ``sitemesh.agents`` entry points), then :data:`SERVICE_IDENTITIES`. A role added by
 import path gets its identity with ``sitemesh creds --role NAME``."""
+
+TENANT_CLIENT_PREFIX: Final = "client-"
+"""Identities named ``client-<tenant>`` are tenant-scoped clients
+(:func:`tenant_client`); no agent role may be named so."""
+
+
+def tenant_client(tenant: str) -> str:
+    """The name of ``tenant``'s own client identity: ``client-<tenant>``.
+
+    Raises:
+        ValueError: ``tenant`` is not 1-64 characters of ``[A-Za-z0-9_-]`` starting
+            with a letter, digit or ``-`` (:func:`sitemesh.bus.is_tenant_token`): it
+            must be its own subject token, or two tenants could share one.
+    """
+    if not is_tenant_token(tenant):
+        raise ValueError(
+            f"tenant {tenant[:64]!r} cannot have a client identity: expected 1-64 "
+            "characters of [A-Za-z0-9_-], not starting with '_'"
+        )
+    return TENANT_CLIENT_PREFIX + tenant
+
+
+def client_tenant(role: str) -> str | None:
+    """The tenant of a tenant client identity (``client-acme`` -> ``acme``), else
+    ``None``."""
+    if role.startswith(TENANT_CLIENT_PREFIX):
+        return role[len(TENANT_CLIENT_PREFIX) :]
+    return None
+
 
 EGRESS_IDENTITIES: Final[tuple[str, ...]] = ("relay",)
 """Identities of a site's ``EGRESS`` account: the inbox relay."""
@@ -208,19 +244,31 @@ def site_permissions(site: str, role: str) -> Permissions:
 
     Args:
         site: the site name.
-        role: one of :data:`SITE_IDENTITIES`, or any other agent role name.
+        role: one of :data:`SITE_IDENTITIES`, a tenant client (:func:`tenant_client`),
+            or any other agent role name.
 
     Returns:
         The role's permissions, spelled through ``Subjects(site)``.
 
     Raises:
         KeyError: unknown role.
-        ValueError: ``role`` is the reserved answer token (``final``).
+        ValueError: ``role`` is the reserved answer token (``final``), or a tenant
+            client of a tenant that is not a subject token.
     """
     if role == ANSWER_TAIL:
         raise ValueError(f"{role!r} cannot be a role: its events would be the answers")
     s = Subjects(site)
     inbox = f"{inbox_prefix(role)}.>"
+    if (tenant := client_tenant(role)) is not None:
+        tenant_client(tenant)  # a valid tenant token, or ValueError
+        # its own tenant's task subjects, and its own tenant's answers: live, or one
+        # answer by a direct get (last message of the answer subject); no other
+        # JetStream API, so no stream or consumer of any kind
+        answers = s.answers_of(tenant)
+        return Permissions(
+            (s.tasks_of(tenant), f"{JS_API}.DIRECT.GET.{s.events_stream}.{answers}"),
+            (inbox, answers),
+        )
     if role not in SERVICE_IDENTITIES:  # the router or an agent role
         stream, durable, _ = s.consumer_for(role)
         # the next step comes from the task's workflow, so any role's work subject;
@@ -372,13 +420,18 @@ def hub_permissions(role: str) -> Permissions:
     raise KeyError(f"unknown hub identity {role!r}; expected one of {HUB_IDENTITIES}")
 
 
-def permission_table(site: str) -> Mapping[str, Permissions]:
+def permission_table(site: str, roles: Iterable[str] = ()) -> Mapping[str, Permissions]:
     """Every identity of site ``site`` (``SITE`` and ``EGRESS``) and of the hub.
 
     Keys are ``<account>/<role>``, e.g. ``"SITE/retriever"``, ``"CLOUD/synthesiser"``.
+
+    Args:
+        site: the site name.
+        roles: ``SITE`` identities besides :data:`SITE_IDENTITIES` (roles added by
+            import path, tenant clients ``client-<tenant>``).
     """
     out: dict[str, Permissions] = {}
-    for role in SITE_IDENTITIES:
+    for role in dict.fromkeys((*SITE_IDENTITIES, *roles)):
         out[f"SITE/{role}"] = site_permissions(site, role)
     for role in EGRESS_IDENTITIES:
         out[f"EGRESS/{role}"] = egress_permissions(site, role)
