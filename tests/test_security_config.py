@@ -246,3 +246,17 @@ def test_tenant_clients_are_generated_like_extra_roles(tmp_path: Path) -> None:
     assert stat.S_IMODE(acme.seed_file.stat().st_mode) == 0o600
     assert acme.permissions == site_permissions("eu1", "client-acme")
     assert "SITE/client-acme" in permission_table("eu1", ["client-acme"])
+
+
+def test_no_worker_role_creates_a_consumer_on_a_data_stream() -> None:
+    """Only provisioning creates streams and consumers (the escalation role binds the
+    inbox consumer that ``provision_inbox`` made); the exceptions are the ordered
+    consumers that watch a KV bucket or the artifact store (``KV_``, ``OBJ_``)."""
+    for role in SITE_IDENTITIES:
+        if role in ("operator", "provisioner"):
+            continue
+        creates = [
+            p for p in site_permissions("eu1", role).publish
+            if "CONSUMER.CREATE" in p or "CONSUMER.DURABLE.CREATE" in p
+        ]  # fmt: skip
+        assert all(".OBJ_" in p or ".KV_" in p for p in creates), (role, creates)

@@ -25,7 +25,6 @@ from ..bus import (
     MaxDeliveriesSweeper,
     Subjects,
     Worker,
-    consumer_config,
     provision,
 )
 from ..config import Settings
@@ -272,13 +271,10 @@ async def _boundary(
     vault = Vault(settings.db_url, key)
     pseudo = Pseudonymizer(scanner, vault)
     pending = await pending_kv(js, settings.site)
-    if not settings.nats.has_identity:
+    if not settings.nats.has_identity:  # else the provisioning made stream and consumer
         from ..topology import provision_inbox
 
         await provision_inbox(js, subjects, settings.bus)
-    await js.add_consumer(
-        subjects.inbox_stream, consumer_config(settings.bus, INBOX_DURABLE, subjects.all_in)
-    )
     forwarder = CloudForwarder(subjects, pseudo, EgressGuard(scanner), pending, BoundaryRefs(key))
     inbox = Worker(
         js,

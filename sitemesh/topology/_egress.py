@@ -45,9 +45,18 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
-from ..bus import ALL_IN, CLOUD_IN, CLOUD_OUT, HDR_MSG_ID, Subjects, stream_config
+from ..bus import (
+    ALL_IN,
+    CLOUD_IN,
+    CLOUD_OUT,
+    HDR_MSG_ID,
+    Subjects,
+    consumer_config,
+    stream_config,
+)
 from ..config import BusSettings
 from ._model import HUB_DOMAIN
+from ._permissions import INBOX_DURABLE
 
 log = logging.getLogger("sitemesh.topology")
 
@@ -184,8 +193,13 @@ async def provision_egress(
 
 async def provision_inbox(site_js: JetStreamContext, subjects: Subjects, bus: BusSettings) -> None:
     """The ``SITE`` half of :func:`provision_site_egress`: ``INBOX_<site>``
-    (subjects ``sm.v1.in.<site>.>``), where cloud answers land. Idempotent."""
+    (subjects ``sm.v1.in.<site>.>``), where cloud answers land, and its durable
+    consumer ``inbox`` that the escalation role binds (it may not create one).
+    Idempotent."""
     await _ensure_stream(site_js, stream_config(bus, subjects.inbox_stream, [subjects.all_in]))
+    await site_js.add_consumer(
+        subjects.inbox_stream, consumer_config(bus, INBOX_DURABLE, subjects.all_in)
+    )
 
 
 def _relay_headers(msg: Msg, landing: str) -> dict[str, str]:

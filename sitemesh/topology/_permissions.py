@@ -297,10 +297,7 @@ def site_permissions(site: str, role: str) -> Permissions:
             pending = f"sm_pending_{site}"
             pub += [
                 s.out("escalation"),
-                *_consume(s.inbox_stream, INBOX_DURABLE),
-                f"{JS_API}.CONSUMER.CREATE.{s.inbox_stream}.{INBOX_DURABLE}",
-                f"{JS_API}.CONSUMER.CREATE.{s.inbox_stream}.{INBOX_DURABLE}.>",
-                f"{JS_API}.CONSUMER.DURABLE.CREATE.{s.inbox_stream}.{INBOX_DURABLE}",
+                *_consume(s.inbox_stream, INBOX_DURABLE),  # provision_inbox creates it
                 *_kv(pending, write=True, create=False),  # the site's provisioning creates it
             ]
         return Permissions(tuple(pub), (inbox,))
