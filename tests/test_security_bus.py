@@ -246,17 +246,13 @@ async def test_escalation_uses_pending_bucket_and_inbox(topo: Topology) -> None:
     answer = uuid.uuid4().hex
     ack = await relay.js.publish(EU1.inbox(answer), answer.encode())
     assert ack.stream == EU1.inbox_stream
-    from nats.js.api import AckPolicy, ConsumerConfig
-
-    await s.js.add_consumer(
-        EU1.inbox_stream,
-        ConsumerConfig(
-            durable_name="inbox", ack_policy=AckPolicy.EXPLICIT, filter_subject=EU1.all_in
-        ),
-    )
+    # the provisioning (provision_inbox) made the inbox consumer; escalation binds it
     await pull_one(s, EU1.inbox_stream, "inbox", answer)
     assert s.errors.empty()
     assert relay.errors.empty()
+    # and may not create (or re-create) one: only provisioning creates consumers
+    await s.denied_publish(f"$JS.API.CONSUMER.CREATE.{EU1.inbox_stream}.inbox")
+    await s.denied_publish(f"$JS.API.CONSUMER.DURABLE.CREATE.{EU1.inbox_stream}.inbox")
 
 
 async def test_recorder_reads_events_and_dead_letters(topo: Topology) -> None:
