@@ -113,7 +113,7 @@ def tenant_token(tenant: str) -> str:
     has a client identity of its own must be spelled as a token (see
     :func:`is_tenant_token`).
     """
-    if _TENANT.fullmatch(tenant):
+    if is_tenant_token(tenant):
         return tenant
     return "_" + hashlib.sha256(tenant.encode()).hexdigest()[:16]
 

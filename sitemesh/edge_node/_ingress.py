@@ -136,6 +136,7 @@ class Ingress:
         registry: TaskRegistry | None = None,
     ) -> None:
         self._subjects = subjects
+        self._task_prefix = subjects.task("")  # sm.v1.task.<site>. (then [tenant.]kind)
         self._decider = decider
         self._registry = registry
         if workflows is None:
@@ -171,7 +172,7 @@ class Ingress:
                 f"{expected.__struct_config__.tag!r}",
                 field="$.type",
             )
-        prefix = self._subjects.task("")
+        prefix = self._task_prefix
         rest = ctx.subject[len(prefix) :] if ctx.subject.startswith(prefix) else kind
         scoped = rest.rpartition(".")[0]
         if scoped and scoped != tenant_token(task.tenant):

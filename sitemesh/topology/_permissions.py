@@ -23,9 +23,10 @@ have the real answer dropped as a "duplicate" by publishing its msg id first.
 
 No worker role may create, update, delete or purge streams or consumers:
 that is the ``provisioner``'s job (``sitemesh.bus.provision`` at deploy time).
-The exceptions are named per role below (the escalation role's durable on
-``INBOX_<site>``, the KV buckets a role creates on first use), each limited to
-one stream.
+The only consumers a worker creates are the ordered ones that watch a KV bucket or
+the artifact store (``KV_*``, ``OBJ_*``), named per role below; the escalation role
+binds the durable on ``INBOX_<site>`` that :func:`sitemesh.topology.provision_inbox`
+creates.
 
 Per tenant: a tenant with a client identity of its own (:func:`tenant_client`,
 ``client-<tenant>``) may publish tasks only on ``sm.v1.task.<site>.<tenant>.*`` (the
