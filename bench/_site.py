@@ -125,11 +125,13 @@ async def warm_triage(env: Mapping[str, str]) -> None:
 
 
 async def start_edge(
-    env: Mapping[str, str], replicas: int, log: Path
+    env: Mapping[str, str], replicas: int, log: Path, *, colocate: bool = False
 ) -> asyncio.subprocess.Process:
-    """``sitemesh edge`` as a child; returns once it printed that the site is ready."""
+    """``sitemesh edge`` as a child; returns once it printed that the site is ready
+    (``colocate``: ``edge --colocate``, the agent roles in one process)."""
+    extra = ["--colocate"] if colocate else []
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sitemesh", "edge", "--replicas", str(replicas),
+        sys.executable, "-m", "sitemesh", "edge", "--replicas", str(replicas), *extra,
         env=dict(env), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -185,7 +187,9 @@ def worker_pids(parent: int) -> dict[int, str]:
             continue
         if b"worker" in argv:
             i = argv.index(b"worker")
-            out[int(entry.name)] = argv[i + 1].decode() if i + 1 < len(argv) else "?"
+            roles = [argv[i + 1].decode() if i + 1 < len(argv) else "?"]
+            roles += [argv[j + 1].decode() for j, a in enumerate(argv[:-1]) if a == b"--with"]
+            out[int(entry.name)] = "+".join(roles)
     return out
 
 

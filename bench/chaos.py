@@ -270,9 +270,10 @@ class LocalSite:
 
 @contextlib.asynccontextmanager
 async def local_site(
-    tmp: Path, db_url: str | None, *, replicas: int = 1, **extra: str
+    tmp: Path, db_url: str | None, *, replicas: int = 1, colocate: bool = False, **extra: str
 ) -> AsyncIterator[LocalSite]:
-    """Start a site in ``tmp`` (``extra``: more ``SITEMESH_*`` for its processes)."""
+    """Start a site in ``tmp`` (``extra``: more ``SITEMESH_*`` for its processes;
+    ``colocate``: ``edge --colocate``, the agent roles in one process)."""
     srv = NatsServer(tmp / "nats")
     await srv.start()
     try:
@@ -280,7 +281,7 @@ async def local_site(
         env = site_env(tmp, srv.client_url, url, **extra)
         await warm_triage(env)
         t0 = time.monotonic()
-        edge = await start_edge(env, replicas, tmp / "edge.log")
+        edge = await start_edge(env, replicas, tmp / "edge.log", colocate=colocate)
         print(f"  sitemesh edge ready in {time.monotonic() - t0:.1f} s", flush=True)
         nc = await connect_bench(srv.client_url, "bench-chaos")
         js = nc.jetstream()
@@ -931,6 +932,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-s", type=float, default=600.0, help="seconds to wait for the end")
     p.add_argument("--db", default="sqlite", help="sqlite, postgres (a fresh db) or a URL")
     p.add_argument("--seed", type=int, default=13)
+    p.add_argument(
+        "--colocate", action="store_true",
+        help="`edge --colocate`: the agent roles in one process (kills hit it mid-chain)",
+    )  # fmt: skip
     return p
 
 
@@ -954,7 +959,9 @@ async def run_one(name: str, args: argparse.Namespace, texts: Texts, tmp: Path) 
     if args.db == "postgres":
         db_url, drop = await _pg_database("chaos")
     try:
-        async with local_site(tmp, db_url, **site_extra(name, args)) as site:
+        async with local_site(
+            tmp, db_url, colocate=args.colocate, **site_extra(name, args)
+        ) as site:
             return await RUNNERS[name](site, args, texts)
     finally:
         if drop is not None:

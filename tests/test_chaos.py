@@ -71,3 +71,21 @@ async def test_nats_restart_loses_nothing(site: Any, args: Any, texts: Any) -> N
     assert (fig.lost, fig.duplicates, fig.problems) == (0, 0, []), fig.report()
     assert fig.answered + fig.failed == fig.published == 200, fig.report()
     assert fig.recorded == fig.published, fig.report()
+
+
+async def test_kills_of_a_colocated_agents_process_lose_nothing(
+    tmp_path: Path, args: Any, texts: Any
+) -> None:
+    """``edge --colocate``: SIGKILLs land mid-chain in the process of every agent role;
+    the input of a chain is acked only once the whole chain published, so its
+    redelivery finishes it and the duplicates are dropped."""
+    async with chaos.local_site(
+        tmp_path, None, colocate=True, **chaos.site_extra("kills", args)
+    ) as s:
+        assert any("+" in role for role in chaos.worker_pids(s.edge.pid).values())
+        fig = await chaos.scenario_kills(s, args, texts)
+    print(fig.report())
+    assert fig.counts["kills"] >= 3, fig.report()
+    assert fig.counts["restarts"] > 0, "positive control: the supervisor restarted them"
+    assert (fig.lost, fig.duplicates, fig.problems) == (0, 0, []), fig.report()
+    assert fig.recorded == fig.published, fig.report()

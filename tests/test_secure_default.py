@@ -52,7 +52,7 @@ from sitemesh.errors import BusConnectionError, SchemaError
 from sitemesh.runtime import connect
 from sitemesh.schemas import ENCODER, FinalAnswer, SupportTicket, utcnow
 from sitemesh.topology import SITE_IDENTITIES, ensure_site_creds, load_creds
-from tests.conftest import assert_eventually
+from tests.conftest import assert_eventually, stream_messages
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -495,6 +495,77 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
         await asyncio.wait_for(edge.wait(), 90)
         log.close()
     assert edge.returncode == 0, (tmp_path / "edge.log").read_text(errors="replace")[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path: Path) -> None:
+    """``sitemesh edge --colocate``: one process runs every agent role, each role on
+    its own connection with its own identity (the process is given triage's seed and
+    finds the others next to it). Only escalation may publish the final answer and
+    each role only its own step events, so an answer shows every role kept its own
+    permissions; the work stream holds only the router's item (the 4 steps after
+    triage were handed over in memory)."""
+    settings = Settings(site=SITE, state_dir=tmp_path / "state")
+    env = child_env(process_environ(), settings.to_env()) | {"COLUMNS": "400", "NO_COLOR": "1"}
+    log = (tmp_path / "edge.log").open("wb")
+    edge = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sitemesh", "edge", "--colocate", env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        text = ""
+
+        async def ready() -> bool:
+            nonlocal text
+            text = (tmp_path / "edge.log").read_text(errors="replace")
+            assert edge.returncode is None, text
+            return " ready in " in text
+
+        await assert_eventually(ready, 200, interval_s=0.5, msg="edge not ready")
+        pids = {role: int(p) for role, p in re.findall(r"(\w+)=\[(\d+)\]", text)}
+        assert pids["triage"] == pids["planner"] == pids["escalation"] != pids["router"]
+        environ = Path(f"/proc/{pids['escalation']}/environ").read_bytes().split(b"\0")
+        seeds = [e for e in environ if e.startswith(b"SITEMESH_NATS_NKEY_SEED")]
+        assert seeds == [f"SITEMESH_NATS_NKEY_SEED_FILE={tmp_path}/state/creds/{SITE}/"
+                         "triage.nk".encode()]  # fmt: skip
+        tid = f"col-{uuid.uuid4().hex[:8]}"
+        ticket = tmp_path / "t.jsonl"
+        ticket.write_text(
+            json.dumps({"type": "support_ticket.v1", "task_id": tid, "channel": "email",
+                        "body": "The VPN client disconnects every ten minutes."}) + "\n"
+        )  # fmt: skip
+        code, out = await _cli(env, "publish", str(ticket))
+        assert code == 0, out
+        url = EmbeddedNats(settings.state_dir).live_url()
+        assert url is not None
+        op = await connect(settings, "operator", url=url)
+        try:
+            js = op.jetstream()
+
+            async def answered() -> bool:
+                try:
+                    await js.get_last_msg(S.events_stream, S.task_answer(tid))
+                except NotFoundError:
+                    return False
+                return True
+
+            await assert_eventually(answered, 120, interval_s=0.5, msg="no answer")
+            events = await stream_messages(js, S.events_stream, S.task_events(tid))
+            producers = [m.subject.split(".")[5] for m in events]  # <site>.<task>.<producer>
+            assert producers == ["router", "router", "triage", "retriever", "planner",
+                                 "validator", "escalation", "final"]  # fmt: skip
+            work = await stream_messages(js, S.work_stream, f"{S.prefix}.work.{SITE}.>")
+            assert [m.subject for m in work] == [S.work("triage")]
+        finally:
+            await op.drain()
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(edge.wait(), 90)
+        log.close()
+    text = (tmp_path / "edge.log").read_text(errors="replace")
+    assert edge.returncode == 0, text[-3000:]
+    agents = next(p for p in (tmp_path / "state" / "logs").iterdir() if "+" in p.name)
+    assert "handed over in memory" in agents.read_text()
 
 
 @pytest.mark.parametrize("role", ["retriever", "triage", "diagnostics"])

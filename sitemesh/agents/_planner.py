@@ -14,7 +14,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Final, Literal, Protocol, cast, runtime_checkable
 
 from ..schemas import (
     Diagnosis,
@@ -416,6 +416,10 @@ class RunbookPlanner:
         )
 
 
+_WITH_TOOLS: dict[type, bool] = {}
+"""Whether a planning backend class is a :class:`ToolPlanningBackend`, by class."""
+
+
 class PlannerAgent(Agent):
     """Role ``planner``: delegates to a :class:`PlanningBackend`.
 
@@ -457,9 +461,13 @@ class PlannerAgent(Agent):
         Returns:
             The plan from the backend.
         """
-        if isinstance(self.backend, ToolPlanningBackend):
-            return await self.backend.plan_with_tools(item, ctx.tools)
-        return await self.backend.plan(item)
+        backend = self.backend
+        with_tools = _WITH_TOOLS.get(type(backend))
+        if with_tools is None:  # a Protocol isinstance check is slow: once per class
+            with_tools = _WITH_TOOLS[type(backend)] = isinstance(backend, ToolPlanningBackend)
+        if with_tools:
+            return await cast(ToolPlanningBackend, backend).plan_with_tools(item, ctx.tools)
+        return await backend.plan(item)
 
     def summarize(self, output: AgentOutput) -> str:
         """One PII-free line: step count, source, runbook and action counts.

@@ -119,7 +119,7 @@ from ._subjects import (
     token,
 )
 from ._types import Admit, Handler, MsgContext, Outbound, TaskIdOf
-from ._worker import Worker, ack_metadata, run_worker_until_signalled
+from ._worker import LocalWorkers, Worker, ack_metadata, run_worker_until_signalled
 
 __all__ = [
     "ADMIT_BELOW",
@@ -165,6 +165,7 @@ __all__ = [
     "EmbeddedNats",
     "Handler",
     "LiveDocument",
+    "LocalWorkers",
     "MaxDeliveriesAdvisory",
     "MaxDeliveriesSweeper",
     "MsgContext",

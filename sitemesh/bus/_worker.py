@@ -22,11 +22,11 @@ from nats.js.api import DEFAULT_PREFIX
 
 from ..config import BusSettings
 from ..errors import HandlerTimeout, MessageTooLarge, SchemaError, StreamFull
-from ..schemas import check_nesting, hostile_json_error
+from ..schemas import ENCODER, check_nesting, hostile_json_error, utcnow
 from ._acking import Action, Decision, backoff_s, decide
 from ._deadletter import dead_letter_outbounds, raw_task_id
 from ._middleware import ProcessMiddleware, worker_middlewares
-from ._publish import PubAck, Publisher
+from ._publish import PubAck, Publisher, outbound_headers
 from ._subjects import Subjects, message_id
 from ._types import Admit, Handler, MsgContext, Outbound, TaskIdOf
 
@@ -121,6 +121,56 @@ class _Heartbeat:
             self._handle = self._loop.call_later(self._interval, self._beat)
 
 
+class LocalWorkers:
+    """The workers of one process, by the subject each consumes: a message one of them
+    publishes for another is handed over in memory instead of over the bus.
+
+    A site's consecutive steps (triage -> retriever -> planner -> validator ->
+    escalation) run one after another, each on the work subject of the next role.
+    When those roles run in one process (``sitemesh worker triage --with retriever``),
+    publishing each work item only for the same process to fetch, decode and ack it
+    costs a JetStream store, a delivery and an ack per step. A worker given a
+    ``LocalWorkers`` hands such an item straight to the sibling's handler:
+
+    - the sibling decodes the item's encoded bytes with its own decoder (the same
+      schema check as off the bus), runs its handler within its own time budget, and
+      publishes what that returns with its *own* connection (its role's identity and
+      permissions, e.g. only ``escalation`` may publish a final answer);
+    - the handing worker publishes its other outputs first, so the events of a task
+      reach ``EVENTS_<site>`` in step order, and acks its input only after the whole
+      chain published: a crash in between redelivers the input, and the chain's
+      re-publishes are dropped as duplicates (``Nats-Msg-Id`` from task and step);
+    - anything but success (a handler error, a time budget, a refused publish, the
+      sibling shutting down) publishes the item on the bus instead, where the
+      sibling's consumer retries or dead-letters it as always.
+
+    Only exact subjects are handed over; ``handed_over`` counts them per role.
+    """
+
+    __slots__ = ("_by_subject", "handed_over")
+
+    def __init__(self) -> None:
+        self._by_subject: dict[str, Worker[Any]] = {}
+        self.handed_over: dict[str, int] = {}
+        """Messages handed over in memory, by the role that took them."""
+
+    def add(self, subject: str, worker: Worker[Any]) -> None:
+        """Hand messages published on ``subject`` (exact, no wildcards) to ``worker``.
+
+        Raises:
+            ValueError: ``subject`` has a wildcard, or another worker has it.
+        """
+        if "*" in subject.split(".") or subject.endswith(">"):
+            raise ValueError(f"a local subject must be exact, not {subject!r}")
+        if self._by_subject.get(subject, worker) is not worker:
+            raise ValueError(f"{subject!r} already has a local worker")
+        self._by_subject[subject] = worker
+
+    def taker(self, subject: str) -> Worker[Any] | None:
+        """The worker that takes ``subject`` here, or ``None`` (publish it)."""
+        return self._by_subject.get(subject)
+
+
 class Worker(Generic[T]):
     """Runs a handler over a durable pull consumer, owning acks, retries and dead letters.
 
@@ -178,6 +228,11 @@ class Worker(Generic[T]):
             by the server would (e.g. :class:`~sitemesh.bus.AdmissionGate`: the
             router admits no new task into a work stream past 80 %, so the work in
             progress keeps room to move on).
+        local: the other workers of this process: outputs for one of them are
+            handed over in memory (:class:`LocalWorkers`); this worker is added to
+            it under ``local_subject``.
+        local_subject: the subject this worker takes from ``local`` (the filter
+            subject of its consumer, e.g. :meth:`Subjects.work`).
     """
 
     def __init__(
@@ -197,9 +252,14 @@ class Worker(Generic[T]):
         subjects: Subjects | None = None,
         middleware: Sequence[ProcessMiddleware] | None = None,
         admit: Admit | None = None,
+        local: LocalWorkers | None = None,
+        local_subject: str | None = None,
     ) -> None:
         self._js = js
         self._admit = admit
+        self._local = local
+        if local is not None and local_subject is not None:
+            local.add(local_subject, self)
         self.site = site
         self.role = role
         self.stream = stream
@@ -456,7 +516,8 @@ class Worker(Generic[T]):
     async def _publish_outputs(
         self, outs: Sequence[Outbound], causation_id: str | None, beat: _Heartbeat
     ) -> None:
-        """Publish ``outs``; while a full stream refuses some of them, keep the input in
+        """Publish ``outs`` (those a local worker takes are handed over to it, see
+        :class:`LocalWorkers`); while a full stream refuses some of them, keep the input in
         progress and publish those again with backoff (the stored ones are not sent
         twice, whatever the duplicate window).
 
@@ -465,6 +526,67 @@ class Worker(Generic[T]):
                 nak'ed and redelivered later).
             TransientError, nats.js.errors.APIError: another failure (nak'ed).
         """
+        handed: list[tuple[Outbound, Worker[Any]]] = []
+        local = self._local
+        if local is not None:
+            pending = []
+            for out in outs:
+                taker = local.taker(out.subject)
+                if taker is None or taker._stopping:
+                    pending.append(out)
+                else:
+                    handed.append((out, taker))
+        else:
+            pending = list(outs)
+        if pending:
+            await self._publish_on_bus(pending, causation_id, beat)
+        for out, taker in handed:  # after the others: the task's events stay in step order
+            if not await taker._take_over(out, causation_id, beat):
+                await self._publish_on_bus([out], causation_id, beat)
+
+    async def _take_over(
+        self, out: Outbound, causation_id: str | None, beat: _Heartbeat
+    ) -> bool:
+        """Handle ``out`` here, as if it had been published and delivered to this
+        worker (see :class:`LocalWorkers`); ``False``: it was not, publish it."""
+        if self._stopping:
+            return False
+        payload = out.payload
+        data = payload if isinstance(payload, bytes) else ENCODER.encode(payload)
+        headers = outbound_headers(out, causation_id)
+        try:
+            value = self._decoder(data)
+            ctx = MsgContext(
+                subject=out.subject,
+                headers=headers,
+                stream=self.stream,
+                stream_seq=0,  # never stored
+                num_delivered=1,
+                site=self.site,
+                role=self.role,
+                worker=self.worker_id,
+                data=data,
+                published_at=utcnow(),
+            )
+            outs = await self._run_handler(value, ctx)
+            if outs:
+                await self._publish_outputs(outs, message_id(headers), beat)
+        except Exception as exc:  # the bus path retries or dead-letters it
+            log.info(  # the class only: an error's text may quote the message (PII)
+                "%s: handing over %s failed (%s); publishing it",
+                self.role, out.subject, type(exc).__name__,
+            )  # fmt: skip
+            return False
+        assert self._local is not None
+        counts = self._local.handed_over
+        counts[self.role] = counts.get(self.role, 0) + 1
+        return True
+
+    async def _publish_on_bus(
+        self, outs: Sequence[Outbound], causation_id: str | None, beat: _Heartbeat
+    ) -> None:
+        """Publish ``outs`` with this worker's connection, holding the input while a
+        full stream refuses them (:meth:`_publish_outputs`)."""
         pending = list(outs)
         attempt = 0
         while True:

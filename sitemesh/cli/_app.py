@@ -112,6 +112,15 @@ def worker(
             help="Register this agent class by import path (repeatable).",
         ),
     ] = None,
+    with_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--with",
+            metavar="ROLE",
+            help="Run this agent role in the same process too (repeatable): work items "
+            "between its roles are handed over in memory instead of over the bus.",
+        ),
+    ] = None,
     site: SiteOpt = None,
 ) -> None:
     """Run one role of a site until SIGTERM/SIGINT (several processes of a role share its work)."""
@@ -121,7 +130,10 @@ def worker(
     from ..runtime import run_role
 
     _logging()
-    raise typer.Exit(_run(run_role(_settings(site), role, agents=tuple(agent or ()))))
+    together = tuple(r for value in with_ or () for r in value.split(",") if r)
+    raise typer.Exit(
+        _run(run_role(_settings(site), role, agents=tuple(agent or ()), colocate=together))
+    )
 
 
 @app.command()
@@ -137,11 +149,20 @@ def edge(
         typer.Option(help="Plan with SmolLM2-135M on this CPU (llama.cpp server process)."),
     ] = False,
     insecure: InsecureOpt = False,
+    colocate: Annotated[
+        bool,
+        typer.Option(
+            help="Run the agent roles together in one process (per replica): each step "
+            "hands the next its work in memory, fewer bus hops per task; each role keeps "
+            "its own NATS identity.",
+        ),
+    ] = False,
 ) -> None:
     """Run a site's whole set: embedded NATS (unless SITEMESH_NATS_URL is set), the
     recorder, the router and a process per agent role the workflows in force name
-    (installed agents, plus those named with --agent), each as its own process;
-    with --local-model also a local model server the planner calls."""
+    (installed agents, plus those named with --agent), each as its own process
+    (--colocate: the agent roles in one); with --local-model also a local model
+    server the planner calls."""
     from ._run import run_edge
 
     _logging()
@@ -157,7 +178,7 @@ def edge(
             )
         )
     raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents,
-                                   insecure=insecure)))  # fmt: skip
+                                   insecure=insecure, colocate=colocate)))  # fmt: skip
 
 
 @app.command()

@@ -29,18 +29,28 @@ FILL_CHECK_S = 15.0
 
 
 def site_roles(
-    replicas: int, workflows: Workflows | None = None, registry: Registry | None = None
+    replicas: int,
+    workflows: Workflows | None = None,
+    registry: Registry | None = None,
+    *,
+    colocate: bool = False,
 ) -> list[str]:
     """The processes of a site: one recorder and router, then ``replicas`` per agent role
     that the workflows name and the registry has (default: the bundled workflows and
     the installed agents). Roles the registry lacks are left out: deploy their workers
-    with ``sitemesh worker --agent``; their work waits for them on the bus."""
+    with ``sitemesh worker --agent``; their work waits for them on the bus.
+
+    ``colocate``: the agent roles run together, ``replicas`` processes of
+    ``"triage+retriever+..."`` (:class:`~sitemesh.edge_node.Supervisor`), so one step
+    hands the next its work item in memory (:class:`sitemesh.bus.LocalWorkers`)."""
     workflows = workflows if workflows is not None else Workflows.load()
     registry = registry if registry is not None else Registry.load()
     roles = ["recorder", "router"]
-    for role in workflows.roles:
-        if role in registry:
-            roles.extend([role] * replicas)
+    agent_roles = [role for role in workflows.roles if role in registry]
+    if colocate and agent_roles:
+        return [*roles, *["+".join(agent_roles)] * replicas]
+    for role in agent_roles:
+        roles.extend([role] * replicas)
     return roles
 
 
@@ -83,8 +93,11 @@ async def run_edge(
     replicas: int = 1,
     agents: Sequence[str] = (),
     insecure: bool = False,
+    colocate: bool = False,
 ) -> int:
     """Run a site until SIGTERM/SIGINT; returns the exit code.
+
+    ``colocate``: the agent roles run in one process per replica (:func:`site_roles`).
 
     Says "ready" only once every worker process registered ready on the bus
     (``sitemesh_workers_<site>``); until then a spinner names what is still loading.
@@ -111,7 +124,7 @@ async def run_edge(
         except BaseException:
             await nc.close()
             raise
-        roles = site_roles(replicas, workflows, registry)
+        roles = site_roles(replicas, workflows, registry, colocate=colocate)
         missing = [r for r in workflows.roles if r not in registry]
         if missing:  # their work waits on the bus (see `sitemesh status`)
             console.print(
@@ -120,7 +133,9 @@ async def run_edge(
                 "module:Class` (or pass --agent to edge)[/yellow]"
             )
         try:
-            identities = worker_identities(settings, url, roles)
+            identities = worker_identities(
+                settings, url, [r for entry in roles for r in entry.split("+")]
+            )
         except BaseException:
             await nc.close()
             raise

@@ -46,6 +46,11 @@ RESTART_HISTORY: Final = 32
 """Restart delays remembered per child (:attr:`Supervisor.restart_delays`)."""
 
 
+def _members(entry: str) -> list[str]:
+    """The roles of one :class:`Supervisor` process entry: ``"a+b"`` -> ``["a", "b"]``."""
+    return [r for r in entry.split("+") if r]
+
+
 @dataclass
 class _Child:
     role: str
@@ -63,7 +68,9 @@ class Supervisor:
     Args:
         site: the site name.
         roles: roles to run; a role may appear several times to run several
-            processes that share its work (one durable consumer).
+            processes that share its work (one durable consumer). An entry
+            ``"triage+retriever+planner"`` runs those agent roles in one process
+            (``sitemesh worker triage --with retriever --with planner``).
         env: the complete environment of the children (``SITEMESH_*`` included).
         log_dir: where ``<site>-<role>-<n>.log`` files go.
         graceful_timeout_s: seconds to wait after SIGTERM before SIGKILL.
@@ -119,7 +126,7 @@ class Supervisor:
         self._program = list(program)
         self._clock = clock
         if identities is not None:
-            missing = sorted(set(roles) - set(identities))
+            missing = sorted({r for entry in roles for r in _members(entry)} - set(identities))
             if missing:
                 raise KeyError(f"no NATS identity for roles {missing}")
         self._identities = identities
@@ -140,8 +147,9 @@ class Supervisor:
 
     @property
     def roles(self) -> list[str]:
-        """One role per child process, in start order (a role once per replica)."""
-        return [c.role for c in self._children]
+        """One role per child process and role it runs, in start order (a role once
+        per replica)."""
+        return [r for c in self._children for r in _members(c.role)]
 
     def log_path(self, role: str) -> Path:
         """The log file of the first child running ``role``.
@@ -150,7 +158,7 @@ class Supervisor:
             KeyError: no child runs ``role``.
         """
         for c in self._children:
-            if c.role == role:
+            if role in (c.role, *_members(c.role)):
                 return self._log_dir / f"{self.site}-{c.role}-{c.index}.log"
         raise KeyError(role)
 
@@ -166,21 +174,25 @@ class Supervisor:
         out: dict[str, list[int]] = {}
         for c in self._children:
             if c.proc is not None and c.proc.returncode is None:
-                out.setdefault(c.role, []).append(c.proc.pid)
+                for role in _members(c.role):
+                    out.setdefault(role, []).append(c.proc.pid)
         return out
 
     async def _spawn(self, child: _Child) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         child.log_path = self._log_dir / f"{self.site}-{child.role}-{child.index}.log"
+        first, *others = _members(child.role)
+        together = [arg for role in others for arg in ("--with", role)]
         with child.log_path.open("ab") as logfile:
             child.proc = await asyncio.create_subprocess_exec(
                 *self._program,
                 "worker",
-                child.role,
+                first,
+                *together,
                 "--site",
                 self.site,
                 *self._agent_args,
-                env=self._child_env(child.role),
+                env=self._child_env(first),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,

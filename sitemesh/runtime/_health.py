@@ -46,9 +46,13 @@ class Readiness:
         role: the role the process runs.
         site: the site it registers at (default ``settings.site``; ``hub`` for the
             cloud agents).
+        serve_http: ``False``: no HTTP probes even with ``health.port`` set (a
+            co-located role: the process's first role serves them).
     """
 
-    def __init__(self, settings: Settings, role: str, *, site: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, role: str, *, site: str | None = None, serve_http: bool = True
+    ) -> None:
         self.role = role
         self.site = site or settings.site
         self.started_at = utcnow()
@@ -59,7 +63,7 @@ class Readiness:
         self.http: HealthServer | None = None
         """The HTTP endpoint (``None`` unless ``health.port`` is set); add routes
         before :meth:`start`."""
-        if settings.health.port:
+        if settings.health.port and serve_http:
             self.http = HealthServer(self, host=settings.health.host, port=settings.health.port)
 
     @property

@@ -22,6 +22,7 @@ from ..agents import AgentResources, AgentSpec, Registry, import_agent
 from ..bus import (
     HDR_TASK_ID,
     AdmissionGate,
+    LocalWorkers,
     MaxDeliveriesSweeper,
     Subjects,
     Worker,
@@ -178,7 +179,9 @@ class _ArtifactFollower:
         self._stop.set()
 
 
-async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> list[Service]:
+async def _agent(
+    settings: Settings, spec: AgentSpec, js: JetStreamContext, local: LocalWorkers | None = None
+) -> list[Service]:
     subjects = Subjects(settings.site)
     resources = AgentResources(
         settings.site,
@@ -205,7 +208,7 @@ async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> l
     if spec.final and settings.hub.enabled:
         finaliser, inbox = await _boundary(settings, js, subjects)
         extra.append(inbox)
-    stream, durable, _ = subjects.consumer_for(spec.role)
+    stream, durable, subject = subjects.consumer_for(spec.role)
     worker = Worker(
         js,
         site=settings.site,
@@ -216,14 +219,21 @@ async def _agent(settings: Settings, spec: AgentSpec, js: JetStreamContext) -> l
         handler=step_handler(spec, subjects, agent=agent, resources=resources, finaliser=finaliser),
         settings=settings.bus,
         task_id_of=_work_task_id,
+        local=local,
+        local_subject=subject if local is not None else None,
     )
     return [worker, *extra]
 
 
 async def _build_services(
-    settings: Settings, role: str, js: JetStreamContext, registry: Registry
+    settings: Settings,
+    role: str,
+    js: JetStreamContext,
+    registry: Registry,
+    local: LocalWorkers | None = None,
 ) -> list[Service]:
-    """Build the long-running services of ``role`` (loads models/indexes first)."""
+    """Build the long-running services of ``role`` (loads models/indexes first);
+    ``local``: the process's co-located workers (agent roles only)."""
     if role == "recorder":
         from ..state import Recorder, Store, migrate
 
@@ -232,7 +242,40 @@ async def _build_services(
         return [Recorder(js, store, settings.site, settings.bus)]
     if role == "router":
         return await _router(settings, js)
-    return await _agent(settings, registry.spec(role), js)
+    return await _agent(settings, registry.spec(role), js, local)
+
+
+def colocated_identity(settings: Settings, role: str) -> Settings:
+    """``settings`` for ``role`` when it runs in the process of another role.
+
+    Each co-located role connects with its own identity, so its permissions stay its
+    own. With a seed file configured (the process's first role), ``role``'s seed is
+    the file next to it: ``sitemesh creds`` and the embedded server keep every role of
+    a site as ``<dir>/<site>/<role>.nk``. Without one, ``connect`` picks the role's
+    identity itself (``nats.creds_dir``, the embedded server's) or joins an open server.
+
+    Raises:
+        ConfigError: key ``nats.nkey_seed_file``: no seed file for ``role`` next to the
+            configured one, or the identity is an inline seed (``nats.nkey_seed``),
+            which names one role only.
+    """
+    nats = settings.nats
+    if nats.nkey_seed is not None:
+        raise ConfigError(
+            "nats.nkey_seed",
+            f"co-located role {role!r} needs its own identity: give seed files "
+            "(SITEMESH_NATS_NKEY_SEED_FILE, or SITEMESH_NATS_CREDS_DIR) instead of one inline seed",
+        )
+    if nats.nkey_seed_file is None:
+        return settings
+    seed = nats.nkey_seed_file.parent / f"{role}.nk"
+    if not seed.is_file():
+        raise ConfigError(
+            "nats.nkey_seed_file",
+            f"co-located role {role!r} has no identity {seed} next to "
+            f"{nats.nkey_seed_file} (run `sitemesh creds --site {settings.site}`)",
+        )
+    return settings.model_copy(update={"nats": nats.model_copy(update={"nkey_seed_file": seed})})
 
 
 def _task_ref(settings: Settings) -> Callable[[str], str] | None:
@@ -290,7 +333,13 @@ async def _boundary(
     return forwarder, inbox
 
 
-async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str] = ()) -> int:
+async def run_role(
+    settings: Settings,
+    role: str | None,
+    *,
+    agents: Sequence[str] = (),
+    colocate: Sequence[str] = (),
+) -> int:
     """Run ``role`` for ``settings.site`` until SIGTERM/SIGINT; returns the exit code.
 
     Readiness (:class:`Readiness`): with ``SITEMESH_HEALTH_PORT`` set, ``/healthz`` and
@@ -305,9 +354,15 @@ async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str
             ``None``: the role of the single agent named in ``agents``.
         agents: import paths (``module:Class``) of agents to register besides the
             installed ones.
+        colocate: further agent roles to run in this process (``sitemesh worker
+            triage --with retriever``), each with its own connection, identity and
+            registry record; a work item one of them publishes for another is handed
+            over in memory (:class:`sitemesh.bus.LocalWorkers`). ``role`` must then be
+            an agent role too.
 
     Raises:
-        ConfigError: unknown role, or no NATS URL (``SITEMESH_NATS_URL``).
+        ConfigError: unknown role, a co-located role that is not an agent role of
+            the registry (key ``colocate``), or no NATS URL (``SITEMESH_NATS_URL``).
         AgentError: an entry point or import path does not load.
     """
     registry = Registry.load(agents)
@@ -319,6 +374,14 @@ async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str
         raise ConfigError(
             "role", f"unknown role {role!r}; expected one of {list(worker_roles(registry))}"
         )
+    colocate = list(dict.fromkeys(r for r in colocate if r != role))
+    for r in [role, *colocate] if colocate else []:
+        if r not in registry:
+            raise ConfigError(
+                "colocate",
+                f"only agent roles run together in one process, not {r!r}; expected some "
+                f"of {list(registry.roles)}",
+            )
     readiness = Readiness(settings, role, site="hub" if role == "synthesiser" else None)
     await readiness.start()  # /healthz answers (and /readyz says 503) while loading
     try:
@@ -329,13 +392,18 @@ async def run_role(settings: Settings, role: str | None, *, agents: Sequence[str
         if role == "relay":
             return await _run_relay(settings, readiness)
         origin = registry.spec(role).origin if role in registry else "sitemesh service"
-        return await _run_site_role(settings, role, registry, readiness, origin)
+        return await _run_site_role(settings, role, registry, readiness, origin, colocate)
     finally:
         await readiness.shutdown()
 
 
 async def _run_site_role(
-    settings: Settings, role: str, registry: Registry, readiness: Readiness, origin: str
+    settings: Settings,
+    role: str,
+    registry: Registry,
+    readiness: Readiness,
+    origin: str,
+    colocate: Sequence[str] = (),
 ) -> int:
     """Body of :func:`run_role` for the site's own roles (services and agents)."""
     setup_telemetry(  # before any Worker; spans carry task references, not task ids
@@ -347,7 +415,18 @@ async def _run_site_role(
     if not settings.nats.has_identity:  # restricted identities may not create streams
         roles = ("router", *registry.roles)
         await provision(js, Subjects(settings.site), settings.bus, roles=roles)
-    services = await _build_services(settings, role, js, registry)
+    local = LocalWorkers() if colocate else None
+    services = await _build_services(settings, role, js, registry, local)
+    siblings: list[tuple[Readiness, JetStreamContext, str]] = []
+    conns = [nc]
+    for other in colocate:  # each with its own identity: its permissions stay its own
+        other_settings = colocated_identity(settings, other)
+        other_nc = await connect(other_settings, other)
+        conns.append(other_nc)
+        other_js = other_nc.jetstream()
+        services += await _build_services(other_settings, other, other_js, registry, local)
+        ready = Readiness(other_settings, other, serve_http=False)
+        siblings.append((ready, other_js, registry.spec(other).origin))
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -358,9 +437,12 @@ async def _run_site_role(
         loop.add_signal_handler(sig, _on_signal)
     if _SIGNALLED:  # told to stop while starting: stop before taking any work
         stopping.set()
-    log.info("%s ready at site %s (pid %d)", role, settings.site, os.getpid())
+    names = "+".join([role, *colocate])
+    log.info("%s ready at site %s (pid %d)", names, settings.site, os.getpid())
     runs = [asyncio.create_task(s.run()) for s in services]
     if not stopping.is_set():  # loaded: registered in sitemesh_workers_<site>, /readyz 200
+        for sibling, sibling_js, sibling_origin in siblings:
+            await sibling.ready(sibling_js, origin=sibling_origin)
         await readiness.ready(js, origin=origin)
     stop_wait = asyncio.create_task(stopping.wait())
     done, _ = await asyncio.wait([*runs, stop_wait], return_when=asyncio.FIRST_COMPLETED)
@@ -369,7 +451,9 @@ async def _run_site_role(
         if t in done and t.exception() is not None:
             log.error("%s failed: %r", role, t.exception())
             code = 1
-    log.info("%s stopping: finishing in-flight work", role)
+    log.info("%s stopping: finishing in-flight work", names)
+    for sibling, _, _ in siblings:
+        await sibling.stopping()
     await readiness.stopping()
     await asyncio.gather(*(s.shutdown() for s in services), return_exceptions=True)
     await asyncio.gather(*runs, return_exceptions=True)
@@ -377,10 +461,15 @@ async def _run_site_role(
         if isinstance(s, ToolsService):
             await s.aclose()
     stop_wait.cancel()
+    for sibling, _, _ in siblings:
+        await sibling.shutdown()
     await readiness.shutdown()  # the record goes before the connection does
-    await nc.drain()
+    for conn in conns:
+        await conn.drain()
+    if local is not None and local.handed_over:
+        log.info("%s: handed over in memory: %s", names, local.handed_over)
     shutdown_telemetry()  # flushes buffered spans and metrics
-    log.info("%s stopped", role)
+    log.info("%s stopped", names)
     return code
 
 

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
@@ -58,12 +59,23 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
         cursor.close()
 
 
+_JSON: Final = msgspec.json.Encoder()
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's text (what ``json.dumps`` would store, without its spaces)."""
+    return _JSON.encode(value).decode()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine for ``url`` with sitemesh's connection settings.
 
     SQLite: WAL journal and a busy timeout, so the CLI can read while the recorder
     writes; the parent directory of the file is created; an in-memory database is
-    shared by every session of the engine. PostgreSQL: ``pool_pre_ping``.
+    shared by every session of the engine. PostgreSQL: ``pool_pre_ping``. JSON
+    columns are written and read with msgspec (compact UTF-8 JSON; the recorder
+    stores every event's payload, and the standard library's encoder was the largest
+    single cost of a write, ``bench/pipeline.py``).
 
     Args:
         url: ``sqlite+aiosqlite:///path.db`` or ``postgresql+asyncpg://user@host/db``.
@@ -72,6 +84,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     Returns:
         The engine; dispose it with ``await engine.dispose()``.
     """
+    kwargs.setdefault("json_serializer", _json_text)
+    kwargs.setdefault("json_deserializer", msgspec.json.decode)
     if is_sqlite(url):
         path = sqlite_path(url)
         if path is None:

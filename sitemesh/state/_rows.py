@@ -83,9 +83,11 @@ def event_row(stream: str, stream_seq: int, event: Event) -> dict[str, Any]:
         case TaskResubmitted():  # the accepted task goes on: no change to its row
             role, at = "router", event.at
             summary = f"resubmitted ({event.outcome}, TASKS seq {event.stream_seq})"
-    # through JSON, not to_builtins: a step's output is raw JSON (msgspec.Raw)
-    payload = msgspec.json.decode(ENCODER.encode(event))
+    # the event's own JSON, stored as it is (the engine's JSON columns encode with
+    # msgspec, which writes a Raw verbatim): a step's output is raw JSON already
+    payload: Any = msgspec.Raw(ENCODER.encode(event))
     if isinstance(event, ApprovalRequested):
+        payload = msgspec.json.decode(payload)
         payload.pop("item", None)  # the parked item lives in the approvals table
     return {
         "task_id": event.task_id,
