@@ -238,9 +238,9 @@ class HealthSettings(_Group):
     (see ``docs/observability.md``, "Readiness")."""
 
     port: int = Field(default=0, ge=0, le=65535)
-    """Port of this process's HTTP endpoint (``/healthz``, ``/readyz``); ``0``: no
-    endpoint. One per process: a supervisor (``sitemesh edge``) does not pass it on
-    to its children, which would all try the same port."""
+    """Port of this process's HTTP endpoint (``/healthz``, ``/readyz``, Prometheus
+    ``/metrics``); ``0``: no endpoint. One per process: a supervisor (``sitemesh
+    edge``) gives its n-th child ``port + n`` instead (printed once ready)."""
     host: str = "127.0.0.1"
     """Interface the endpoint binds (``0.0.0.0`` in a container whose probes come
     from outside it)."""

@@ -79,3 +79,53 @@ def test_bad_backoff_settings_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=field):
         Supervisor("eu1", ["flaky"], env={}, log_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+ARGS_AND_PORT: Sequence[str] = (
+    sys.executable, "-c",
+    "import os, sys, time; print(' '.join(sys.argv[1:]), os.environ.get('SITEMESH_HEALTH_PORT'),"
+    " flush=True); time.sleep(60)",
+)  # fmt: skip
+"""A child program that prints its ``worker ...`` arguments and health port, then waits."""
+
+
+async def test_each_child_gets_its_own_health_port_and_a_group_its_roles(
+    tmp_path: Path,
+) -> None:
+    """Ports from ``health_port`` in start order (never the environment's own, which
+    every child would try to bind); a ``"a+b"`` entry is one process running both roles,
+    counted under each role."""
+    sup = Supervisor(
+        "eu1",
+        ["recorder", "triage+planner", "planner"],
+        env={**os.environ, "SITEMESH_HEALTH_PORT": "9999"},
+        log_dir=tmp_path / "logs",
+        graceful_timeout_s=5,
+        program=ARGS_AND_PORT,
+        health_port=9100,
+    )
+    assert sup.health_ports == {"recorder-1": 9100, "triage+planner-1": 9101, "planner-1": 9102}
+    assert sup.roles == ["recorder", "triage", "planner", "planner"]
+    async with sup:
+
+        def printed() -> dict[str, str]:
+            out = {}
+            for log in (tmp_path / "logs").glob("*.log"):
+                text = log.read_text().strip()
+                if text:
+                    out[log.name] = text
+            return out if len(out) == 3 else {}
+
+        lines = await assert_eventually(printed, timeout_s=30)
+        pids = sup.pids
+    assert lines == {
+        "eu1-recorder-1.log": "worker recorder --site eu1 9100",
+        "eu1-triage+planner-1.log": "worker triage --with planner --site eu1 9101",
+        "eu1-planner-1.log": "worker planner --site eu1 9102",
+    }
+    assert pids["triage"] == pids["planner"][:1]
+    assert len(pids["planner"]) == 2
+    bare = Supervisor("eu1", ["recorder"], env={**os.environ, "SITEMESH_HEALTH_PORT": "9999"},
+                      log_dir=tmp_path / "logs2", program=ARGS_AND_PORT)  # fmt: skip
+    assert bare.health_ports == {}
+    assert "SITEMESH_HEALTH_PORT" not in bare._child_env("recorder")

@@ -21,11 +21,12 @@ import msgspec
 import nats.errors
 import pytest
 from nats.js import JetStreamContext
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from sitemesh.bus import NatsServer, Subjects, find_nats_server, provision
+from sitemesh.bus import NatsServer, Outbound, Publisher, Subjects, find_nats_server, provision
 from sitemesh.cli._queues import role_queues
 from sitemesh.cli._state_cmds import EXIT_OK, show_status
 from sitemesh.config import BusSettings, DbSettings, HealthSettings, NatsSettings, Settings
@@ -421,3 +422,71 @@ async def test_readyz_is_503_until_the_agent_has_loaded(
     proc.send_signal(signal.SIGTERM)
     await assert_eventually(lambda: _stops_cleanly(proc), timeout_s=30)
     assert await _record(js, site, "gated", proc.pid) is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_worker_serves_prometheus_metrics_next_to_its_probes(
+    js: JetStreamContext, site: str, workers: Workers, tmp_path: Path
+) -> None:
+    """``/metrics`` of a running worker with no collector configured
+    (``telemetry.exporter`` ``none``): the runtime's instruments in the Prometheus text
+    format, labelled with the role; a message it dead-letters shows up in them."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    port = _free_port()
+    proc = workers.start(
+        "--agent", "tests._workers.gated_agent:GatedAgent",
+        env={"SITEMESH_HEALTH_PORT": str(port), "GATED_AGENT_GATE": str(gate)},
+    )  # fmt: skip
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+
+        async def ready() -> bool:
+            try:
+                return (await http.get("/readyz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await assert_eventually(ready, timeout_s=60, interval_s=0.1)
+        idle = await http.get("/metrics")
+        assert idle.status_code == 200
+        assert idle.headers["content-type"].startswith("text/plain; version=")
+        assert "process_cpu_seconds_total" in idle.text  # the process's own series
+        # counted from the start at 0, so rate() and alerts work before the first one
+        assert _value(idle.text, "sitemesh_dead_letters_total", role="gated") == 0
+        assert _value(idle.text, "sitemesh_redeliveries_total", role="gated") == 0
+        subjects = Subjects(site)
+        await Publisher(js).publish(
+            Outbound(subjects.work("gated"), b'{"not": "a work item"}', "m-1", task_id="m-1")
+        )
+
+        async def counted() -> str | None:
+            text = (await http.get("/metrics")).text
+            return text if _value(text, "sitemesh_dead_letters_total", role="gated") else None
+
+        text = await assert_eventually(counted, timeout_s=30)
+        assert _value(text, "sitemesh_dead_letters_total", role="gated") == 1
+        assert _value(text, "messaging_process_duration_seconds_count", role="gated") == 1
+        assert _value(text, "sitemesh_hop_latency_seconds_count", role="gated") == 1
+        consumed = _value(
+            text, "messaging_client_consumed_messages_total", role="gated",
+            sitemesh_outcome="dead_letter",
+        )  # fmt: skip
+        assert consumed == 1
+        assert _value(text, "sitemesh_queue_depth", role="gated") == 0
+        # the dead letter and its failure event went out through the publisher
+        assert (_value(text, "messaging_client_sent_messages_total") or 0) >= 2
+    proc.send_signal(signal.SIGTERM)
+    await assert_eventually(lambda: _stops_cleanly(proc), timeout_s=30)
+
+
+def _value(text: str, name: str, *, role: str | None = None, **labels: str) -> float | None:
+    """The sum of series ``name`` in a Prometheus text page whose labels include
+    ``sitemesh_role=role`` and ``labels``; ``None`` if there is none."""
+    want = {**({"sitemesh_role": role} if role else {}), **labels}
+    found: float | None = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in want.items()):
+                found = (found or 0.0) + sample.value
+    return found

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import signal
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import msgspec
 import nats
 import pytest
@@ -392,6 +395,29 @@ async def test_insecure_runs_an_open_server_and_says_so(tmp_path: Path) -> None:
 # -- the real command ------------------------------------------------------------------
 
 
+def _free_ports(n: int) -> int:
+    """The first of ``n`` consecutive free local ports."""
+    for _ in range(50):
+        first = random.randint(20_000, 60_000)
+        socks = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports")
+
+
+def base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sitemesh", *args, env=env,
@@ -507,7 +533,10 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
     permissions; the work stream holds only the router's item (the 4 steps after
     triage were handed over in memory)."""
     settings = Settings(site=SITE, state_dir=tmp_path / "state")
-    env = child_env(process_environ(), settings.to_env()) | {"COLUMNS": "400", "NO_COLOR": "1"}
+    base = _free_ports(3)
+    env = child_env(process_environ(), settings.to_env()) | {
+        "COLUMNS": "400", "NO_COLOR": "1", "SITEMESH_HEALTH_PORT": str(base),
+    }  # fmt: skip
     log = (tmp_path / "edge.log").open("wb")
     edge = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sitemesh", "edge", "--colocate", env=env, stdout=log, stderr=log,
@@ -528,6 +557,19 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
         seeds = [e for e in environ if e.startswith(b"SITEMESH_NATS_NKEY_SEED")]
         assert seeds == [f"SITEMESH_NATS_NKEY_SEED_FILE={tmp_path}/state/creds/{SITE}/"
                          "triage.nk".encode()]  # fmt: skip
+        # each process its own port, printed once ready: probes and metrics
+        urls = dict(re.findall(r"([\w+]+)-1 (http://127\.0\.0\.1:\d+)/metrics", text))
+        assert urls == {
+            "recorder": f"http://127.0.0.1:{base}", "router": f"http://127.0.0.1:{base + 1}",
+            "triage+retriever+planner+validator+escalation+diagnostics":
+                f"http://127.0.0.1:{base + 2}",
+        }, text  # fmt: skip
+        async with httpx.AsyncClient(timeout=5) as http:
+            for url in urls.values():
+                assert (await http.get(f"{url}/readyz")).status_code == 200
+            agents = (await http.get(f"{base_url(base + 2)}/metrics")).text
+        for role in ("triage", "escalation"):  # one endpoint, each role's own series
+            assert f'sitemesh_role="{role}"' in agents
         tid = f"col-{uuid.uuid4().hex[:8]}"
         ticket = tmp_path / "t.jsonl"
         ticket.write_text(

@@ -48,7 +48,8 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def test_public_api() -> None:
     assert sorted(telemetry.__all__) == sorted(
         [
-            "ALLOWED_ATTRIBUTES", "GENAI_OPT_IN", "Instruments", "ModelCall", "PublishMiddleware",
+            "ALLOWED_ATTRIBUTES", "GENAI_OPT_IN", "METRICS_PATH", "Instruments", "ModelCall",
+            "PublishMiddleware", "metrics_response",
             "RedactingSpanExporter", "Telemetry", "WorkerMiddleware", "active", "allowed_key",
             "destination_template", "extract", "guard_attributes", "inject", "model_call",
             "publish_middleware", "refuses", "setup_telemetry", "shutdown_telemetry",

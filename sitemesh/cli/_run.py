@@ -83,6 +83,15 @@ def site_supervisor(
         log_dir=settings.state_dir / "logs",
         graceful_timeout_s=settings.bus.graceful_timeout_s,
         identities=identities,
+        health_port=settings.health.port,
+    )
+
+
+def endpoints_line(sup: Supervisor, host: str) -> str:
+    """``recorder-1 http://127.0.0.1:9100/metrics, ...``: where each child serves its
+    probes and metrics (empty without ``SITEMESH_HEALTH_PORT``)."""
+    return ", ".join(
+        f"{child} http://{host}:{port}/metrics" for child, port in sup.health_ports.items()
     )
 
 
@@ -163,6 +172,9 @@ async def run_edge(
                         f"site [bold]{settings.site}[/bold] [green]ready[/green] in "
                         f"{took:.1f} s: " + pids_line([sup])
                     )
+                    if sup.health_ports:  # /healthz, /readyz and /metrics of each worker
+                        console.print("probes and metrics: " + endpoints_line(
+                            sup, settings.health.host))  # fmt: skip
                 watch = asyncio.create_task(watch_fill(nc.jetstream(), settings.site, console))
                 await stop.wait()
             finally:

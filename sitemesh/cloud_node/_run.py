@@ -115,7 +115,12 @@ async def run_cloud(settings: Settings, *, readiness: Readiness | None = None) -
     from ..runtime import build_model_client, connect, models_for  # the runtime runs this
 
     models_for(settings, "hub")  # refuse a site endpoint before joining the hub
-    setup_telemetry(settings.telemetry, site=HUB, role=Synthesiser.role)  # before the Worker
+    setup_telemetry(  # before the Worker
+        settings.telemetry,
+        site=HUB,
+        role=Synthesiser.role,
+        prometheus=readiness is not None and readiness.http is not None,
+    )
 
     nc = await connect(settings, "synthesiser", name="sitemesh-cloud")
     js = nc.jetstream()

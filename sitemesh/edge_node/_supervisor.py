@@ -57,6 +57,7 @@ class _Child:
     index: int
     proc: asyncio.subprocess.Process | None = None
     restarts: int = 0
+    health_port: int = 0
     log_path: Path = field(default_factory=Path)
     started_at: float = 0.0
     delays: deque[float] = field(default_factory=lambda: deque(maxlen=RESTART_HISTORY))
@@ -87,6 +88,11 @@ class Supervisor:
             restarts after ``restart_delay_s`` again (see :data:`STABLE_AFTER_S`).
         program: what a child runs, before its ``worker ROLE --site SITE`` arguments;
             default this Python with ``-m sitemesh``.
+        health_port: the first port of the children's HTTP endpoints (``/healthz``,
+            ``/readyz``, ``/metrics``): the n-th child in start order (from 0) gets
+            ``health_port + n``, the same one across its restarts; ``0``: none (the
+            environment's ``SITEMESH_HEALTH_PORT`` is never passed on as it is: every
+            child would try the same port).
         clock: monotonic seconds, to measure how long a child ran (tests pass a fake).
 
     Raises:
@@ -111,6 +117,7 @@ class Supervisor:
         stable_after_s: float = STABLE_AFTER_S,
         program: Sequence[str] = (sys.executable, "-m", "sitemesh"),
         clock: Callable[[], float] = time.monotonic,
+        health_port: int = 0,
     ) -> None:
         self.site = site
         if not 0 < restart_delay_s <= max_restart_delay_s:
@@ -139,9 +146,10 @@ class Supervisor:
         self._restart = restart
         seen: dict[str, int] = {}
         self._children: list[_Child] = []
-        for role in roles:
+        for n, role in enumerate(roles):
             seen[role] = seen.get(role, 0) + 1
-            self._children.append(_Child(role=role, index=seen[role]))
+            port = health_port + n if health_port else 0
+            self._children.append(_Child(role=role, index=seen[role], health_port=port))
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
 
@@ -169,6 +177,11 @@ class Supervisor:
         return {f"{c.role}-{c.index}": list(c.delays) for c in self._children}
 
     @property
+    def health_ports(self) -> dict[str, int]:
+        """``{"<role>-<n>": port}`` of the children's HTTP endpoints (none: ``{}``)."""
+        return {f"{c.role}-{c.index}": c.health_port for c in self._children if c.health_port}
+
+    @property
     def pids(self) -> dict[str, list[int]]:
         """``{role: [pid, ...]}`` of the running children."""
         out: dict[str, list[int]] = {}
@@ -192,7 +205,7 @@ class Supervisor:
                 "--site",
                 self.site,
                 *self._agent_args,
-                env=self._child_env(first),
+                env=self._child_env(first, child.health_port),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=logfile,
                 stderr=logfile,
@@ -201,10 +214,13 @@ class Supervisor:
         child.started_at = self._clock()
         log.info("started %s-%s #%d pid %d", self.site, child.role, child.index, child.proc.pid)
 
-    def _child_env(self, role: str) -> dict[str, str]:
+    def _child_env(self, role: str, health_port: int = 0) -> dict[str, str]:
+        env = dict(self._env)
+        if health_port:
+            env[HEALTH_PORT_ENV] = str(health_port)
         if self._identities is None:
-            return self._env
-        env = {k: v for k, v in self._env.items() if not k.startswith("SITEMESH_NATS_NKEY_SEED")}
+            return env
+        env = {k: v for k, v in env.items() if not k.startswith("SITEMESH_NATS_NKEY_SEED")}
         env[SEED_FILE_ENV] = str(self._identities[role])
         return env
 

@@ -41,7 +41,7 @@ from ..edge_node import (
 )
 from ..errors import ConfigError
 from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
-from ..telemetry import setup_telemetry, shutdown_telemetry
+from ..telemetry import METRICS_PATH, metrics_response, setup_telemetry, shutdown_telemetry
 from ._connect import connect
 from ._health import Readiness
 from ._models import build_model_client, models_for
@@ -383,6 +383,8 @@ async def run_role(
                 f"of {list(registry.roles)}",
             )
     readiness = Readiness(settings, role, site="hub" if role == "synthesiser" else None)
+    if readiness.http is not None:  # Prometheus pulls the runtime's instruments here
+        readiness.http.add_route(METRICS_PATH, metrics_response)
     await readiness.start()  # /healthz answers (and /readyz says 503) while loading
     try:
         if role == "synthesiser":
@@ -407,7 +409,11 @@ async def _run_site_role(
 ) -> int:
     """Body of :func:`run_role` for the site's own roles (services and agents)."""
     setup_telemetry(  # before any Worker; spans carry task references, not task ids
-        settings.telemetry, site=settings.site, role=role, task_ref=_task_ref(settings)
+        settings.telemetry,
+        site=settings.site,
+        role=role,
+        task_ref=_task_ref(settings),
+        prometheus=readiness.http is not None,
     )
     models_for(settings, "site")  # refuses the hub's model settings before joining the bus
     nc = await connect(settings, role)

@@ -21,6 +21,7 @@ from ._middleware import (
     publish_middleware,
     worker_middleware,
 )
+from ._prometheus import METRICS_PATH, metrics_response
 from ._propagation import extract, inject
 from ._redact import (
     ALLOWED_ATTRIBUTES,
@@ -34,6 +35,7 @@ from ._setup import Telemetry, active, setup_telemetry, shutdown_telemetry
 __all__ = [
     "ALLOWED_ATTRIBUTES",
     "GENAI_OPT_IN",
+    "METRICS_PATH",
     "Instruments",
     "ModelCall",
     "PublishMiddleware",
@@ -46,6 +48,7 @@ __all__ = [
     "extract",
     "guard_attributes",
     "inject",
+    "metrics_response",
     "model_call",
     "publish_middleware",
     "refuses",

@@ -121,6 +121,10 @@ class WorkerMiddleware:
             "sitemesh.stream": stream,
         }
         self._metric_attrs = {"sitemesh.site": site, "sitemesh.role": role}
+        # series that exist from the start at 0, so a scrape (rate(), alerts) sees
+        # the role before its first redelivery or dead letter
+        telemetry.instruments.redeliveries.add(0, self._metric_attrs)
+        telemetry.instruments.dead_letters.add(0, self._metric_attrs)
 
     async def process(self, msg: Msg, settle: Settle) -> None:
         """Run ``settle(msg)`` inside the message's process span and record its metrics.

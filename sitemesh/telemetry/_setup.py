@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -30,12 +30,14 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
+    SpanExportResult,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Tracer
 
 from ..config import TelemetrySettings
 from ._metrics import Instruments
+from ._prometheus import prometheus_reader
 from ._redact import RedactingSpanExporter
 
 log = logging.getLogger("sitemesh.telemetry")
@@ -101,6 +103,14 @@ def active() -> Telemetry | None:
     return _active
 
 
+class _NoSpans(SpanExporter):
+    """Exports nothing: metrics without tracing (``exporter="none"`` with Prometheus)."""
+
+    def export(self, spans: object) -> SpanExportResult:
+        del spans
+        return SpanExportResult.SUCCESS
+
+
 def _span_exporter(settings: TelemetrySettings) -> SpanExporter:
     if settings.exporter == "console":
         return ConsoleSpanExporter(service_name=settings.service_name)
@@ -127,6 +137,7 @@ def setup_telemetry(
     span_exporter: SpanExporter | None = None,
     metric_reader: MetricReader | None = None,
     task_ref: Callable[[str], str] | None = None,
+    prometheus: bool = False,
 ) -> Telemetry | None:
     """Install tracing and metrics for this process. Idempotent.
 
@@ -142,17 +153,21 @@ def setup_telemetry(
             (``BoundaryRefs(key).ref`` bound to the site), used when
             ``settings.task_ids`` is ``reference``; without it only values that
             already are references (on the hub) are kept.
+        prometheus: also read the metrics for a Prometheus scrape of ``/metrics``
+            (:func:`sitemesh.telemetry.metrics_response`); installs the metrics even
+            with ``exporter="none"`` (spans are then not sampled, nothing is pushed).
 
     Returns:
         The process's telemetry; the one already set up when called again (the
         arguments are then ignored), ``None`` when the exporter is ``none`` and
-        no ``span_exporter`` is given.
+        neither ``span_exporter`` nor ``prometheus`` is given.
     """
     global _active, _global_installed
     if _active is not None:
         return _active
-    if settings.exporter == "none" and span_exporter is None:
+    if settings.exporter == "none" and span_exporter is None and not prometheus:
         return None
+    tracing = settings.exporter != "none" or span_exporter is not None
     resource = Resource.create(
         {
             "service.name": settings.service_name,
@@ -162,9 +177,8 @@ def setup_telemetry(
             **({"sitemesh.role": role} if role else {}),
         }
     )
-    tracer_provider = TracerProvider(
-        resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
-    )
+    sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio)) if tracing else ALWAYS_OFF
+    tracer_provider = TracerProvider(resource=resource, sampler=sampler)
     if span_exporter is not None:
         redactor = RedactingSpanExporter(
             span_exporter, settings.max_attribute_chars, trusted_scope=INSTRUMENTATION
@@ -172,9 +186,12 @@ def setup_telemetry(
         tracer_provider.add_span_processor(SimpleSpanProcessor(redactor))
     else:
         redactor = RedactingSpanExporter(
-            _span_exporter(settings), settings.max_attribute_chars, trusted_scope=INSTRUMENTATION
+            _span_exporter(settings) if tracing else _NoSpans(),
+            settings.max_attribute_chars,
+            trusted_scope=INSTRUMENTATION,
         )
-        tracer_provider.add_span_processor(BatchSpanProcessor(redactor))
+        if tracing:
+            tracer_provider.add_span_processor(BatchSpanProcessor(redactor))
     readers: list[MetricReader] = []
     if metric_reader is not None:
         readers.append(metric_reader)
@@ -185,6 +202,8 @@ def setup_telemetry(
                 export_interval_millis=settings.metric_interval_s * 1000,
             )
         )
+    if prometheus:
+        readers.append(cast(MetricReader, prometheus_reader()))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     if not _global_installed:  # OpenTelemetry allows setting the globals once per process
         trace.set_tracer_provider(tracer_provider)
