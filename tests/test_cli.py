@@ -53,3 +53,11 @@ def test_publish_to_an_unreachable_server_fails_clearly(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "127.0.0.1:1" in result.output
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"sitemesh {version('sitemesh')}"

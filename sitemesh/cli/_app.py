@@ -30,6 +30,26 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"sitemesh {version('sitemesh')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """AI agents across on-prem sites and the cloud, on NATS JetStream."""
+
 SiteOpt = Annotated[
     str | None, typer.Option("--site", help="Site name (default: SITEMESH_SITE or eu1).")
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, cast
@@ -103,6 +104,64 @@ def active() -> Telemetry | None:
     return _active
 
 
+EXPORT_LOGGERS: Final = (
+    "opentelemetry.exporter.otlp.common.http",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+)
+"""Where the OTLP/HTTP exporters log a failed export (an ERROR per batch)."""
+
+EXPORT_FAILURE_EVERY_S: Final = 600.0
+"""A collector that refuses exports is logged once, then once per this many seconds."""
+
+
+class ExportFailures(logging.Filter):
+    """Turn the OTLP exporters' error per failed batch into one warning per period.
+
+    A collector that is down or does not accept metrics would otherwise make every
+    process log an ERROR each ``metric_interval_s`` (30 s) and per span batch. The
+    first failure passes as a WARNING; the next ones within ``every_s`` are counted
+    and dropped, and the first after it says how many there were.
+
+    Args:
+        every_s: seconds between two logged failures.
+        clock: monotonic seconds (tests pass a fake).
+    """
+
+    def __init__(
+        self, every_s: float = EXPORT_FAILURE_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._next = 0.0
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = self._clock()
+        if now < self._next:
+            self._dropped += 1
+            return False
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        note = f" ({self._dropped} more since the last one)" if self._dropped else ""
+        record.msg = f"{record.getMessage()}{note}; telemetry export failures are logged "
+        record.msg += f"once per {self._every_s:.0f} s"
+        record.args = None
+        self._next, self._dropped = now + self._every_s, 0
+        return True
+
+
+def _quiet_export_failures() -> None:
+    """One :class:`ExportFailures` on each exporter logger (idempotent)."""
+    shared = ExportFailures()
+    for name in EXPORT_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ExportFailures) for f in logger.filters):
+            logger.addFilter(shared)
+
+
 class _NoSpans(SpanExporter):
     """Exports nothing: metrics without tracing (``exporter="none"`` with Prometheus)."""
 
@@ -167,6 +226,7 @@ def setup_telemetry(
         return _active
     if settings.exporter == "none" and span_exporter is None and not prometheus:
         return None
+    _quiet_export_failures()
     tracing = settings.exporter != "none" or span_exporter is not None
     resource = Resource.create(
         {
