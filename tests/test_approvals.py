@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -232,6 +233,13 @@ async def test_cli_list_approve_reject(
     assert one.approval_id in text
     assert two.approval_id in text
     assert "regulated-tenant-needs-approval" in text
+    narrow = io.StringIO()
+    assert await approvals_list(settings, Console(file=narrow, width=40), as_json=True) == 0
+    doc = json.loads(narrow.getvalue())
+    assert doc["status"] == "pending"
+    assert [a["approval_id"] for a in doc["approvals"]] == [one.approval_id, two.approval_id]
+    assert doc["approvals"][0]["rule_id"] == "regulated-tenant-needs-approval"
+    assert "work_item" not in doc["approvals"][0]  # the ticket stays in `show`
 
     assert await approve(settings, one.approval_id, "alice", "fine", console) == EXIT_OK
     assert await reject(settings, "t-2", "bob", "no", console) == EXIT_OK  # by task id

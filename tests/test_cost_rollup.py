@@ -3,6 +3,7 @@ tenant and day, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -202,6 +203,13 @@ async def test_sitemesh_cost_renders_each_rollup(store: Store, tmp_path: Path) -
     assert "run2-t3" in out
     assert "run1-t1" not in out
     assert "for tasks run2-*" in out
+
+    narrow = Console(record=True, width=40)
+    assert await show_cost(settings, narrow, by="model", as_json=True) == EXIT_OK
+    doc = json.loads(narrow.export_text())
+    assert doc["by"] == "model"
+    assert doc["groups"]
+    assert all(g["calls"] >= 1 for g in doc["groups"])
 
     console = Console(record=True, width=200)
     assert await show_cost(settings, console, by="site") == EXIT_BAD_ARGS

@@ -3,6 +3,7 @@ often it is redriven."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -159,6 +160,12 @@ async def test_cli_dlq_list_show_redrive(
         out = console.export_text()
         assert "t-cli" in out
         assert "PermanentError" in out
+        narrow = Console(record=True, width=40)
+        assert await dlq_list(settings, narrow, as_json=True) == 0
+        (letter,) = json.loads(narrow.export_text())["dead_letters"]
+        assert (letter["task_id"], letter["error_class"]) == ("t-cli", "PermanentError")
+        assert letter["redriven_seq"] is None
+        assert "original" not in letter
         console = run()
         assert await dlq_show(settings, console, "t-cli") == 0
         assert "cannot read poison" in console.export_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -94,6 +95,18 @@ async def test_status(tmp_path: Path, state_db_url: str) -> None:
     assert "2 task(s), 1 dead letter(s)" in text
     for word in ("answered", "failed", "resolved", "confidential", "tk-1", "tk-2", "1,234"):
         assert word in text, word
+    out = Console(record=True, width=40)  # narrow: JSON is never wrapped or cut
+    assert await show_status(settings, out, as_json=True) == EXIT_OK
+    doc = json.loads(out.export_text())
+    assert doc["site"] == settings.site
+    assert (doc["counts"]["total"], doc["counts"]["dead_letters"]) == (2, 1)
+    by_status = {k: n for k, n in doc["counts"]["by_status"].items() if n}
+    assert by_status == {"answered": 1, "failed": 1}
+    assert sorted(t["task_id"] for t in doc["latest"]) == ["tk-1", "tk-2"]
+    assert all("customer_message" not in t for t in doc["latest"])
+    assert doc["latency_ms"]["n"] == 1
+    assert doc["workers"] is None  # no NATS here: said so, not a traceback
+    assert "NATS" in doc["nats"]
 
 
 async def test_status_without_database(tmp_path: Path) -> None:

@@ -280,12 +280,15 @@ def watch(
 
 
 @app.command()
-def status(site: SiteOpt = None) -> None:
+def status(
+    site: SiteOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
     """Counts of tasks by status, outcome and data class, the latest tasks, and per role
     its ready workers and queued work on NATS (roles with work and no worker in red)."""
     from ._state_cmds import show_status
 
-    raise typer.Exit(_run(show_status(_settings(site), console)))
+    raise typer.Exit(_run(show_status(_settings(site), console, as_json=as_json)))
 
 
 @app.command()
@@ -322,6 +325,7 @@ def approvals(
     status_: Annotated[
         str, typer.Option("--status", help="pending, approved, rejected or all.")
     ] = "pending",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Tasks parked by a require_approval rule, and past decisions."""
     from ..state import ApprovalStatus
@@ -333,7 +337,9 @@ def approvals(
     if status_ not in choices:
         err_console.print(f"--status must be one of {sorted(choices)}, not {status_!r}")
         raise typer.Exit(2)
-    raise typer.Exit(_run(approvals_list(_settings(site), console, status=choices[status_])))
+    raise typer.Exit(
+        _run(approvals_list(_settings(site), console, status=choices[status_], as_json=as_json))
+    )
 
 
 def _decide(approval_id: str, site: str | None, by: str | None, reason: str, yes: bool) -> int:
@@ -526,6 +532,7 @@ def cost(
     by: Annotated[str, typer.Option(help="task, agent, model, tenant or day.")] = "task",
     prefix: Annotated[str | None, typer.Option(help="Only tasks whose id starts so.")] = None,
     since: Annotated[str | None, typer.Option(help="ISO 8601 start time.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Model usage and cost rolled up per task, agent, model, tenant or day."""
     from datetime import datetime
@@ -539,7 +546,9 @@ def cost(
             f"--since: expected an ISO 8601 time like 2026-11-22T00:00Z, not {since!r}"
         )
         raise typer.Exit(2) from None
-    raise typer.Exit(_run(show_cost(_settings(site), console, by, prefix, start)))
+    raise typer.Exit(
+        _run(show_cost(_settings(site), console, by, prefix, start, as_json=as_json))
+    )
 
 
 @app.command()
@@ -616,11 +625,14 @@ def dlq_list(
     site: SiteOpt = None,
     role: Annotated[str | None, typer.Option(help="Only this role's dead letters.")] = None,
     limit: int = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Dead letters with their reason and field, newest first."""
     from ._dlq_cmds import dlq_list as cmd
 
-    raise typer.Exit(_run(cmd(_settings(site), console, role=role, limit=limit)))
+    raise typer.Exit(
+        _run(cmd(_settings(site), console, role=role, limit=limit, as_json=as_json))
+    )
 
 
 @dlq_app.command("show")

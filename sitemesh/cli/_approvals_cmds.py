@@ -51,6 +51,7 @@ from ..state import (
     undo_decision,
 )
 from ._nats import nats_url
+from ._report import print_json
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_APPROVAL: Final = 1
@@ -248,6 +249,7 @@ async def approvals_list(
     *,
     status: ApprovalStatus | None = "pending",
     limit: int = 50,
+    as_json: bool = False,
 ) -> int:
     """Print approvals with ``status`` (default: those waiting), oldest first.
 
@@ -256,6 +258,8 @@ async def approvals_list(
         console: where to render.
         status: ``pending``, ``approved``, ``rejected``, or ``None`` for all.
         limit: at most this many.
+        as_json: one JSON document ``{"site", "status", "approvals": [...]}`` instead
+            (each record's fields but the parked work item, ids whole).
 
     Returns:
         :data:`EXIT_OK`.
@@ -264,11 +268,20 @@ async def approvals_list(
         sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
     """
     label = status or "all"
+    records: list[ApprovalRecord] = []
+    if not _no_db(settings):
+        async with Store(settings.db_url) as store:
+            records = await list_approvals(store, status, limit=limit)
+    if as_json:  # the parked work item (the ticket itself) stays out: `show` has it
+        listed = [
+            {k: v for k, v in msgspec.to_builtins(r).items() if k != "work_item"}
+            for r in records
+        ]
+        print_json(console, {"site": settings.site, "status": label, "approvals": listed})
+        return EXIT_OK
     if _no_db(settings):
         console.print(f"no {label} approvals (no state database yet)", highlight=False)
         return EXIT_OK
-    async with Store(settings.db_url) as store:
-        records = await list_approvals(store, status, limit=limit)
     if not records:
         console.print(f"no {label} approvals at site {settings.site}", highlight=False)
         return EXIT_OK

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from ..config import Settings
 from ..models import COST_KEYS, CostRow, cost_rollup, total
 from ..state import Store, is_sqlite, sqlite_path
+from ._report import print_json
 
 EXIT_OK: Final = 0
 EXIT_BAD_ARGS: Final = 2
@@ -78,6 +79,7 @@ async def show_cost(
     since: datetime | None = None,
     *,
     limit: int = 50,
+    as_json: bool = False,
 ) -> int:
     """Print recorded model calls rolled up by task, agent, model, tenant or day.
 
@@ -88,6 +90,8 @@ async def show_cost(
         prefix: only tasks whose id starts with this.
         since: only calls started at or after this time (aware; UTC if naive).
         limit: at most this many groups (most expensive first; days: the latest).
+        as_json: one JSON document ``{"site", "by", "prefix", "since", "groups": [...]}``
+            instead, every group (no ``limit``).
 
     Returns:
         :data:`EXIT_OK`, or :data:`EXIT_BAD_ARGS` for an unknown ``by``.
@@ -101,13 +105,19 @@ async def show_cost(
     url = settings.db_url
     label = make_url(url).render_as_string(hide_password=True)
     path = sqlite_path(url) if is_sqlite(url) else None
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    rows: list[CostRow] = []
+    if path is None or path.exists():
+        async with Store(url) as store:
+            rows = await cost_rollup(store, by, prefix=prefix, since=since)
+    if as_json:
+        doc = {"site": settings.site, "by": by, "prefix": prefix, "since": since, "groups": rows}
+        print_json(console, doc)
+        return EXIT_OK
     if path is not None and not path.exists():
         console.print(Text(f"no model calls recorded yet (no database at {label})"))
         return EXIT_OK
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    async with Store(url) as store:
-        rows = await cost_rollup(store, by, prefix=prefix, since=since)
     scope = "".join(
         [
             f" for tasks {prefix}*" if prefix else "",

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Final
 
+import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from rich.console import Console
@@ -32,6 +33,7 @@ from ..replay import (
 )
 from ..runtime import connect
 from ._nats import nats_url
+from ._report import print_json
 
 EXIT_OK: Final = 0
 EXIT_NOT_FOUND: Final = 1
@@ -58,7 +60,12 @@ def _redriven(rec: DeadLetterRecord) -> str:
 
 
 async def dlq_list(
-    settings: Settings, console: Console, role: str | None = None, limit: int = 50
+    settings: Settings,
+    console: Console,
+    role: str | None = None,
+    limit: int = 50,
+    *,
+    as_json: bool = False,
 ) -> int:
     """Print the newest dead letters of the site.
 
@@ -67,6 +74,9 @@ async def dlq_list(
         console: where to print.
         role: only those of this role (``router``, ``planner``...).
         limit: at most this many.
+        as_json: one JSON document ``{"site", "dead_letters": [...]}`` instead: each
+            with its ``DLQ_<site>`` sequence, the dead letter's fields but the original
+            payload (``dlq show`` has it) and the sequence of its redrive (or ``null``).
 
     Returns:
         0, or 2 on error.
@@ -77,6 +87,14 @@ async def dlq_list(
     except (SitemeshError, NatsError, OSError) as exc:
         console.print(f"[red]dlq list failed: {type(exc).__name__}: {exc}[/red]")
         return EXIT_ERROR
+    if as_json:
+        listed = [
+            {"seq": rec.seq, "redriven_seq": rec.redrive.seq if rec.redrive else None,
+             **{k: v for k, v in msgspec.to_builtins(rec.letter).items() if k != "original"}}
+            for rec in records
+        ]  # fmt: skip
+        print_json(console, {"site": settings.site, "dead_letters": listed})
+        return EXIT_OK
     if not records:
         console.print(f"no dead letters at site {settings.site}")
         return EXIT_OK

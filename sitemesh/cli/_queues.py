@@ -151,15 +151,12 @@ def stranded_lines(queues: list[RoleQueue]) -> list[Text]:
     return out
 
 
-async def show_queues(settings: Settings, console: Console) -> None:
-    """Print the table and the stranded roles; one dim line instead when NATS is away."""
+async def read_queues(settings: Settings) -> tuple[list[RoleQueue], list[StreamFill]] | str:
+    """Each role's workers and work, and how full the streams are; or, when NATS is
+    not there or not readable, one line saying why (never raises)."""
     url = running_nats_url(settings)
     if url is None:
-        console.print(
-            Text("workers: no NATS server running here (set SITEMESH_NATS_URL to look at one)",
-                 style="dim")
-        )  # fmt: skip
-        return
+        return "no NATS server running here (set SITEMESH_NATS_URL to look at one)"
     quick = settings.model_copy(
         update={"nats": settings.nats.model_copy(update={"connect_timeout_s": min(
             settings.nats.connect_timeout_s, STATUS_CONNECT_TIMEOUT_S)})}
@@ -167,17 +164,24 @@ async def show_queues(settings: Settings, console: Console) -> None:
     try:
         nc = await connect(quick, "operator", url=url, name="sitemesh-status")
     except BusConnectionError:
-        console.print(Text(f"workers: NATS unreachable at {redact_url(url)}", style="dim"))
-        return
+        return f"NATS unreachable at {redact_url(url)}"
     try:
         queues = await role_queues(nc.jetstream(), settings.site)
         fills = await stream_fill(nc.jetstream(), Subjects(settings.site))
     except Exception as exc:  # a probe: say why, never a traceback
-        why = redact_url(f"cannot read NATS at {url}: {exc!r}")
-        console.print(Text(f"workers: {why}", style="dim"))
-        return
+        return redact_url(f"cannot read NATS at {url}: {exc!r}")
     finally:
         await nc.drain()
+    return queues, fills
+
+
+async def show_queues(settings: Settings, console: Console) -> None:
+    """Print the table and the stranded roles; one dim line instead when NATS is away."""
+    state = await read_queues(settings)
+    if isinstance(state, str):
+        console.print(Text(f"workers: {state}", style="dim"))
+        return
+    queues, fills = state
     if not queues:
         console.print(Text(f"workers: none registered and no queues at site {settings.site}"))
         return

@@ -8,13 +8,21 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from rich.console import Group
+import msgspec
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
 from ..state import TaskView
 
 FINAL_ANSWER = "final_answer.v1"
+
+
+def print_json(console: Console, doc: object) -> None:
+    """``doc`` as one JSON document on ``console`` (``--json``): structs, dataclasses and
+    mappings as objects, datetimes in ISO 8601, never wrapped, styled or cut."""
+    text = msgspec.json.format(msgspec.json.encode(msgspec.to_builtins(doc)), indent=2)
+    console.print(text.decode(), soft_wrap=True, highlight=False, markup=False)
 
 
 def _iso(at: datetime | None) -> str | None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import statistics
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
+import msgspec
 from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
@@ -19,8 +20,8 @@ from sqlalchemy.engine import make_url
 
 from ..config import Settings
 from ..state import Store, TaskSummary, TaskView, is_sqlite, sqlite_path
-from ._queues import show_queues
-from ._report import answer_section, task_report
+from ._queues import read_queues, show_queues
+from ._report import answer_section, print_json, task_report
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_TASK: Final = 1
@@ -105,7 +106,9 @@ def _tasks_table(tasks: list[TaskSummary]) -> Table:
     return table
 
 
-async def show_status(settings: Settings, console: Console, *, limit: int = 15) -> int:
+async def show_status(
+    settings: Settings, console: Console, *, limit: int = 15, as_json: bool = False
+) -> int:
     """Print task counts by status, outcome and data class, latencies, the latest tasks,
     then per role its ready workers and queued work on NATS (flagging roles with work
     waiting and no ready worker; a one-line note instead when NATS is not reachable).
@@ -115,6 +118,13 @@ async def show_status(settings: Settings, console: Console, *, limit: int = 15) 
             or the embedded server if one runs (none is started).
         console: where to render.
         limit: how many of the latest tasks to list.
+        as_json: one JSON document instead: ``site``, ``counts`` (``total``,
+            ``dead_letters``, ``by_status``, ``by_outcome``, ``by_data_class``),
+            ``latency_ms`` (``n``, ``p50``, ``p95``, ``max``, ``mean``; ``null`` before
+            the first answer), ``latest`` (task summaries without the customer
+            message), ``workers`` (per role: ``ready``, ``stopping``, ``pending``,
+            ``ack_pending``, ``redelivered``, ``waiting``), ``streams`` (bytes and
+            fill of each) and ``nats`` (``null``, or why the workers are unknown).
 
     Returns:
         The exit code, :data:`EXIT_OK`.
@@ -122,9 +132,61 @@ async def show_status(settings: Settings, console: Console, *, limit: int = 15) 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
     """
+    if as_json:
+        print_json(console, await _status_doc(settings, limit=limit))
+        return EXIT_OK
     await _show_database(settings, console, limit=limit)
     await show_queues(settings, console)
     return EXIT_OK
+
+
+async def _status_doc(settings: Settings, *, limit: int) -> dict[str, Any]:
+    """What ``status --json`` prints (see :func:`show_status`)."""
+    doc: dict[str, Any] = {"site": settings.site, "counts": None, "latency_ms": None}
+    latest: list[Any] = []
+    if not _missing_sqlite(settings.db_url):
+        async with Store(settings.db_url) as store:
+            counts = await store.counts()
+            latest = await store.list_tasks(limit=limit)
+            latencies = await store.latencies()
+        doc["counts"] = {
+            "total": counts.total,
+            "dead_letters": counts.dead_letters,
+            "by_status": dict(counts.by_status),
+            "by_outcome": dict(counts.by_outcome),
+            "by_data_class": dict(counts.by_data_class),
+        }
+        if latencies:
+            doc["latency_ms"] = {
+                "n": len(latencies),
+                "p50": _pct(latencies, 50),
+                "p95": _pct(latencies, 95),
+                "max": max(latencies),
+                "mean": statistics.fmean(latencies),
+            }
+    doc["latest"] = [
+        {k: v for k, v in msgspec.to_builtins(t).items() if k != "customer_message"}
+        for t in latest
+    ]
+    state = await read_queues(settings)
+    if isinstance(state, str):
+        doc.update(workers=None, streams=None, nats=state)
+        return doc
+    queues, fills = state
+    doc["workers"] = {
+        q.role: {
+            "stream": q.stream, "ready": q.ready, "stopping": q.stopping,
+            "pending": q.pending, "ack_pending": q.ack_pending,
+            "redelivered": q.redelivered, "waiting": q.waiting,
+        }
+        for q in queues
+    }  # fmt: skip
+    doc["streams"] = {
+        f.stream: {"bytes": f.bytes, "max_bytes": f.max_bytes, "fraction": f.fraction}
+        for f in fills
+    }
+    doc["nats"] = None
+    return doc
 
 
 async def _show_database(settings: Settings, console: Console, *, limit: int) -> None:
