@@ -233,6 +233,10 @@ async def test_cli_list_approve_reject(
     assert one.approval_id in text
     assert two.approval_id in text
     assert "regulated-tenant-needs-approval" in text
+    cols80 = io.StringIO()  # ids whole on one line at 80 columns, so they can be copied
+    assert await approvals_list(settings, Console(file=cols80, width=80)) == EXIT_OK
+    lines = cols80.getvalue().splitlines()
+    assert any(one.approval_id in line and "t-1" in line for line in lines), cols80.getvalue()
     narrow = io.StringIO()
     assert await approvals_list(settings, Console(file=narrow, width=40), as_json=True) == 0
     doc = json.loads(narrow.getvalue())

@@ -9,7 +9,12 @@ from pathlib import Path
 from rich.console import Console
 
 import sitemesh.state
-from sitemesh.cli._state_cmds import EXIT_OK, EXIT_UNKNOWN_TASK, show_status, show_task
+from sitemesh.cli._state_cmds import (
+    EXIT_OK,
+    EXIT_UNKNOWN_TASK,
+    show_status,
+    show_task,
+)
 from sitemesh.config import DbSettings, Settings, load_settings
 from sitemesh.schemas import (
     DeadLetter,

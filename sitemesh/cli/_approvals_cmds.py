@@ -219,7 +219,12 @@ async def decide_and_publish(
 # -- commands -----------------------------------------------------------------------------
 def _approvals_table(records: Sequence[ApprovalRecord], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("approval", "task", "kind", "tenant", "rule", "data class", "requested"):
+    # ids are never cut or folded (they are what `approve ID` takes)
+    widest = max((len(r.approval_id) for r in records), default=8)
+    table.add_column("approval", no_wrap=True, min_width=widest)
+    tasks = max((len(r.task_id) for r in records), default=4)
+    table.add_column("task", no_wrap=True, min_width=tasks)
+    for col in ("kind", "tenant", "rule", "data class", "requested"):
         table.add_column(col, overflow="fold")
     table.add_column("status")
     table.add_column("decided by")

@@ -99,8 +99,12 @@ async def dlq_list(
         console.print(f"no dead letters at site {settings.site}")
         return EXIT_OK
     table = Table(title=f"dead letters of site {settings.site} (newest last)")
+    widest = max((len(r.letter.task_id or "") for r in records), default=4)
     for col in ("seq", "dead at", "role", "task", "error", "field", "reason", "redriven"):
-        table.add_column(col, overflow="fold")
+        if col == "task":  # never cut or folded: `dlq show TASK_ID` takes it
+            table.add_column(col, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(col, overflow="fold")
     for rec in records:
         d = rec.letter
         table.add_row(

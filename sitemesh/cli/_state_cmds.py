@@ -91,7 +91,11 @@ def _counts_table(
 
 def _tasks_table(tasks: list[TaskSummary]) -> Table:
     table = Table(title=f"latest {len(tasks)} tasks", title_justify="left")
-    for col in ("task", "kind", "status", "outcome", "data class", "latency ms", "submitted"):
+    # an id is never cut or folded (it is what people copy): its column is as wide as
+    # the longest id, and the others give way at 80 columns
+    widest = max((len(t.task_id) for t in tasks), default=4)
+    table.add_column("task", no_wrap=True, min_width=widest)
+    for col in ("kind", "status", "outcome", "data class", "latency ms", "submitted"):
         table.add_column(col, justify="right" if col == "latency ms" else "left")
     for t in tasks:
         table.add_row(
