@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from nats.js.errors import NotFoundError
 from typer.testing import CliRunner
 
+from sitemesh.bus import NatsServer, Subjects
+from sitemesh.bus import connect as bus_connect
 from sitemesh.cli import app
 
 runner = CliRunner()
@@ -61,3 +64,56 @@ def test_version_prints_the_installed_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"sitemesh {version('sitemesh')}"
+
+
+async def test_publish_refuses_a_site_without_a_ready_router_unless_allowed(
+    nats_server: NatsServer, site: str, tmp_path: Path
+) -> None:
+    """Nothing would accept the tasks: say so, publish nothing, exit 3; with
+    ``--allow-unserved`` they are queued; with a router registered ready, published."""
+    from rich.console import Console
+
+    from sitemesh.cli._run import EXIT_UNSERVED, run_publish
+    from sitemesh.config import NatsSettings, Settings
+    from sitemesh.runtime import WorkerPresence, WorkerRecord
+
+    settings = Settings(
+        site=site, state_dir=tmp_path, nats=NatsSettings(url=nats_server.client_url)
+    )
+    ticket = tmp_path / "t.jsonl"
+    ticket.write_text('{"type": "support_ticket.v1", "task_id": "u-1", "body": "VPN drops."}\n')
+    subjects = Subjects(site)
+    nc = await bus_connect(nats_server.client_url, name="pytest-unserved", timeout_s=5)
+    js = nc.jetstream()
+    try:
+
+        async def stored() -> int:
+            try:
+                return (await js.stream_info(subjects.tasks_stream)).state.messages
+            except NotFoundError:
+                return 0
+
+        out = Console(record=True, width=200)
+        assert await run_publish(settings, out, [ticket], "", None) == EXIT_UNSERVED
+        text = out.export_text()
+        assert f"no router is ready at site {site}" in text
+        assert "--allow-unserved" in text
+        assert await stored() == 0
+        out = Console(record=True, width=200)
+        assert await run_publish(settings, out, [ticket], "", None, allow_unserved=True) == 0
+        assert "u-1" in out.export_text()
+        assert await stored() == 1
+        router = WorkerPresence(js, WorkerRecord.now(site=site, role="router"))
+        await router.start()
+        try:
+            ticket.write_text(
+                '{"type": "support_ticket.v1", "task_id": "u-2", "body": "VPN drops."}\n'
+            )
+            out = Console(record=True, width=200)
+            assert await run_publish(settings, out, [ticket], "", None) == 0
+            assert "no router" not in out.export_text()
+            assert await stored() == 2
+        finally:
+            await router.shutdown()
+    finally:
+        await nc.drain()

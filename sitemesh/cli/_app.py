@@ -221,13 +221,23 @@ def publish(
             "sm.v1.task.<site>.<tenant>.<kind>."
         ),
     ] = None,
+    allow_unserved: Annotated[
+        bool,
+        typer.Option(
+            help="Publish even when no router is ready at the site (the tasks wait on its "
+            "task stream until one is)."
+        ),
+    ] = False,
 ) -> None:
-    """Publish tasks onto sm.v1.task.<site>.<kind> and print one task id per line."""
+    """Publish tasks onto sm.v1.task.<site>.<kind> and print one task id per line
+    (exit 3, publishing nothing, when no router is ready there unless --allow-unserved)."""
     from ._run import run_publish
 
-    raise typer.Exit(
-        _run(run_publish(_settings(site), console, files, task_id_prefix, raw, tenant=tenant))
-    )
+    run = run_publish(
+        _settings(site), console, files, task_id_prefix, raw, tenant=tenant,
+        allow_unserved=allow_unserved,
+    )  # fmt: skip
+    raise typer.Exit(_run(run))
 
 
 @app.command()

@@ -15,8 +15,14 @@ from ..agents import Registry
 from ..bus import FILL_WARNING, Subjects, keep_streams, provision, redact_url, stream_fill
 from ..config import Settings
 from ..edge_node import Supervisor, child_env, process_environ, provision_task_registry
-from ..errors import ConfigError
-from ..runtime import connect, models_for, provision_tool_health, provision_workers
+from ..errors import ConfigError, SitemeshError
+from ..runtime import (
+    connect,
+    models_for,
+    provision_tool_health,
+    provision_workers,
+    read_workers,
+)
 from ..workflows import Workflows
 from ._nats import ensure_streams, nats_url, worker_identities
 from ._publish import prepare, publish
@@ -225,9 +231,18 @@ async def run_publish(
     raw_kind: str | None,
     *,
     tenant: str | None = None,
+    allow_unserved: bool = False,
 ) -> int:
     """Publish tasks from ``files``; prints one task id per line. With ``tenant``, as
     that tenant's client identity (``client-<tenant>``) on its own task subjects.
+
+    Before publishing, the site's worker registry is read as ``operator`` where this
+    command has that identity (the embedded server's, or an open server): with no
+    router ready, nothing would accept the tasks, so it says so and publishes nothing
+    unless ``allow_unserved``. A client with only its own identity publishes unchecked.
+
+    Returns:
+        0, or :data:`EXIT_UNSERVED` when no router is ready and nothing was published.
 
     Raises:
         ConfigError: ``tenant`` cannot have a client identity (not a subject token).
@@ -243,6 +258,16 @@ async def run_publish(
     async with nats_url(settings, console) as url:
         if not settings.nats.has_identity:  # the client identity may not create streams
             await ensure_streams(settings, url)
+        served = await router_ready(settings, url)
+        if served is False:
+            console.print(
+                f"[yellow]no router is ready at site {settings.site}: nothing would accept "
+                f"these tasks now (they would wait on {Subjects(settings.site).tasks_stream}). "
+                "Start the site (`sitemesh edge`), or pass --allow-unserved to queue them "
+                "anyway.[/yellow]"
+            )
+            if not allow_unserved:
+                return EXIT_UNSERVED
         nc = await connect(settings, identity, url=url, name="sitemesh-publish")
         try:
             done = await publish(nc.jetstream(), settings.site, tasks, tenant=tenant)
@@ -258,6 +283,36 @@ async def run_publish(
     )
     await asyncio.sleep(0)
     return 0
+
+
+EXIT_UNSERVED = 3
+"""``sitemesh publish``: no router is ready at the site, nothing was published."""
+
+READY_CHECK_TIMEOUT_S = 3.0
+"""Seconds ``publish`` gives its look at the worker registry before publishing unchecked."""
+
+
+async def router_ready(settings: Settings, url: str) -> bool | None:
+    """Whether a router of ``settings.site`` is registered ``ready`` (the registry:
+    :func:`sitemesh.runtime.read_workers`); ``None`` when this command cannot look
+    (it runs with an explicit identity, such as a tenant's client, or NATS did not
+    answer within :data:`READY_CHECK_TIMEOUT_S`)."""
+    if settings.nats.has_identity:  # a client's own identity may not read the registry
+        return None
+    try:
+        nc = await connect(settings, "operator", url=url, name="sitemesh-publish-check")
+    except SitemeshError:
+        return None
+    try:
+        records = await asyncio.wait_for(
+            read_workers(nc.jetstream(), settings.site), READY_CHECK_TIMEOUT_S
+        )
+    except Exception as exc:  # a look, not a reason to fail: publish unchecked
+        log.info("worker registry not read: %s", type(exc).__name__)
+        return None
+    finally:
+        await nc.drain()
+    return any(r.role == "router" and r.state == "ready" for r in records)
 
 
 async def run_policy(
