@@ -159,3 +159,33 @@ def test_local_subjects_are_exact_and_taken_once() -> None:
         local.add("sm.v1.work.eu1.planner", b)  # type: ignore[arg-type]
     assert local.taker("sm.v1.work.eu1.planner") is a
     assert local.taker("sm.v1.work.eu1.validator") is None
+
+
+async def test_a_handler_that_keeps_addressing_itself_goes_over_the_bus_past_the_depth(
+    js: JetStreamContext, site: str, bus_settings: BusSettings
+) -> None:
+    """At most MAX_HANDOVER_DEPTH steps of one input run in memory; the next item of
+    the chain is stored on the bus (no unbounded recursion)."""
+    from sitemesh.bus._worker import MAX_HANDOVER_DEPTH
+
+    subjects = Subjects(site)
+    await provision(js, subjects, bus_settings)
+    last = MAX_HANDOVER_DEPTH + 5
+    seen: list[int] = []
+
+    async def handle(item: Item, ctx: MsgContext) -> Sequence[Outbound]:
+        seen.append(item.n)
+        if item.n == last:
+            return []
+        nxt = Item(n=item.n + 1)
+        return [Outbound(subjects.work("planner"), nxt, f"t:{nxt.n}", task_id="t")]
+
+    local = LocalWorkers()
+    worker = _worker(js, site, "planner", bus_settings, handle, local)
+    await Publisher(js).publish(Outbound(subjects.work("planner"), Item(n=0), "t:0", task_id="t"))
+    async with worker:
+        await assert_eventually(lambda: last in seen, 20)
+    assert sorted(seen) == list(range(last + 1))
+    work = await stream_messages(js, subjects.work_stream, subjects.work("planner"))
+    assert [msgspec.json.decode(m.data, type=Item).n for m in work] == [0, MAX_HANDOVER_DEPTH + 1]
+    assert local.handed_over == {"planner": last - 1}

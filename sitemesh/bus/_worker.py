@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar
@@ -121,6 +122,14 @@ class _Heartbeat:
             self._handle = self._loop.call_later(self._interval, self._beat)
 
 
+MAX_HANDOVER_DEPTH: Final = 32
+"""Steps one input may run in memory, one after the other; further items of the chain
+go over the bus (a workflow's steps only move forward, so only a handler that keeps
+addressing itself gets near it)."""
+
+_DEPTH: ContextVar[int] = ContextVar("sitemesh_handover_depth", default=0)
+
+
 class LocalWorkers:
     """The workers of one process, by the subject each consumes: a message one of them
     publishes for another is handed over in memory instead of over the bus.
@@ -144,7 +153,8 @@ class LocalWorkers:
       sibling shutting down) publishes the item on the bus instead, where the
       sibling's consumer retries or dead-letters it as always.
 
-    Only exact subjects are handed over; ``handed_over`` counts them per role.
+    Only exact subjects are handed over, at most :data:`MAX_HANDOVER_DEPTH` steps per
+    input; ``handed_over`` counts them per role.
     """
 
     __slots__ = ("_by_subject", "handed_over")
@@ -528,7 +538,7 @@ class Worker(Generic[T]):
         """
         handed: list[tuple[Outbound, Worker[Any]]] = []
         local = self._local
-        if local is not None:
+        if local is not None and _DEPTH.get() < MAX_HANDOVER_DEPTH:
             pending = []
             for out in outs:
                 taker = local.taker(out.subject)
@@ -554,6 +564,7 @@ class Worker(Generic[T]):
         payload = out.payload
         data = payload if isinstance(payload, bytes) else ENCODER.encode(payload)
         headers = outbound_headers(out, causation_id)
+        depth = _DEPTH.set(_DEPTH.get() + 1)
         try:
             value = self._decoder(data)
             ctx = MsgContext(
@@ -577,6 +588,8 @@ class Worker(Generic[T]):
                 self.role, out.subject, type(exc).__name__,
             )  # fmt: skip
             return False
+        finally:
+            _DEPTH.reset(depth)
         assert self._local is not None
         counts = self._local.handed_over
         counts[self.role] = counts.get(self.role, 0) + 1

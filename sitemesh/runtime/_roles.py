@@ -256,7 +256,7 @@ def colocated_identity(settings: Settings, role: str) -> Settings:
 
     Raises:
         ConfigError: key ``nats.nkey_seed_file``: no seed file for ``role`` next to the
-            configured one, or the identity is an inline seed (``nats.nkey_seed``),
+            configured one; key ``nats.nkey_seed``: the identity is an inline seed,
             which names one role only.
     """
     nats = settings.nats
