@@ -386,6 +386,23 @@ async def test_retriever_registers_once_loaded_and_leaves_on_sigterm(
     await assert_eventually(lambda: _stops_cleanly(proc), timeout_s=30)
 
 
+def _gated(workers: Workers, gate: Path, port: int) -> subprocess.Popen[bytes]:
+    """The gated agent's worker, loaded once ``gate`` exists, its probes on ``port``."""
+    return workers.start(
+        "--agent", "tests._workers.gated_agent:GatedAgent",
+        env={"SITEMESH_HEALTH_PORT": str(port), "GATED_AGENT_GATE": str(gate)},
+    )  # fmt: skip
+
+
+async def _answers(http: httpx.AsyncClient, path: str, code: int) -> Any:
+    """The response to ``GET path`` if it has status ``code``, else ``None``."""
+    try:
+        r = await http.get(path)
+    except httpx.TransportError:
+        return None
+    return r if r.status_code == code else None
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_readyz_is_503_until_the_agent_has_loaded(
@@ -393,18 +410,11 @@ async def test_readyz_is_503_until_the_agent_has_loaded(
 ) -> None:
     gate = tmp_path / "gate"
     port = _free_port()
-    proc = workers.start(
-        "--agent", "tests._workers.gated_agent:GatedAgent",
-        env={"SITEMESH_HEALTH_PORT": str(port), "GATED_AGENT_GATE": str(gate)},
-    )  # fmt: skip
+    proc = _gated(workers, gate, port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
 
-        async def answers(path: str, code: int) -> Any:
-            try:
-                r = await http.get(path)
-            except httpx.TransportError:
-                return None
-            return r if r.status_code == code else None
+        def answers(path: str, code: int) -> Any:
+            return _answers(http, path, code)
 
         # positive control: the process is up and serving, and its agent is in setup()
         await assert_eventually(lambda: answers("/healthz", 200), timeout_s=60, interval_s=0.1)
@@ -435,19 +445,11 @@ async def test_a_worker_serves_prometheus_metrics_next_to_its_probes(
     gate = tmp_path / "gate"
     gate.touch()
     port = _free_port()
-    proc = workers.start(
-        "--agent", "tests._workers.gated_agent:GatedAgent",
-        env={"SITEMESH_HEALTH_PORT": str(port), "GATED_AGENT_GATE": str(gate)},
-    )  # fmt: skip
+    proc = _gated(workers, gate, port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
-
-        async def ready() -> bool:
-            try:
-                return (await http.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await assert_eventually(ready, timeout_s=60, interval_s=0.1)
+        await assert_eventually(
+            lambda: _answers(http, "/readyz", 200), timeout_s=60, interval_s=0.1
+        )
         idle = await http.get("/metrics")
         assert idle.status_code == 200
         assert idle.headers["content-type"].startswith("text/plain; version=")

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import msgspec
@@ -30,6 +31,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from rich.console import Console
@@ -414,8 +416,57 @@ def _free_ports(n: int) -> int:
     raise RuntimeError(f"no {n} consecutive free ports")
 
 
-def base_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}"
+async def _edge_ready(
+    tmp_path: Path, env: dict[str, str], *args: str
+) -> tuple[asyncio.subprocess.Process, BinaryIO, str]:
+    """``sitemesh edge ARGS`` logging to ``tmp_path/edge.log``, once it printed ready:
+    the process, its open log and the log's text so far."""
+    log = (tmp_path / "edge.log").open("wb")
+    edge = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sitemesh", "edge", *args, env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    text = ""
+
+    async def ready() -> bool:
+        nonlocal text
+        text = (tmp_path / "edge.log").read_text(errors="replace")
+        assert edge.returncode is None, text
+        return " ready in " in text
+
+    try:
+        await assert_eventually(ready, 200, interval_s=0.5, msg="edge not ready")
+    except BaseException:
+        await _stop_edge(edge, log)
+        raise
+    return edge, log, text
+
+
+async def _stop_edge(edge: asyncio.subprocess.Process, log: BinaryIO) -> None:
+    edge.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(edge.wait(), 90)
+    log.close()
+
+
+async def _publish_ticket(env: dict[str, str], tmp_path: Path, task_id: str) -> None:
+    """``sitemesh publish`` of one real-looking ticket, without any identity setting."""
+    ticket = tmp_path / "t.jsonl"
+    ticket.write_text(
+        json.dumps({"type": "support_ticket.v1", "task_id": task_id, "channel": "email",
+                    "body": "The VPN client disconnects every ten minutes."}) + "\n"
+    )  # fmt: skip
+    code, out = await _cli(env, "publish", str(ticket))
+    assert code == 0, out
+
+
+async def _await_answer(js: JetStreamContext, task_id: str) -> None:
+    async def answered() -> bool:
+        try:
+            await js.get_last_msg(S.events_stream, S.task_answer(task_id))
+        except NotFoundError:
+            return False
+        return True
+
+    await assert_eventually(answered, 120, interval_s=0.5, msg="no answer")
 
 
 async def _cli(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -438,20 +489,8 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
         site=SITE, state_dir=tmp_path / "state", nats=NatsSettings(tenants=["acme", "globex"])
     )
     env = child_env(process_environ(), settings.to_env()) | {"COLUMNS": "400", "NO_COLOR": "1"}
-    log = (tmp_path / "edge.log").open("wb")
-    edge = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sitemesh", "edge", env=env, stdout=log, stderr=log,
-    )  # fmt: skip
+    edge, log, text = await _edge_ready(tmp_path, env)
     try:
-        text = ""
-
-        async def ready() -> bool:
-            nonlocal text
-            text = (tmp_path / "edge.log").read_text(errors="replace")
-            assert edge.returncode is None, text
-            return " ready in " in text
-
-        await assert_eventually(ready, 200, interval_s=0.5, msg="edge not ready")
         assert "authenticated" in text
         assert "--insecure" not in text
         # each child's identity is its own role's seed file, never the operator's
@@ -464,29 +503,16 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
             assert seeds == [f"SITEMESH_NATS_NKEY_SEED_FILE={tmp_path}/state/creds/{SITE}/"
                              f"{role}.nk".encode()], (role, seeds)  # fmt: skip
         tid = f"sec-{uuid.uuid4().hex[:8]}"
-        ticket = tmp_path / "t.jsonl"
-        ticket.write_text(
-            json.dumps({"type": "support_ticket.v1", "task_id": tid, "channel": "email",
-                        "body": "The VPN client disconnects every ten minutes."}) + "\n"
-        )  # fmt: skip
-        code, out = await _cli(env, "publish", str(ticket))
-        assert code == 0, out
+        await _publish_ticket(env, tmp_path, tid)
         url = EmbeddedNats(settings.state_dir).live_url()
         assert url is not None
         op = await connect(settings, "operator", url=url)
         try:
-
-            async def answered() -> bool:
-                try:
-                    await op.jetstream().get_last_msg(S.events_stream, S.task_answer(tid))
-                except NotFoundError:
-                    return False
-                return True
-
-            await assert_eventually(answered, 120, interval_s=0.5, msg="no answer")
+            await _await_answer(op.jetstream(), tid)
         finally:
             await op.drain()
         mine = f"acme-{uuid.uuid4().hex[:8]}"
+        ticket = tmp_path / "t.jsonl"
         ticket.write_text(
             json.dumps({"type": "support_ticket.v1", "task_id": mine, "channel": "email",
                         "body": "My invoice shows a double charge."}) + "\n"
@@ -517,9 +543,7 @@ async def test_sitemesh_edge_runs_every_worker_as_its_own_role(tmp_path: Path) -
         code, out = await _cli(env, "dlq", "list")
         assert code == 0, out
     finally:
-        edge.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(edge.wait(), 90)
-        log.close()
+        await _stop_edge(edge, log)
     assert edge.returncode == 0, (tmp_path / "edge.log").read_text(errors="replace")[-3000:]
 
 
@@ -537,20 +561,8 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
     env = child_env(process_environ(), settings.to_env()) | {
         "COLUMNS": "400", "NO_COLOR": "1", "SITEMESH_HEALTH_PORT": str(base),
     }  # fmt: skip
-    log = (tmp_path / "edge.log").open("wb")
-    edge = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "sitemesh", "edge", "--colocate", env=env, stdout=log, stderr=log,
-    )  # fmt: skip
+    edge, log, text = await _edge_ready(tmp_path, env, "--colocate")
     try:
-        text = ""
-
-        async def ready() -> bool:
-            nonlocal text
-            text = (tmp_path / "edge.log").read_text(errors="replace")
-            assert edge.returncode is None, text
-            return " ready in " in text
-
-        await assert_eventually(ready, 200, interval_s=0.5, msg="edge not ready")
         pids = {role: int(p) for role, p in re.findall(r"(\w+)=\[(\d+)\]", text)}
         assert pids["triage"] == pids["planner"] == pids["escalation"] != pids["router"]
         environ = Path(f"/proc/{pids['escalation']}/environ").read_bytes().split(b"\0")
@@ -567,31 +579,17 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
         async with httpx.AsyncClient(timeout=5) as http:
             for url in urls.values():
                 assert (await http.get(f"{url}/readyz")).status_code == 200
-            agents = (await http.get(f"{base_url(base + 2)}/metrics")).text
+            agents = (await http.get(f"http://127.0.0.1:{base + 2}/metrics")).text
         for role in ("triage", "escalation"):  # one endpoint, each role's own series
             assert f'sitemesh_role="{role}"' in agents
         tid = f"col-{uuid.uuid4().hex[:8]}"
-        ticket = tmp_path / "t.jsonl"
-        ticket.write_text(
-            json.dumps({"type": "support_ticket.v1", "task_id": tid, "channel": "email",
-                        "body": "The VPN client disconnects every ten minutes."}) + "\n"
-        )  # fmt: skip
-        code, out = await _cli(env, "publish", str(ticket))
-        assert code == 0, out
+        await _publish_ticket(env, tmp_path, tid)
         url = EmbeddedNats(settings.state_dir).live_url()
         assert url is not None
         op = await connect(settings, "operator", url=url)
         try:
             js = op.jetstream()
-
-            async def answered() -> bool:
-                try:
-                    await js.get_last_msg(S.events_stream, S.task_answer(tid))
-                except NotFoundError:
-                    return False
-                return True
-
-            await assert_eventually(answered, 120, interval_s=0.5, msg="no answer")
+            await _await_answer(js, tid)
             events = await stream_messages(js, S.events_stream, S.task_events(tid))
             producers = [m.subject.split(".")[5] for m in events]  # <site>.<task>.<producer>
             assert producers == ["router", "router", "triage", "retriever", "planner",
@@ -601,9 +599,7 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
         finally:
             await op.drain()
     finally:
-        edge.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(edge.wait(), 90)
-        log.close()
+        await _stop_edge(edge, log)
     text = (tmp_path / "edge.log").read_text(errors="replace")
     assert edge.returncode == 0, text[-3000:]
     agents = next(p for p in (tmp_path / "state" / "logs").iterdir() if "+" in p.name)

@@ -51,7 +51,7 @@ from ..state import (
     undo_decision,
 )
 from ._nats import nats_url
-from ._report import print_json
+from ._report import builtins_without, print_json
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_APPROVAL: Final = 1
@@ -278,10 +278,7 @@ async def approvals_list(
         async with Store(settings.db_url) as store:
             records = await list_approvals(store, status, limit=limit)
     if as_json:  # the parked work item (the ticket itself) stays out: `show` has it
-        listed = [
-            {k: v for k, v in msgspec.to_builtins(r).items() if k != "work_item"}
-            for r in records
-        ]
+        listed = [builtins_without(r, "work_item") for r in records]
         print_json(console, {"site": settings.site, "status": label, "approvals": listed})
         return EXIT_OK
     if _no_db(settings):

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Final
 
-import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from rich.console import Console
@@ -33,7 +32,7 @@ from ..replay import (
 )
 from ..runtime import connect
 from ._nats import nats_url
-from ._report import print_json
+from ._report import builtins_without, print_json
 
 EXIT_OK: Final = 0
 EXIT_NOT_FOUND: Final = 1
@@ -90,7 +89,7 @@ async def dlq_list(
     if as_json:
         listed = [
             {"seq": rec.seq, "redriven_seq": rec.redrive.seq if rec.redrive else None,
-             **{k: v for k, v in msgspec.to_builtins(rec.letter).items() if k != "original"}}
+             **builtins_without(rec.letter, "original")}
             for rec in records
         ]  # fmt: skip
         print_json(console, {"site": settings.site, "dead_letters": listed})

@@ -25,6 +25,13 @@ def print_json(console: Console, doc: object) -> None:
     console.print(text.decode(), soft_wrap=True, highlight=False, markup=False)
 
 
+def builtins_without(value: object, *fields: str) -> dict[str, Any]:
+    """A struct or dataclass as a JSON-ready dict, leaving out ``fields`` (what a
+    ``--json`` listing keeps for the detail commands: ticket text, payloads)."""
+    out: dict[str, Any] = msgspec.to_builtins(value)
+    return {k: v for k, v in out.items() if k not in fields}
+
+
 def _iso(at: datetime | None) -> str | None:
     return at.isoformat() if at is not None else None
 

@@ -11,7 +11,6 @@ import statistics
 from datetime import datetime
 from typing import Any, Final
 
-import msgspec
 from rich.columns import Columns
 from rich.console import Console
 from rich.table import Table
@@ -19,9 +18,9 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from ..config import Settings
-from ..state import Store, TaskSummary, TaskView, is_sqlite, sqlite_path
+from ..state import StatusCounts, Store, TaskSummary, TaskView, is_sqlite, sqlite_path
 from ._queues import read_queues, show_queues
-from ._report import answer_section, print_json, task_report
+from ._report import answer_section, builtins_without, print_json, task_report
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_TASK: Final = 1
@@ -147,12 +146,9 @@ async def show_status(
 async def _status_doc(settings: Settings, *, limit: int) -> dict[str, Any]:
     """What ``status --json`` prints (see :func:`show_status`)."""
     doc: dict[str, Any] = {"site": settings.site, "counts": None, "latency_ms": None}
-    latest: list[Any] = []
+    latest: list[TaskSummary] = []
     if not _missing_sqlite(settings.db_url):
-        async with Store(settings.db_url) as store:
-            counts = await store.counts()
-            latest = await store.list_tasks(limit=limit)
-            latencies = await store.latencies()
+        counts, latest, latencies = await _read_database(settings.db_url, limit)
         doc["counts"] = {
             "total": counts.total,
             "dead_letters": counts.dead_letters,
@@ -168,10 +164,7 @@ async def _status_doc(settings: Settings, *, limit: int) -> dict[str, Any]:
                 "max": max(latencies),
                 "mean": statistics.fmean(latencies),
             }
-    doc["latest"] = [
-        {k: v for k, v in msgspec.to_builtins(t).items() if k != "customer_message"}
-        for t in latest
-    ]
+    doc["latest"] = [builtins_without(t, "customer_message") for t in latest]
     state = await read_queues(settings)
     if isinstance(state, str):
         doc.update(workers=None, streams=None, nats=state)
@@ -193,16 +186,22 @@ async def _status_doc(settings: Settings, *, limit: int) -> dict[str, Any]:
     return doc
 
 
+async def _read_database(
+    url: str, limit: int
+) -> tuple[StatusCounts, list[TaskSummary], list[float]]:
+    """What ``status`` shows of the database: counts, the latest ``limit`` tasks and the
+    answered tasks' end-to-end latencies (ms)."""
+    async with Store(url) as store:
+        return await store.counts(), await store.list_tasks(limit=limit), await store.latencies()
+
+
 async def _show_database(settings: Settings, console: Console, *, limit: int) -> None:
     url = settings.db_url
     console.print(f"site [bold]{settings.site}[/bold], state in {_db_label(url)}", highlight=False)
     if _missing_sqlite(url):
         console.print("no tasks recorded yet (the database does not exist)")
         return
-    async with Store(url) as store:
-        counts = await store.counts()
-        latest = await store.list_tasks(limit=limit)
-        latencies = await store.latencies()
+    counts, latest, latencies = await _read_database(url, limit)
     console.print(
         Columns(
             [
