@@ -9,11 +9,13 @@ through the environment built by :func:`Settings.to_env`.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,10 +23,11 @@ from pydantic import (
     Field,
     PositiveFloat,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 _TENANT = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]{0,63}")
 """A tenant that is its own subject token (the same rule as
@@ -212,8 +215,9 @@ class TelemetrySettings(_Group):
     """Base URL of the OTLP/HTTP receiver, e.g. ``http://127.0.0.1:4318`` (``/v1/traces``
     and ``/v1/metrics`` are appended). ``None``: the exporter's default."""
     service_name: str = "sitemesh"
-    """``service.name`` of every span and metric (the site and role are resource
-    attributes of their own)."""
+    """Prefix of each process's ``service.name`` (spans, metrics, JSON log lines): a
+    process of role R is ``<service_name>-R`` (:meth:`service_for`); the site and
+    role are also resource attributes of their own."""
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
     """Fraction of new traces recorded (parent-based: a task's hops follow the
     decision taken where the trace started)."""
@@ -231,6 +235,12 @@ class TelemetrySettings(_Group):
     max_attribute_chars: int = Field(default=256, ge=16)
     """Longest string attribute a span may carry; longer ones are refused (our
     attributes are ids and names, never message text)."""
+
+    def service_for(self, role: str | None) -> str:
+        """The ``service.name`` of a process of ``role``: ``<service_name>-<role>``
+        (``sitemesh-router``, ``sitemesh-planner``), or ``service_name`` for a process
+        without one (a CLI command). Its spans, metrics and JSON log lines carry it."""
+        return f"{self.service_name}-{role}" if role else self.service_name
 
 
 class HealthSettings(_Group):
@@ -366,6 +376,12 @@ class Settings(BaseSettings):
     cache_dir: Path | None = None
     """Where trained triage models are cached (``SITEMESH_CACHE_DIR``; ``None``:
     ``~/.cache/sitemesh``). Rebuildable: safe to delete; see ``sitemesh.triage``."""
+    log_format: Literal["text", "json"] = "text"
+    """How every sitemesh process logs to stderr (``SITEMESH_LOG_FORMAT``): ``text``, a
+    line of time, level, logger and message per record; ``json``, one JSON object per
+    line (``time`` ISO 8601 UTC, ``level``, ``logger``, ``message``, ``service.name``,
+    ``site``, ``role`` and ``task_id`` when known, ``exc_info``; see
+    :mod:`sitemesh.logs`)."""
     nats: NatsSettings = NatsSettings()
     db: DbSettings = DbSettings()
     bus: BusSettings = BusSettings()
@@ -428,6 +444,74 @@ def load_settings(**overrides: Any) -> Settings:
     """Load settings from the environment, with keyword overrides on top.
 
     Raises:
-        pydantic.ValidationError: a value is invalid; the error names the key.
+        pydantic.ValidationError: a value is invalid; the error names the key
+            (:func:`describe_settings_error` says it in one line).
+        pydantic_settings.SettingsError: a list or table variable is not JSON.
     """
     return Settings(**overrides)
+
+
+_SECRET_WORDS: Final = ("key", "seed", "password", "secret", "token", "url")
+"""A setting whose name holds one of these never has its value repeated in an error."""
+
+
+def _env_name(loc: Sequence[str]) -> str:
+    """``("bus", "ack_wait_s")`` -> ``SITEMESH_BUS_ACK_WAIT_S``."""
+    return "SITEMESH_" + "_".join(loc).upper()
+
+
+def _unknown_hint(loc: Sequence[str]) -> str:
+    """What an unknown key of a settings group could have meant."""
+    field = Settings.model_fields.get(loc[0]) if len(loc) == 2 else None
+    group = field.annotation if field is not None else None
+    if not (isinstance(group, type) and issubclass(group, BaseModel)):
+        return "no such setting"
+    close = difflib.get_close_matches(loc[1], list(group.model_fields), n=1)
+    if close:
+        return f"no such setting; did you mean {_env_name([loc[0], close[0]])}?"
+    return f"no such setting of {loc[0]} (expected one of {', '.join(group.model_fields)})"
+
+
+def _expected(err: Mapping[str, Any], name: str) -> str:
+    """What one pydantic error says was expected, and the value given unless secret."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if msg.startswith("Input should be "):
+        msg = "expected " + msg.removeprefix("Input should be ")
+    value = err.get("input")
+    if isinstance(value, str | int | float) and not any(w in name for w in _SECRET_WORDS):
+        shown = repr(value)
+        msg += f"; got {shown[:60]}" + ("..." if len(shown) > 60 else "")
+    return msg
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line naming each invalid setting by its environment variable, what was
+    expected and (not for a key, seed, password, secret, token or URL) the value given.
+
+    ``SITEMESH_BUS_ACK_WAIT_S=abc`` gives ``SITEMESH_BUS_ACK_WAIT_S (bus.ack_wait_s):
+    expected a valid number, unable to parse string as a number; got 'abc'``; an
+    unknown ``SITEMESH_BUS__ACK_WAIT_S`` gives ``... no such setting; did you mean
+    SITEMESH_BUS_ACK_WAIT_S?``. A keyword override of :func:`load_settings` (``site=``
+    from ``--site``) is named by the variable of the same setting.
+
+    Args:
+        exc: what :func:`load_settings` raised.
+
+    Returns:
+        The errors joined by ``"; "``, without a line break.
+    """
+    if isinstance(exc, SettingsError):
+        found = re.search(r'field "(\w+)"', str(exc))
+        where = f"SITEMESH_{found.group(1).upper()}_*: " if found else ""
+        cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
+        return f"{where}{exc}{cause} (list and table settings are JSON)".replace("\n", " ")
+    parts: list[str] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        if not loc:
+            parts.append(str(err["msg"]))
+        elif err["type"] == "extra_forbidden":
+            parts.append(f"{_env_name(loc)} ({'.'.join(loc)}): {_unknown_hint(loc)}")
+        else:
+            parts.append(f"{_env_name(loc)} ({'.'.join(loc)}): {_expected(err, loc[-1])}")
+    return "; ".join(parts).replace("\n", " ")

@@ -51,6 +51,8 @@ PUBLIC = {
         "task_decoder", "task_id_of",
         "TASKS_BUCKET_PREFIX", "AnswerState", "TaskRecord", "TaskRegistry",
         "provision_task_registry", "task_registry_bucket",
+        "REJECTED_ERROR_CLASS", "approved_item", "decide_and_publish", "reject_task",
+        "release",
     ],
     "sitemesh.runtime": [
         "Finaliser", "HealthServer", "INBOX_DURABLE", "ProbeState", "ProcessState",
@@ -63,6 +65,7 @@ PUBLIC = {
         "step_handler", "wait_ready", "worker_name", "worker_roles", "workers_bucket",
         "TOOLS_BUCKET_PREFIX", "ToolHealthPublisher", "ToolHealthReport", "ToolsService",
         "build_tool_registry", "provision_tool_health", "read_tool_health", "tools_bucket",
+        "RoleQueue", "role_queues",
     ],
     "sitemesh.workflows": [
         "Advance", "BUNDLED_WORKFLOWS", "Condition", "LiveWorkflows", "PolicyView",

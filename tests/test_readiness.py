@@ -27,7 +27,6 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from sitemesh.bus import NatsServer, Outbound, Publisher, Subjects, find_nats_server, provision
-from sitemesh.cli._queues import role_queues
 from sitemesh.cli._state_cmds import EXIT_OK, show_status
 from sitemesh.config import BusSettings, DbSettings, HealthSettings, NatsSettings, Settings
 from sitemesh.errors import NotReadyError
@@ -39,6 +38,7 @@ from sitemesh.runtime import (
     provision_workers,
     read_worker,
     read_workers,
+    role_queues,
     wait_ready,
     workers_bucket,
 )

@@ -52,6 +52,7 @@ from sitemesh.cli._nats import nats_url, worker_identities
 from sitemesh.client import Client as TaskClient
 from sitemesh.client import Submitted
 from sitemesh.config import BusSettings, NatsSettings, Settings
+from sitemesh.console import default_users_file, hash_password, save_user
 from sitemesh.edge_node import Supervisor, child_env, process_environ
 from sitemesh.errors import BusConnectionError, SchemaError
 from sitemesh.runtime import connect
@@ -557,11 +558,13 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
     permissions; the work stream holds only the router's item (the 4 steps after
     triage were handed over in memory)."""
     settings = Settings(site=SITE, state_dir=tmp_path / "state")
-    base = _free_ports(3)
+    base = _free_ports(4)
+    save_user(default_users_file(settings.state_dir), "ada", "approver",
+              hash_password("console-pass-1", n=2**14))  # fmt: skip
     env = child_env(process_environ(), settings.to_env()) | {
         "COLUMNS": "400", "NO_COLOR": "1", "SITEMESH_HEALTH_PORT": str(base),
     }  # fmt: skip
-    edge, log, text = await _edge_ready(tmp_path, env, "--colocate")
+    edge, log, text = await _edge_ready(tmp_path, env, "--colocate", "--console", str(base + 3))
     try:
         pids = {role: int(p) for role, p in re.findall(r"(\w+)=\[(\d+)\]", text)}
         assert pids["triage"] == pids["planner"] == pids["escalation"] != pids["router"]
@@ -598,6 +601,22 @@ async def test_sitemesh_edge_colocate_keeps_each_role_its_own_identity(tmp_path:
             assert [m.subject for m in work] == [S.work("triage")]
         finally:
             await op.drain()
+        # --console: the console runs as the site's operator on the authenticated server
+        console_url = f"http://127.0.0.1:{base + 3}"
+
+        async def console_printed() -> bool:
+            return f"console: {console_url}/" in (tmp_path / "edge.log").read_text()
+
+        await assert_eventually(console_printed, 120, interval_s=0.5, msg="no console line")
+        async with httpx.AsyncClient(base_url=console_url, timeout=10) as http:
+            assert (await http.get("/api/tasks")).status_code == 401
+            r = await http.post("/login", data={"username": "ada", "password": "console-pass-1"})
+            assert r.status_code == 303
+            task = (await http.get(f"/api/tasks/{tid}")).json()
+            assert task["task"]["status"] == "answered"
+            health = (await http.get("/health")).text
+            assert "NATS unreachable" not in health
+            assert ">router<" in health
     finally:
         await _stop_edge(edge, log)
     text = (tmp_path / "edge.log").read_text(errors="replace")

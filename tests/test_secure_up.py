@@ -49,6 +49,7 @@ from sitemesh.cli._hybrid import (
 )
 from sitemesh.cli._run import site_roles
 from sitemesh.config import BusSettings, NatsSettings, Settings
+from sitemesh.console import default_users_file, hash_password, save_user
 from sitemesh.errors import ConfigError
 from sitemesh.runtime import connect, creds_dir_identity, nats_options, read_workers
 from sitemesh.schemas import ENCODER, FinalAnswer, utcnow
@@ -266,7 +267,10 @@ async def up(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Up]:
     out = io.StringIO()
     console = Console(file=out, width=400, color_system=None, force_terminal=False)
     stop = asyncio.Event()
-    task = asyncio.create_task(run_up(_stack_settings(state), console, [SITE], stop=stop))
+    save_user(default_users_file(state), "ada", "admin", hash_password(CONSOLE_PASSWORD, n=2**14))
+    task = asyncio.create_task(
+        run_up(_stack_settings(state), console, [SITE], stop=stop, console_port=_free_port())
+    )
     running = Up(state, out, stop, task)
 
     async def started() -> bool:
@@ -282,6 +286,15 @@ async def up(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Up]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 120)
+
+
+CONSOLE_PASSWORD = "console-pass-1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -468,6 +481,32 @@ async def test_every_process_is_ready_as_its_own_role(up: Up) -> None:
     hub_conns = _get(f"{up.monitor('hub')}/connz?auth=1")["connections"]
     cloud = [c["authorized_user"] for c in hub_conns if c.get("name") == "sitemesh-cloud"]
     assert cloud == [keys[("hub", "synthesiser")]]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+async def test_up_serves_each_sites_console_with_the_hub_link(up: Up) -> None:
+    """``up --console PORT``: the site's console runs once everything is ready, needs a
+    login, and its health page shows the site's leaf connection to the hub."""
+    import httpx
+
+    pattern = rf"console {SITE}\s+(http://127\.0\.0\.1:\d+)/"  # printed once it answers
+
+    async def printed() -> bool:
+        return re.search(pattern, up.text) is not None
+
+    await assert_eventually(printed, timeout_s=180, msg="no console line: " + up.text[-2000:])
+    match = re.search(pattern, up.text)
+    assert match
+    base = match.group(1)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        assert (await http.get("/health")).status_code == 401
+        r = await http.post("/login", data={"username": "ada", "password": CONSOLE_PASSWORD})
+        assert r.status_code == 303, r.text
+        page = (await http.get("/health")).text
+    assert 'id="leafnodes"' in page
+    assert "EGRESS" in page  # the leaf remote binds the site's egress account to the hub
+    assert "no leaf node connection" not in page
 
 
 @pytest.mark.slow

@@ -173,6 +173,8 @@ def test_public_api() -> None:
             "list_approvals", "request_approval", "undo_decision",
             "BudgetCounterRow", "BudgetHoldRow", "ModelCallRow", "PseudonymVaultRow",
             "AccountRow", "CustomerNoteRow", "CustomerRow", "ToolCallRow",
+            "AUDIT_ACTIONS", "AuditEntry", "AuditRow", "audit", "read_audit",
+            "final_answer", "left_site", "task_report",
         ]
     )  # fmt: skip
     for name in sitemesh.state.__all__:

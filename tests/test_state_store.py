@@ -363,7 +363,7 @@ async def test_close_is_idempotent(db_url: str) -> None:
 # -- migrations -------------------------------------------------------------------------
 def test_single_head() -> None:
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
-    assert heads == ["0007_tool_calls"]
+    assert heads == ["0008_console_audit"]
 
 
 async def test_migrations_match_models(db_url: str) -> None:
@@ -383,7 +383,7 @@ async def test_migrations_match_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
-    assert version == "0007_tool_calls"
+    assert version == "0008_console_audit"
 
 
 async def test_downgrade_and_upgrade_again(db_url: str) -> None:

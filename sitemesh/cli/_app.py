@@ -12,17 +12,114 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from ..config import Settings, load_settings
 from ..errors import SitemeshError
+from ..logs import configure_logging, logging_configured
 from ._kb_cmds import kb_app
 from ._telemetry_cmds import telemetry_app
 from ._tools_cmds import tools_app
 from ._triage_cmds import triage_app
 
+EXIT_ERROR = 2
+"""Exit code of a command that failed with an error it names in one line."""
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+_DB_MODULES = ("sqlalchemy", "asyncpg", "aiosqlite", "sqlite3", "sitemesh.state")
+
+
+def _raised_in(exc: BaseException, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``exc`` was raised through a module whose name starts with a prefix."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith(prefixes):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _database() -> str:
+    """The state database, without its password, as the settings name it."""
+    from ..bus import redact_url
+
+    try:
+        return f"the database at {redact_url(load_settings().db_url)} (SITEMESH_DB_URL)"
+    except Exception:  # the settings are what is wrong: said on their own
+        return "the database (SITEMESH_DB_URL)"
+
+
+def _error_line(exc: BaseException) -> str | None:
+    """What a command failing with ``exc`` prints on one line; ``None``: not an error
+    we can name (a bug: let its traceback through)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from ..config import describe_settings_error
+
+    if (isinstance(exc, ValidationError) and exc.title == "Settings") or isinstance(
+        exc, SettingsError
+    ):
+        return f"invalid setting: {describe_settings_error(exc)}"
+    if isinstance(exc, SitemeshError):
+        return str(exc)
+    sa = sys.modules.get("sqlalchemy.exc")  # not imported: not a database error
+    if sa is not None and isinstance(exc, sa.DBAPIError):
+        orig = exc.orig if exc.orig is not None else exc
+        return f"cannot use {_database()}: {type(orig).__name__}: {orig}"
+    if isinstance(exc, OSError):
+        if _raised_in(exc, _DB_MODULES):
+            return f"cannot reach {_database()}: {type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}"
+    nats_errors = sys.modules.get("nats.errors")
+    if nats_errors is not None and isinstance(exc, nats_errors.Error):
+        return f"NATS: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _failure(exc: BaseException) -> int | None:
+    """Print what ``exc`` means on one line of stderr and return the exit code:
+    :data:`EXIT_INTERRUPTED` after Ctrl-C, :data:`EXIT_ERROR` for an error we can
+    name (a bad setting, an unreachable database or NATS, a sitemesh error); ``None``
+    (nothing printed) for anything else."""
+    if isinstance(exc, KeyboardInterrupt):
+        err_console.print("interrupted", highlight=False)
+        return EXIT_INTERRUPTED
+    if not isinstance(exc, Exception):
+        return None
+    line = _error_line(exc)
+    if line is None:
+        return None
+    from ..bus import redact_url
+
+    one_line = " ".join(redact_url(line).split())
+    err_console.print(
+        f"[bold red]error:[/bold red] {escape(one_line)}", soft_wrap=True, highlight=False
+    )
+    return EXIT_ERROR
+
+
+class _Commands(TyperGroup):
+    """The root command: whatever a command raises that :func:`_failure` can name
+    (a bad setting while it loads its settings, Ctrl-C at any point) ends it with
+    one line on stderr and an exit code, not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own (vendored) click.Context
+        try:
+            return super().invoke(ctx)
+        except (KeyboardInterrupt, Exception) as exc:
+            code = _failure(exc)
+            if code is None:
+                raise
+            raise typer.Exit(code) from None
+
+
 app = typer.Typer(
     name="sitemesh",
     help="AI agents across on-prem sites and the cloud, on NATS JetStream.",
+    cls=_Commands,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -85,34 +182,44 @@ DemoInsecureOpt = Annotated[
 
 
 def _settings(site: str | None = None) -> Settings:
-    return load_settings(site=site) if site else load_settings()
+    """The command's settings; with ``SITEMESH_LOG_FORMAT=json`` and logging not set
+    up yet (:func:`_logging`), its warnings are logged as JSON lines from now on."""
+    settings = load_settings(site=site) if site else load_settings()
+    if settings.log_format == "json" and not logging_configured():
+        configure_logging(settings, level=logging.WARNING)
+    return settings
 
 
 def _run(coro: Coroutine[Any, Any, int | None]) -> int:
-    """Run a coroutine, turning sitemesh errors into a message and exit code 2."""
+    """Run a coroutine; an error :func:`_failure` can name (a sitemesh error, an
+    unreachable database or NATS) or Ctrl-C becomes one line and its exit code."""
     try:
         result = asyncio.run(coro)
-    except SitemeshError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
-        return 2
+    except (KeyboardInterrupt, Exception) as exc:
+        code = _failure(exc)
+        if code is None:
+            raise
+        return code
     return int(result or 0)
 
 
 def _run_sync(fn: Callable[[], int]) -> int:
-    """Run ``fn``, turning sitemesh errors into a message and exit code 2."""
+    """Run ``fn``; errors and Ctrl-C as in :func:`_run`."""
     try:
         return fn()
-    except SitemeshError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}")
-        return 2
+    except (KeyboardInterrupt, Exception) as exc:
+        code = _failure(exc)
+        if code is None:
+            raise
+        return code
 
 
-def _logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def _logging(
+    level: int = logging.INFO, *, site: str | None = None, role: str | None = None
+) -> None:
+    """Log to stderr from ``level`` up, in ``SITEMESH_LOG_FORMAT`` (JSON lines carry
+    ``service.name`` ``sitemesh-<role>``, the site and the role)."""
+    configure_logging(_settings(site), role=role, level=level)
 
 
 @app.command()
@@ -149,7 +256,7 @@ def worker(
     catch_early_signals()
     from ..runtime import run_role
 
-    _logging()
+    _logging(site=site, role=role)
     together = tuple(r for value in with_ or () for r in value.split(",") if r)
     raise typer.Exit(
         _run(run_role(_settings(site), role, agents=tuple(agent or ()), colocate=together))
@@ -177,6 +284,15 @@ def edge(
             "its own NATS identity.",
         ),
     ] = False,
+    console_port: Annotated[
+        int | None,
+        typer.Option(
+            "--console",
+            metavar="PORT",
+            help="Also serve the operator console on 127.0.0.1:PORT once the site is "
+            "ready (users: <state>/console-users.toml, see `sitemesh console-user`).",
+        ),
+    ] = None,
 ) -> None:
     """Run a site's whole set: embedded NATS (unless SITEMESH_NATS_URL is set), the
     recorder, the router and a process per agent role the workflows in force name
@@ -185,7 +301,7 @@ def edge(
     server the planner calls."""
     from ._run import run_edge
 
-    _logging()
+    _logging(site=site)
     agents = tuple(agent or ())
     if local_model:
         from ._local_model import run_edge_local
@@ -198,7 +314,8 @@ def edge(
             )
         )
     raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents,
-                                   insecure=insecure, colocate=colocate)))  # fmt: skip
+                                   insecure=insecure, colocate=colocate,
+                                   console_port=console_port)))  # fmt: skip
 
 
 @app.command()
@@ -295,10 +412,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
 ) -> None:
     """Counts of tasks by status, outcome and data class, the latest tasks, and per role
-    its ready workers and queued work on NATS (roles with work and no worker in red)."""
+    its ready workers and queued work on NATS (roles with work and no worker in red);
+    with --site, of that site's tasks only (sites may share one database)."""
     from ._state_cmds import show_status
 
-    raise typer.Exit(_run(show_status(_settings(site), console, as_json=as_json)))
+    raise typer.Exit(_run(show_status(_settings(site), console, as_json=as_json, site=site)))
 
 
 @app.command()
@@ -326,7 +444,7 @@ def show(
     left the site, outcome, dead letters and timings."""
     from ._state_cmds import show_task
 
-    raise typer.Exit(_run(show_task(_settings(site), task_id, console, as_json=as_json)))
+    raise typer.Exit(_run(show_task(_settings(site), task_id, console, as_json=as_json, site=site)))
 
 
 @app.command()
@@ -524,6 +642,15 @@ def demo(
 def up(
     sites: Annotated[str, typer.Option(help="Comma-separated site names.")] = "eu1,us1",
     insecure: HybridInsecureOpt = False,
+    console_port: Annotated[
+        int | None,
+        typer.Option(
+            "--console",
+            metavar="PORT",
+            help="Also serve each site's operator console on 127.0.0.1 (site i on PORT+i) "
+            "once ready (users: <state>/console-users.toml, see `sitemesh console-user`).",
+        ),
+    ] = None,
 ) -> None:
     """A cloud hub and one leaf nats-server per site on this machine, with every
     site's workers and the cloud agents; prints the URLs and runs until stopped.
@@ -533,7 +660,8 @@ def up(
 
     _logging(logging.WARNING)
     names = [s.strip() for s in sites.split(",") if s.strip()]
-    raise typer.Exit(_run(run_up(_settings(), console, names, insecure=insecure)))
+    raise typer.Exit(_run(run_up(_settings(), console, names, insecure=insecure,
+                                 console_port=console_port)))  # fmt: skip
 
 
 @app.command()
@@ -571,7 +699,9 @@ def trace(
     dead letters (from the site database and the event stream)."""
     from ._trace_cmds import show_trace
 
-    raise typer.Exit(_run(show_trace(_settings(site), task_id, console, as_json=as_json)))
+    raise typer.Exit(
+        _run(show_trace(_settings(site), task_id, console, as_json=as_json, site=site))
+    )
 
 
 @app.command()
@@ -726,6 +856,53 @@ def certs(
     names = _site_names(sites)
     raise typer.Exit(
         certs_cmd(_settings().state_dir, names, console, out_dir=out, hosts=host, days=days)
+    )
+
+
+@app.command("console")
+def console_cmd(
+    site: SiteOpt = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind (default loopback; see docs/console.md).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8470,
+    users: Annotated[
+        Path | None,
+        typer.Option(help="Users file (TOML; default <state>/console-users.toml)."),
+    ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="The site's nats-server monitoring endpoint (http://127.0.0.1:8222): "
+            "shows the hub link (leaf node) state on the health page.",
+        ),
+    ] = None,
+) -> None:
+    """The operator console: tasks, traces, approvals, dead letters, policy, health and
+    cost of a site in a browser. Login required (users from --users)."""
+    from ._console_cmds import run_console
+
+    _logging(logging.WARNING)
+    raise typer.Exit(_run(run_console(_settings(site), console, host=host, port=port,
+                                      users_file=users, monitor_url=monitor)))  # fmt: skip
+
+
+@app.command("console-user")
+def console_user(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    role: Annotated[str, typer.Option(help="viewer, approver or admin.")] = "viewer",
+    users: Annotated[
+        Path | None,
+        typer.Option(help="Users file (TOML; default <state>/console-users.toml)."),
+    ] = None,
+    remove: Annotated[bool, typer.Option(help="Remove the user instead.")] = False,
+) -> None:
+    """Add or update a console user (asks for the password; stores its scrypt hash)."""
+    from ._console_cmds import edit_user
+
+    raise typer.Exit(
+        _run_sync(lambda: edit_user(_settings(), console, name, role, users, remove=remove))
     )
 
 

@@ -368,7 +368,7 @@ def _env_text(env: Mapping[str, str]) -> str:
 
 async def run_up(
     settings: Settings, console: Console, sites: Sequence[str], *, insecure: bool = False,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None, console_port: int | None = None,
 ) -> int:  # fmt: skip
     """``sitemesh up``: run the hub, the sites and their workers until SIGINT/SIGTERM.
 
@@ -383,6 +383,9 @@ async def run_up(
         sites: the site names.
         insecure: shared per-account passwords, no identities and no TLS (warned).
         stop: also stop when this event is set (embedding, tests).
+        console_port: also serve each site's operator console on loopback, site ``i``
+            on ``console_port + i``, once everything is ready (users:
+            ``<state_dir>/console-users.toml``, checked before anything starts).
 
     Raises:
         ConfigError: the hub's model settings name a site endpoint.
@@ -390,14 +393,34 @@ async def run_up(
     """
     import signal
 
+    from ..console import default_users_file, load_users
+    from ._run import start_console, stop_console
+
+    users = default_users_file(settings.state_dir.resolve())
+    if console_port is not None:
+        load_users(users)  # a missing users file is a one-line error before anything starts
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    webs: list[asyncio.subprocess.Process] = []
     try:
         async with hybrid_stack(settings, sites, console, stop=stop, insecure=insecure) as stack:
             _print_up(console, stack, settings)
-            await stop.wait()
+            if console_port is not None and stack.ready_s is not None:
+                for i, (site, s) in enumerate(stack.sites.items()):
+                    port = console_port + i
+                    webs.append(await start_console(
+                        s, s.nats.url or "", port, users_file=users,
+                        monitor_url=stack.topo.spec.site(site).monitor_url,
+                        log_dir=settings.state_dir.resolve() / "logs",
+                    ))  # fmt: skip
+                    console.print(f"console {site:<5} http://127.0.0.1:{port}/", highlight=False)
+            try:
+                await stop.wait()
+            finally:
+                for web in webs:
+                    await stop_console(web)
             console.print("stopping (workers finish in-flight work first)...")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

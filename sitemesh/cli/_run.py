@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Final
 
 from nats.js import JetStreamContext
 from rich.console import Console
@@ -109,10 +111,14 @@ async def run_edge(
     agents: Sequence[str] = (),
     insecure: bool = False,
     colocate: bool = False,
+    console_port: int | None = None,
 ) -> int:
     """Run a site until SIGTERM/SIGINT; returns the exit code.
 
     ``colocate``: the agent roles run in one process per replica (:func:`site_roles`).
+    ``console_port``: also serve the operator console (``sitemesh console``, its own
+    process, on loopback) on this port once the site is ready; its users file must
+    exist before anything starts.
 
     Says "ready" only once every worker process registered ready on the bus
     (``sitemesh_workers_<site>``); until then a spinner names what is still loading.
@@ -127,6 +133,10 @@ async def run_edge(
     from ..workflows import WorkflowStore
 
     models_for(settings, "site")
+    if console_port is not None:  # a missing users file is a one-line error now
+        from ..console import default_users_file, load_users
+
+        load_users(default_users_file(settings.state_dir))
     registry = Registry.load(agents)
     async with nats_url(settings, console, insecure=insecure, roles=registry.roles) as url:
         nc = await connect(settings, "operator", url=url, name=f"sitemesh-edge-{settings.site}")
@@ -163,6 +173,7 @@ async def run_edge(
             console.print(f"site [bold]{settings.site}[/bold] starting at {redact_url(url)}")
             console.print(f"logs in {settings.state_dir / 'logs'}; Ctrl-C to stop")
             watch: asyncio.Task[None] | None = None
+            web: asyncio.subprocess.Process | None = None
             # processed history leaves the work streams here (they have no server age
             # limit, so nothing unprocessed ever ages out)
             keeper = asyncio.create_task(
@@ -181,15 +192,88 @@ async def run_edge(
                     if sup.health_ports:  # /healthz, /readyz and /metrics of each worker
                         console.print("probes and metrics: " + endpoints_line(
                             sup, settings.health.host))  # fmt: skip
+                if took is not None and console_port is not None:
+                    web = await start_console(settings, url, console_port)
+                    console.print(f"console: http://127.0.0.1:{console_port}/")
                 watch = asyncio.create_task(watch_fill(nc.jetstream(), settings.site, console))
                 await stop.wait()
             finally:
+                if web is not None:
+                    await stop_console(web)
                 keeper.cancel()
                 if watch is not None:
                     watch.cancel()
                 await nc.close()  # before the workers stop (and NATS may be going down)
             console.print("stopping workers (finishing in-flight work)...")
     return 0
+
+
+async def start_console(
+    settings: Settings, url: str, port: int, *, users_file: Path | None = None,
+    monitor_url: str | None = None, log_dir: Path | None = None,
+) -> asyncio.subprocess.Process:  # fmt: skip
+    """``sitemesh console --port PORT`` for this site as a child process on loopback,
+    as the site's ``operator`` (its identity under ``<state_dir>``), with the users
+    file (default ``<state_dir>/console-users.toml``) and, given ``monitor_url``, the
+    hub link on its health page; its output in ``<log_dir>/console-<site>.log``
+    (default ``<state_dir>/logs``)."""
+    logs = log_dir or settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    env = child_env(process_environ(), settings.to_env()) | {"SITEMESH_NATS_URL": url}
+    args = ["console", "--port", str(port), "--site", settings.site]
+    if users_file is not None:
+        args += ["--users", str(users_file)]
+    if monitor_url is not None:
+        args += ["--monitor", monitor_url]
+    log_file = logs / f"console-{settings.site}.log"
+    with log_file.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sitemesh", *args, env=env, stdout=out, stderr=out
+        )
+    try:
+        await _console_serving(proc, port, log_file)
+    except BaseException:
+        await stop_console(proc)
+        raise
+    return proc
+
+
+CONSOLE_START_S: Final = 120.0
+"""Seconds a console child may take to answer ``/healthz`` (it imports the platform)."""
+
+
+async def _console_serving(proc: asyncio.subprocess.Process, port: int, log_file: Path) -> None:
+    """Wait until the console answers ``GET /healthz``.
+
+    Raises:
+        SitemeshError: it exited first, or did not answer within :data:`CONSOLE_START_S`.
+    """
+    import httpx
+
+    deadline = asyncio.get_running_loop().time() + CONSOLE_START_S
+    async with httpx.AsyncClient(timeout=2.0) as http:
+        while True:
+            if proc.returncode is not None:
+                raise SitemeshError(f"the console exited (code {proc.returncode}): see {log_file}")
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise SitemeshError(f"the console did not answer on port {port}: see {log_file}")
+            await asyncio.sleep(0.25)
+
+
+async def stop_console(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the console child and wait for it (SIGKILL after 10 s)."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def watch_fill(

@@ -18,9 +18,9 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 
 from ..config import Settings
-from ..state import StatusCounts, Store, TaskSummary, TaskView, is_sqlite, sqlite_path
+from ..state import StatusCounts, Store, TaskSummary, TaskView, is_sqlite, sqlite_path, task_report
 from ._queues import read_queues, show_queues
-from ._report import answer_section, builtins_without, print_json, task_report
+from ._report import answer_section, builtins_without, print_json
 
 EXIT_OK: Final = 0
 EXIT_UNKNOWN_TASK: Final = 1
@@ -110,7 +110,12 @@ def _tasks_table(tasks: list[TaskSummary]) -> Table:
 
 
 async def show_status(
-    settings: Settings, console: Console, *, limit: int = 15, as_json: bool = False
+    settings: Settings,
+    console: Console,
+    *,
+    limit: int = 15,
+    as_json: bool = False,
+    site: str | None = None,
 ) -> int:
     """Print task counts by status, outcome and data class, latencies, the latest tasks,
     then per role its ready workers and queued work on NATS (flagging roles with work
@@ -121,6 +126,8 @@ async def show_status(
             or the embedded server if one runs (none is started).
         console: where to render.
         limit: how many of the latest tasks to list.
+        site: count and list only this site's tasks and dead letters (``--site``:
+            several sites may share one database); ``None``: every site's.
         as_json: one JSON document instead: ``site``, ``counts`` (``total``,
             ``dead_letters``, ``by_status``, ``by_outcome``, ``by_data_class``),
             ``latency_ms`` (``n``, ``p50``, ``p95``, ``max``, ``mean``; ``null`` before
@@ -136,19 +143,19 @@ async def show_status(
         sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
     """
     if as_json:
-        print_json(console, await _status_doc(settings, limit=limit))
+        print_json(console, await _status_doc(settings, limit=limit, site=site))
         return EXIT_OK
-    await _show_database(settings, console, limit=limit)
+    await _show_database(settings, console, limit=limit, site=site)
     await show_queues(settings, console)
     return EXIT_OK
 
 
-async def _status_doc(settings: Settings, *, limit: int) -> dict[str, Any]:
+async def _status_doc(settings: Settings, *, limit: int, site: str | None) -> dict[str, Any]:
     """What ``status --json`` prints (see :func:`show_status`)."""
     doc: dict[str, Any] = {"site": settings.site, "counts": None, "latency_ms": None}
     latest: list[TaskSummary] = []
     if not _missing_sqlite(settings.db_url):
-        counts, latest, latencies = await _read_database(settings.db_url, limit)
+        counts, latest, latencies = await _read_database(settings.db_url, limit, site)
         doc["counts"] = {
             "total": counts.total,
             "dead_letters": counts.dead_letters,
@@ -187,21 +194,30 @@ async def _status_doc(settings: Settings, *, limit: int) -> dict[str, Any]:
 
 
 async def _read_database(
-    url: str, limit: int
+    url: str, limit: int, site: str | None = None
 ) -> tuple[StatusCounts, list[TaskSummary], list[float]]:
     """What ``status`` shows of the database: counts, the latest ``limit`` tasks and the
-    answered tasks' end-to-end latencies (ms)."""
+    answered tasks' end-to-end latencies (ms); of ``site`` only, when given."""
     async with Store(url) as store:
-        return await store.counts(), await store.list_tasks(limit=limit), await store.latencies()
+        counts = await store.counts(site=site)
+        latest = await store.list_tasks(limit=limit, site=site)
+        if site is None:
+            return counts, latest, await store.latencies()
+        # Store.latencies() has no site filter: read them off the site's answered tasks
+        n = max(counts.by_status.get("answered", 0), 1)
+        answered = await store.list_tasks(limit=n, status="answered", site=site)
+        return counts, latest, [float(t.latency_ms) for t in answered if t.latency_ms is not None]
 
 
-async def _show_database(settings: Settings, console: Console, *, limit: int) -> None:
+async def _show_database(
+    settings: Settings, console: Console, *, limit: int, site: str | None = None
+) -> None:
     url = settings.db_url
     console.print(f"site [bold]{settings.site}[/bold], state in {_db_label(url)}", highlight=False)
     if _missing_sqlite(url):
         console.print("no tasks recorded yet (the database does not exist)")
         return
-    counts, latest, latencies = await _read_database(url, limit)
+    counts, latest, latencies = await _read_database(url, limit, site)
     console.print(
         Columns(
             [
@@ -342,8 +358,29 @@ def _dead_letters(view: TaskView) -> Table:
     return table
 
 
+def at_other_site(view: TaskView | None, site: str | None) -> bool:
+    """Whether ``view`` is recorded as another site's task than ``site`` (``--site``).
+
+    A task's site is ``""`` until its ``task_accepted`` event is recorded: such a task
+    matches any site, and so does every task when ``site`` is ``None``.
+    """
+    return view is not None and site is not None and view.task.site not in ("", site)
+
+
+def print_other_site(console: Console, task_id: str, site: str, view: TaskView) -> None:
+    """Say that ``task_id`` is not a task of ``site`` (it is ``view``'s site's)."""
+    console.print(
+        Text(f"no task {task_id} at site {site} (it is a task of site {view.task.site})", "red")
+    )
+
+
 async def show_task(
-    settings: Settings, task_id: str, console: Console, *, as_json: bool = False
+    settings: Settings,
+    task_id: str,
+    console: Console,
+    *,
+    as_json: bool = False,
+    site: str | None = None,
 ) -> int:
     """Print one task: its steps with timings, policy decision, outcome, dead letters.
 
@@ -354,11 +391,14 @@ async def show_task(
         settings: the database is ``settings.db_url``.
         task_id: the task to show.
         console: where to render.
-        as_json: print :func:`sitemesh.cli._report.task_report` as one JSON document.
+        as_json: print :func:`sitemesh.state.task_report` as one JSON document.
+        site: show it only if it is this site's task (``--site``; see
+            :func:`at_other_site`); ``None``: whichever site's.
 
     Returns:
         :data:`EXIT_OK`, or :data:`EXIT_UNKNOWN_TASK` (after printing a message and
-        any tasks whose id starts with ``task_id``) when the task is not recorded.
+        any tasks whose id starts with ``task_id``) when the task is not recorded,
+        or is recorded as another site's than ``site``.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
@@ -371,6 +411,9 @@ async def show_task(
         view = await store.get_task(task_id)
         similar = [] if view is not None else await store.list_tasks(limit=5, prefix=task_id)
         costs = await _cost_lines(store, task_id) if view is not None else []
+    if view is not None and site is not None and at_other_site(view, site):
+        print_other_site(console, task_id, site, view)
+        return EXIT_UNKNOWN_TASK
     if view is None:
         console.print(
             Text(f"unknown task {task_id!r} at site {settings.site} ({_db_label(url)})", "red")

@@ -31,9 +31,14 @@ from rich.tree import Tree
 
 from ..bus import HDR_TRACEPARENT, Subjects
 from ..config import Settings
-from ..state import Store, TaskEventView, TaskView, create_engine
-from ._report import task_report
-from ._state_cmds import EXIT_OK, EXIT_UNKNOWN_TASK, _missing_sqlite
+from ..state import Store, TaskEventView, TaskView, create_engine, task_report
+from ._state_cmds import (
+    EXIT_OK,
+    EXIT_UNKNOWN_TASK,
+    _missing_sqlite,
+    at_other_site,
+    print_other_site,
+)
 
 MODEL_CALLS: Final = "model_calls"
 """Table of model calls (per task), shown when it exists."""
@@ -251,7 +256,12 @@ def _model_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 async def show_trace(
-    settings: Settings, task_id: str, console: Console, *, as_json: bool = False
+    settings: Settings,
+    task_id: str,
+    console: Console,
+    *,
+    as_json: bool = False,
+    site: str | None = None,
 ) -> int:
     """Print the tree of ``task_id``: each step, where it ran, decision, timings, retries.
 
@@ -263,9 +273,12 @@ async def show_trace(
         as_json: print one JSON document instead: the task report of ``show --json``
             plus ``trace`` (each step: where, role, what, at, took_ms, deliveries,
             summary), ``trace_id`` and ``model_calls``.
+        site: trace it only if it is this site's task (``--site``; see
+            :func:`sitemesh.cli._state_cmds.at_other_site`); ``None``: whichever site's.
 
     Returns:
-        :data:`EXIT_OK`, or :data:`EXIT_UNKNOWN_TASK` when nothing is known about it.
+        :data:`EXIT_OK`, or :data:`EXIT_UNKNOWN_TASK` when nothing is known about it,
+        or it is recorded as another site's task than ``site``.
 
     Raises:
         sqlalchemy.exc.SQLAlchemyError: the database is unreachable.
@@ -275,6 +288,9 @@ async def show_trace(
     if not _missing_sqlite(url):
         async with Store(url) as store:
             view = await store.get_task(task_id)
+    if view is not None and site is not None and at_other_site(view, site):
+        print_other_site(console, task_id, site, view)
+        return EXIT_UNKNOWN_TASK
     extra: list[TaskEventView] = []
     trace_id: str | None = None
     with contextlib.suppress(Exception):  # NATS is optional: the database is the record

@@ -38,6 +38,7 @@ from ._presence import (
     ready_by_role,
     workers_bucket,
 )
+from ._queues import RoleQueue, role_queues
 from ._roles import (
     INBOX_DURABLE,
     SERVICE_ROLES,
@@ -70,6 +71,7 @@ __all__ = [
     "ProcessState",
     "Processes",
     "Readiness",
+    "RoleQueue",
     "Service",
     "ToolHealthPublisher",
     "ToolHealthReport",
@@ -92,6 +94,7 @@ __all__ = [
     "read_worker",
     "read_workers",
     "ready_by_role",
+    "role_queues",
     "run_role",
     "step_handler",
     "tools_bucket",

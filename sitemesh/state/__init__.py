@@ -26,10 +26,12 @@ from ._approvals import (
     request_approval,
     undo_decision,
 )
+from ._audit import AUDIT_ACTIONS, AuditEntry, AuditRow, audit, read_audit
 from ._crm_models import AccountRow, CustomerNoteRow, CustomerRow
 from ._db import alembic_config, create_engine, is_sqlite, migrate, sqlite_path
 from ._model_calls import BudgetCounterRow, BudgetHoldRow, ModelCallRow
 from ._recorder import RECORDER_DURABLE, Recorder
+from ._report import final_answer, left_site, task_report
 from ._store import STATUSES, Store
 from ._tool_calls import ToolCallRow
 from ._vault_models import PseudonymVaultRow
@@ -45,6 +47,7 @@ from ._views import (
 
 __all__ = [
     "APPROVAL_STATUSES",
+    "AUDIT_ACTIONS",
     "RECORDER_DURABLE",
     "STATUSES",
     "AccountRow",
@@ -52,6 +55,8 @@ __all__ = [
     "ApprovalRecord",
     "ApprovalRow",
     "ApprovalStatus",
+    "AuditEntry",
+    "AuditRow",
     "Base",
     "BudgetCounterRow",
     "BudgetHoldRow",
@@ -75,13 +80,18 @@ __all__ = [
     "ToolCallRow",
     "UnknownApproval",
     "alembic_config",
+    "audit",
     "create_engine",
     "decide_approval",
+    "final_answer",
     "get_approval",
     "is_sqlite",
+    "left_site",
     "list_approvals",
     "migrate",
+    "read_audit",
     "request_approval",
     "sqlite_path",
+    "task_report",
     "undo_decision",
 ]

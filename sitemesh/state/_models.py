@@ -205,6 +205,7 @@ class DeadLetterRow(Base):
 
 
 from sitemesh.state._approvals import ApprovalRow as ApprovalRow  # noqa: E402
+from sitemesh.state._audit import AuditRow as AuditRow  # noqa: E402
 from sitemesh.state._crm_models import AccountRow, CustomerNoteRow, CustomerRow  # noqa: E402, F401
 from sitemesh.state._model_calls import BudgetCounterRow, BudgetHoldRow, ModelCallRow  # noqa: E402, F401
 from sitemesh.state._tool_calls import ToolCallRow as ToolCallRow  # noqa: E402

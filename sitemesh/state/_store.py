@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -82,6 +83,11 @@ class Store:
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine (for tables other modules own: model calls, the console's audit log)."""
+        return self._engine
+
     async def open(self) -> Store:
         """Migrate the database if ``auto_migrate``; returns ``self``."""
         if self._auto_migrate:
@@ -309,13 +315,19 @@ class Store:
                 dead_letters=tuple(dead_letter_view(r._mapping) for r in dls),
             )
 
-    async def counts(self, prefix: str | None = None) -> StatusCounts:
+    async def counts(self, prefix: str | None = None, *, site: str | None = None) -> StatusCounts:
         """Task counts by status, outcome and data class, and the dead-letter count.
 
         Args:
             prefix: count only tasks whose id starts with this.
+            site: count only this site's tasks and dead letters (sites may share
+                one database).
         """
         where = _prefix(TaskRow.task_id, prefix)
+        dl_where = _prefix(DeadLetterRow.task_id, prefix)
+        if site is not None:
+            where = where & (TaskRow.site == site)
+            dl_where = dl_where & (DeadLetterRow.site == site)
         async with self._engine.connect() as conn:
 
             async def group(col: Any) -> dict[str, int]:
@@ -326,11 +338,7 @@ class Store:
             by_status = {s: 0 for s in STATUSES} | await group(TaskRow.status)
             by_outcome = await group(TaskRow.outcome)
             by_data_class = await group(func.coalesce(TaskRow.data_class, "unknown"))
-            dl_stmt = (
-                select(func.count())
-                .select_from(DeadLetterRow)
-                .where(_prefix(DeadLetterRow.task_id, prefix))
-            )
+            dl_stmt = select(func.count()).select_from(DeadLetterRow).where(dl_where)
             n_dead = int((await conn.execute(dl_stmt)).scalar_one())
         return StatusCounts(
             total=sum(by_status.values()),
@@ -341,7 +349,17 @@ class Store:
         )
 
     async def list_tasks(
-        self, limit: int = 20, status: str | None = None, prefix: str | None = None
+        self,
+        limit: int = 20,
+        status: str | None = None,
+        prefix: str | None = None,
+        *,
+        site: str | None = None,
+        kind: str | None = None,
+        outcome: str | None = None,
+        data_class: str | None = None,
+        since: datetime | None = None,
+        before: datetime | None = None,
     ) -> list[TaskSummary]:
         """The most recently submitted tasks, newest first.
 
@@ -349,10 +367,28 @@ class Store:
             limit: at most this many.
             status: only tasks with this status.
             prefix: only tasks whose id starts with this.
+            site: only this site's tasks.
+            kind: only tasks of this kind (``support_ticket``...).
+            outcome: only answered tasks with this outcome (``resolved``...).
+            data_class: only tasks of this data class.
+            since: only tasks submitted at or after this time (UTC).
+            before: only tasks submitted strictly before this time (UTC): the cursor
+                of the next page is the last row's ``submitted_at``.
         """
         stmt = _tasks().where(_prefix(TaskRow.task_id, prefix))
-        if status is not None:
-            stmt = stmt.where(TaskRow.status == status)
+        for col, value in (
+            (TaskRow.status, status),
+            (TaskRow.site, site),
+            (TaskRow.kind, kind),
+            (TaskRow.outcome, outcome),
+            (TaskRow.data_class, data_class),
+        ):
+            if value is not None:
+                stmt = stmt.where(col == value)
+        if since is not None:
+            stmt = stmt.where(TaskRow.submitted_at >= since)
+        if before is not None:
+            stmt = stmt.where(TaskRow.submitted_at < before)
         stmt = stmt.order_by(
             TaskRow.submitted_at.desc().nulls_last(), TaskRow.task_id.desc()
         ).limit(limit)

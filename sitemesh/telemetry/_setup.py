@@ -170,9 +170,9 @@ class _NoSpans(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _span_exporter(settings: TelemetrySettings) -> SpanExporter:
+def _span_exporter(settings: TelemetrySettings, service_name: str) -> SpanExporter:
     if settings.exporter == "console":
-        return ConsoleSpanExporter(service_name=settings.service_name)
+        return ConsoleSpanExporter(service_name=service_name)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     base = settings.otlp_endpoint
@@ -203,7 +203,10 @@ def setup_telemetry(
     Args:
         settings: exporter, endpoint, service name, sampling.
         site: the process's site (resource attribute ``sitemesh.site``).
-        role: its role (resource attribute ``sitemesh.role``).
+        role: its role (resource attribute ``sitemesh.role``); the process's
+            ``service.name`` is ``<settings.service_name>-<role>``
+            (:meth:`~sitemesh.config.TelemetrySettings.service_for`: ``sitemesh-router``),
+            so each process is a service of its own in a trace viewer.
         span_exporter: export spans here instead (tests: an in-memory exporter;
             spans are exported synchronously as they end). Installs tracing even
             with ``exporter="none"``.
@@ -228,9 +231,10 @@ def setup_telemetry(
         return None
     _quiet_export_failures()
     tracing = settings.exporter != "none" or span_exporter is not None
+    service_name = settings.service_for(role)
     resource = Resource.create(
         {
-            "service.name": settings.service_name,
+            "service.name": service_name,
             "service.namespace": "sitemesh",
             "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
             **({"sitemesh.site": site} if site else {}),
@@ -246,7 +250,7 @@ def setup_telemetry(
         tracer_provider.add_span_processor(SimpleSpanProcessor(redactor))
     else:
         redactor = RedactingSpanExporter(
-            _span_exporter(settings) if tracing else _NoSpans(),
+            _span_exporter(settings, service_name) if tracing else _NoSpans(),
             settings.max_attribute_chars,
             trusted_scope=INSTRUMENTATION,
         )

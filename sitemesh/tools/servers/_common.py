@@ -98,8 +98,19 @@ def parser(prog: str, description: str, *, db: bool) -> argparse.ArgumentParser:
 
 
 def configure_logging(level: str) -> None:
-    """Log to stderr only: with stdio, stdout carries the JSON-RPC messages."""
+    """Log to stderr only: with stdio, stdout carries the JSON-RPC messages. With
+    ``SITEMESH_LOG_FORMAT=json``, one JSON object per line (:mod:`sitemesh.logs`)."""
+    from ...logs import JsonFormatter
+
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    try:
+        conf = settings()
+    except Exception:  # a bad setting is the server's to report, in its own words
+        return
+    if conf.log_format == "json":
+        formatter = JsonFormatter(conf.telemetry.service_for(None), conf.site)
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(formatter)
 
 
 def settings() -> Settings:
