@@ -189,3 +189,53 @@ async def test_a_handler_that_keeps_addressing_itself_goes_over_the_bus_past_the
     work = await stream_messages(js, subjects.work_stream, subjects.work("planner"))
     assert [msgspec.json.decode(m.data, type=Item).n for m in work] == [0, MAX_HANDOVER_DEPTH + 1]
     assert local.handed_over == {"planner": last - 1}
+
+
+async def test_a_handed_over_step_gets_its_process_span_and_metrics(
+    js: JetStreamContext, site: str, bus_settings: BusSettings
+) -> None:
+    """The middleware chain runs for a handed-over step as for a delivered one: its own
+    process span (marked ``sitemesh.handed_over``, no stream sequence) under the trace
+    of the step before, and the process metrics of its role; no queue-depth reading."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sitemesh.config import TelemetrySettings
+    from sitemesh.telemetry import setup_telemetry, shutdown_telemetry
+
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    shutdown_telemetry()
+    setup_telemetry(TelemetrySettings(), span_exporter=spans, metric_reader=reader)
+    try:
+        _, local = await _run(js, site, bus_settings, fail_once=set())
+        assert local.handed_over == {"validator": 1, "escalation": 1}
+        process = {
+            s.attributes["messaging.consumer.group.name"]: s  # type: ignore[index]
+            for s in spans.get_finished_spans()
+            if s.name.startswith("process ") and s.attributes
+        }
+        assert set(process) >= {"planner", "validator", "escalation"}
+        assert process["planner"].attributes.get("sitemesh.handed_over") is None  # type: ignore[union-attr]
+        for role in ("validator", "escalation"):
+            attrs = process[role].attributes or {}
+            assert attrs["sitemesh.handed_over"] is True
+            assert attrs["sitemesh.stream_seq"] == 0
+            assert process[role].context.trace_id == process["planner"].context.trace_id  # type: ignore[union-attr]
+        data = reader.get_metrics_data()
+        assert data is not None
+        consumed: dict[str, float] = {}
+        depth_roles: set[str] = set()
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        role = str(point.attributes.get("sitemesh.role", ""))
+                        if metric.name == "messaging.client.consumed.messages":
+                            consumed[role] = consumed.get(role, 0) + point.value  # type: ignore[union-attr]
+                        if metric.name == "sitemesh.queue.depth":
+                            depth_roles.add(role)
+        assert consumed.get("validator") == 1
+        assert consumed.get("escalation") == 1
+        assert "validator" not in depth_roles  # handed over: no consumer pending count
+    finally:
+        shutdown_telemetry()

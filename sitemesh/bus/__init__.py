@@ -119,7 +119,14 @@ from ._subjects import (
     token,
 )
 from ._types import Admit, Handler, MsgContext, Outbound, TaskIdOf
-from ._worker import LocalWorkers, Worker, ack_metadata, run_worker_until_signalled
+from ._worker import (
+    LOCAL_REPLY_PREFIX,
+    LocalWorkers,
+    Worker,
+    ack_metadata,
+    local_reply,
+    run_worker_until_signalled,
+)
 
 __all__ = [
     "ADMIT_BELOW",
@@ -145,6 +152,7 @@ __all__ = [
     "HDR_TRACEPARENT",
     "HDR_TRACESTATE",
     "KNOWLEDGE_BUCKET_PREFIX",
+    "LOCAL_REPLY_PREFIX",
     "MAX_DELIVERIES_EXCEEDED",
     "MAX_DOCUMENT_BYTES",
     "MAX_MSG_BYTES",
@@ -207,6 +215,7 @@ __all__ = [
     "keep_streams",
     "knowledge_bucket",
     "load_toml",
+    "local_reply",
     "message_id",
     "msg_id",
     "open_kv",

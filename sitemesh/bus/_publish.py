@@ -146,6 +146,18 @@ class Publisher:
         self._init_lock = asyncio.Lock()
         self._traced = publish_middleware()
 
+    def handed_over(self, out: Outbound, headers: dict[str, str], stream: str) -> None:
+        """Record ``out`` as sent although it is handed over in memory
+        (:class:`~sitemesh.bus.LocalWorkers`): the send middleware adds its headers (a
+        trace context) to ``headers`` and ends its send span at once, with stream
+        sequence 0 (never stored)."""
+        traced = self._traced
+        if traced is None:
+            return
+        started = time.perf_counter()
+        token = traced.start(out, headers)
+        traced.finish([token], [PubAck(stream=stream, seq=0)], None, started)
+
     async def _start(self) -> str:
         async with self._init_lock:
             if not self._prefix:

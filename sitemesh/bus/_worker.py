@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from nats.js.api import DEFAULT_PREFIX
 from ..config import BusSettings
 from ..errors import HandlerTimeout, MessageTooLarge, SchemaError, StreamFull
 from ..schemas import ENCODER, check_nesting, hostile_json_error, utcnow
-from ._acking import Action, Decision, backoff_s, decide
+from ._acking import ACK, Action, Decision, backoff_s, decide
 from ._deadletter import dead_letter_outbounds, raw_task_id
 from ._middleware import ProcessMiddleware, worker_middlewares
 from ._publish import PubAck, Publisher, outbound_headers
@@ -126,6 +127,19 @@ MAX_HANDOVER_DEPTH: Final = 32
 """Steps one input may run in memory, one after the other; further items of the chain
 go over the bus (a workflow's steps only move forward, so only a handler that keeps
 addressing itself gets near it)."""
+
+LOCAL_REPLY_PREFIX: Final = "$SM.LOCAL."
+"""Reply subject prefix of a message handed over in memory (:class:`LocalWorkers`):
+``$SM.LOCAL.<unix ns>``, when it was handed over. It never reached the server, so it
+has no ``$JS.ACK`` reply: middleware tells it apart by this prefix (a telemetry
+middleware records its process span and metrics, with no stream sequence or
+consumer pending count)."""
+
+
+def local_reply() -> str:
+    """The reply subject of a message handed over now (:data:`LOCAL_REPLY_PREFIX`)."""
+    return f"{LOCAL_REPLY_PREFIX}{time.time_ns()}"
+
 
 _DEPTH: ContextVar[int] = ContextVar("sitemesh_handover_depth", default=0)
 
@@ -287,6 +301,7 @@ class Worker(Generic[T]):
             if middleware is not None
             else worker_middlewares(site=site, role=role, stream=stream, durable=durable)
         )
+        self._chain = chain
         handle: Callable[[Msg], Coroutine[Any, Any, Any]] = self._settle
         for mw in reversed(chain):  # the first is outermost
             handle = functools.partial(mw.process, settle=handle)
@@ -554,9 +569,7 @@ class Worker(Generic[T]):
             if not await taker._take_over(out, causation_id, beat):
                 await self._publish_on_bus([out], causation_id, beat)
 
-    async def _take_over(
-        self, out: Outbound, causation_id: str | None, beat: _Heartbeat
-    ) -> bool:
+    async def _take_over(self, out: Outbound, causation_id: str | None, beat: _Heartbeat) -> bool:
         """Handle ``out`` here, as if it had been published and delivered to this
         worker (see :class:`LocalWorkers`); ``False``: it was not, publish it."""
         if self._stopping:
@@ -564,8 +577,10 @@ class Worker(Generic[T]):
         payload = out.payload
         data = payload if isinstance(payload, bytes) else ENCODER.encode(payload)
         headers = outbound_headers(out, causation_id)
+        self._publisher.handed_over(out, headers, self.stream)  # its send span, trace context
         depth = _DEPTH.set(_DEPTH.get() + 1)
-        try:
+
+        async def settle(msg: Msg) -> tuple[Decision, Exception | None]:
             value = self._decoder(data)
             ctx = MsgContext(
                 subject=out.subject,
@@ -582,6 +597,16 @@ class Worker(Generic[T]):
             outs = await self._run_handler(value, ctx)
             if outs:
                 await self._publish_outputs(outs, message_id(headers), beat)
+            return ACK, None
+
+        # the same middleware chain as a delivered message (its process span, metrics),
+        # on a message that never reached the server: its reply is not an ack subject
+        handle: Callable[[Msg], Coroutine[Any, Any, Any]] = settle
+        for mw in reversed(self._chain):
+            handle = functools.partial(mw.process, settle=handle)
+        local = Msg(self._nc, subject=out.subject, reply=local_reply(), data=data, headers=headers)
+        try:
+            await handle(local)
         except Exception as exc:  # the bus path retries or dead-letters it
             log.info(  # the class only: an error's text may quote the message (PII)
                 "%s: handing over %s failed (%s); publishing it",

@@ -35,6 +35,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from ..bus import (
     HDR_DATA_CLASS,
     HDR_TASK_ID,
+    LOCAL_REPLY_PREFIX,
     Action,
     Outbound,
     Settle,
@@ -71,7 +72,11 @@ def destination_template(subject: str) -> str:
 
 
 def _ack_fields(reply: str) -> tuple[int, int, int, int]:
-    """``(delivered, stream_seq, stored_ns, pending)`` from a JetStream ack subject."""
+    """``(delivered, stream_seq, stored_ns, pending)`` from a JetStream ack subject; for
+    a message handed over in memory (``$SM.LOCAL.<ns>``, :data:`LOCAL_REPLY_PREFIX`),
+    ``(1, 0, <ns>, -1)``: never stored, no consumer pending count."""
+    if reply.startswith(LOCAL_REPLY_PREFIX):
+        return 1, 0, int(reply.removeprefix(LOCAL_REPLY_PREFIX)), -1
     t = reply.split(".")
     if len(t) == 9:
         return int(t[4]), int(t[5]), int(t[7]), int(t[8])
@@ -89,7 +94,6 @@ class _Process:
 
 
 _PROCESS: ContextVar[_Process | None] = ContextVar("sitemesh_process", default=None)
-
 
 
 class WorkerMiddleware:
@@ -147,6 +151,7 @@ class WorkerMiddleware:
                 "sitemesh.deliveries": delivered,
                 "sitemesh.task_id": t.task_ref(task_id) if task_id else None,
                 "sitemesh.data_class": headers.get(HDR_DATA_CLASS),
+                "sitemesh.handed_over": True if pending < 0 else None,
             }
         )
         started = time.perf_counter()
@@ -186,7 +191,8 @@ class WorkerMiddleware:
                 m.redeliveries.add(1, labels)
             if outcome == Action.DEAD_LETTER.value:
                 m.dead_letters.add(1, labels)
-            m.set_depth(self.site, self.role, self.stream, pending)
+            if pending >= 0:  # a handed-over message knows no consumer's pending count
+                m.set_depth(self.site, self.role, self.stream, pending)
 
 
 class PublishMiddleware:
