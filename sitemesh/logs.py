@@ -78,6 +78,19 @@ class _Handler(logging.StreamHandler[TextIO]):
     """The handler :func:`configure_logging` installs (told apart from others')."""
 
 
+SSL_EOF_NOISE: Final = "returning true from eof_received() has no effect when using ssl"
+"""What asyncio's SSL transport logs (WARNING, logger ``asyncio``) each time nats-py's
+protocol sees a TLS peer close (every reconnect and every stop over TLS): it says
+nothing about the application, so :class:`DropSslEofNoise` drops it."""
+
+
+class DropSslEofNoise(logging.Filter):
+    """Drops asyncio's :data:`SSL_EOF_NOISE` warning; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "asyncio" and record.msg == SSL_EOF_NOISE)
+
+
 def configure_logging(
     settings: Settings,
     *,
@@ -108,6 +121,7 @@ def configure_logging(
         root.removeHandler(old)
     handler = _Handler(stream if stream is not None else sys.stderr)
     handler.setFormatter(log_formatter(settings, role))
+    handler.addFilter(DropSslEofNoise())
     root.addHandler(handler)
     root.setLevel(level)
     return handler

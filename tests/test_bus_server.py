@@ -46,6 +46,19 @@ async def test_server_start_failure_includes_its_output(tmp_path: Path) -> None:
             pass
 
 
+async def test_the_server_runs_in_its_own_session(tmp_path: Path) -> None:
+    """A Ctrl-C at the terminal (SIGINT to the foreground process group) does not reach
+    the server: its owner stops the workers first and the server last. (Signalling
+    our own group here would interrupt the test runner itself.)"""
+    import os
+
+    async with NatsServer(tmp_path / "store", ready_timeout_s=30) as server:
+        pid = server.pid
+        assert pid is not None
+        assert os.getsid(pid) == pid != os.getsid(0)
+        assert os.getpgid(pid) != os.getpgid(0)
+
+
 async def test_embedded_server_is_started_once_and_reused(tmp_path: Path) -> None:
     async with EmbeddedNats(tmp_path) as first:
         assert first.owner

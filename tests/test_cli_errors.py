@@ -254,6 +254,21 @@ def test_configure_logging_leaves_others_handlers_alone() -> None:
     assert root.handlers == before
 
 
+def test_asyncios_ssl_eof_warning_is_dropped() -> None:
+    """asyncio's "eof_received() has no effect when using ssl" (each TLS close under
+    nats-py) never reaches the log; other asyncio warnings do."""
+    from sitemesh.logs import SSL_EOF_NOISE, DropSslEofNoise
+
+    f = DropSslEofNoise()
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, (), None)
+
+    assert not f.filter(record("asyncio", SSL_EOF_NOISE))
+    assert f.filter(record("asyncio", "Task was destroyed but it is pending!"))
+    assert f.filter(record("sitemesh.bus", SSL_EOF_NOISE))
+
+
 def test_each_process_is_its_own_service() -> None:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 

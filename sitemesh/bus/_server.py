@@ -233,9 +233,13 @@ class NatsServer:
         if self.name is not None:
             args += ["-n", self.name]
         with self.log_path.open("wb") as log:
+            # its own session: a Ctrl-C at the terminal (SIGINT to the foreground
+            # process group) reaches the owner, which stops the workers first and this
+            # server last, not the server at once under workers still draining
             return subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
 
     def _log_text(self) -> str:
         try:
