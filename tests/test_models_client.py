@@ -393,3 +393,63 @@ def test_requests_round_trip_with_the_same_hash(
     again = msgspec.json.decode(msgspec.json.encode(req), type=ModelRequest)
     assert again == req
     assert again.prompt_hash == req.prompt_hash
+
+
+# --- telemetry ------------------------------------------------------------------------
+
+
+class _Priced:
+    """A budget hook that prices every call at 0.0042 USD."""
+
+    async def reserve(self, *args: Any) -> Any:
+        return "r"
+
+    async def settle(self, reservation: Any, usage: Usage) -> float | None:
+        return 0.0042
+
+    async def release(self, reservation: Any) -> None:
+        return None
+
+
+async def test_each_live_call_gets_its_span_and_gen_ai_metrics(servers: Servers) -> None:
+    """With telemetry on, every call to a backend (not a replay, not a refused breaker)
+    has a client span and records its duration, tokens and cost: what a worker's
+    ``/metrics`` shows as ``gen_ai_client_*`` and ``sitemesh_model_cost``."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sitemesh.config import TelemetrySettings
+    from sitemesh.telemetry import setup_telemetry, shutdown_telemetry
+
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    shutdown_telemetry()
+    setup_telemetry(TelemetrySettings(), span_exporter=spans, metric_reader=reader)
+    try:
+        servers.openai.script(server_error(500))
+        servers.anthropic.script(server_error(500))
+        servers.vllm.default = Reply(text="site answer")
+        async with servers.client(max_attempts=1, budget=_Priced()) as client:
+            response = await client.complete(REQ, COMPLEX_ALLOWED)
+        assert response.provider == "vllm"
+        calls = [s for s in spans.get_finished_spans() if s.name.startswith("chat ")]
+        by_provider = {str((s.attributes or {}).get("sitemesh.model.provider")): s for s in calls}
+        assert set(by_provider) >= {"openai", "vllm"}
+        assert (by_provider["openai"].attributes or {}).get("error.type")
+        ok = by_provider["vllm"].attributes or {}
+        assert ok.get("error.type") is None
+        assert ok["sitemesh.tokens.input"] == response.usage.tokens_in > 0
+        assert ok["sitemesh.cost_usd"] == pytest.approx(0.0042)
+        data = reader.get_metrics_data()
+        assert data is not None
+        seen: dict[str, float] = {}
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    for point in metric.data.data_points:
+                        value = getattr(point, "sum", None) or getattr(point, "value", 0)
+                        seen[metric.name] = seen.get(metric.name, 0) + float(value)
+        assert seen.get("gen_ai.client.token.usage", 0) > 0
+        assert seen.get("gen_ai.client.operation.duration", 0) > 0
+        assert any(name.startswith("sitemesh.model.cost") for name in seen), sorted(seen)
+    finally:
+        shutdown_telemetry()

@@ -37,6 +37,7 @@ from ..errors import (
     ReplayMiss,
     SitemeshError,
 )
+from ..telemetry import model_call
 from ._backends import AnthropicBackend, DeltaCallback, ModelBackend, OpenAIBackend
 from ._hooks import Budget, NoBudget
 from ._recorder import CallRecorder, NullRecorder
@@ -460,51 +461,57 @@ class ModelClient:
                                error=f"{type(exc).__name__}: {exc}", **common)
             raise ModelRequestError(f"{ref}: budget refused: {exc}", provider=ref.provider,
                                     model=ref.model) from exc
-        start = time.perf_counter()
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                response = await backend.complete(
-                    request, ref.model, max_tokens=self.max_tokens, on_delta=on_delta
-                )
-            except asyncio.CancelledError:
-                await asyncio.shield(self.budget.release(reservation))
-                raise
-            except ModelRequestError as exc:
-                error: ModelError = exc
-                break
-            except ModelUnavailable as exc:
-                breaker.failure()
-                error = exc
-                delay = self.retry.delay_s(attempts, exc.retry_after_s)
-                if delay is None or not breaker.allow():
-                    break
-                await self._sleep(delay)
-                continue
-            breaker.success()
-            response = msgspec.structs.replace(response, prompt_hash=prompt_hash)
-            elapsed = (time.perf_counter() - start) * 1000
-            if accept is not None:
+        # the call's span and metrics (gen_ai tokens, cost, duration) when telemetry is on
+        with model_call(provider=ref.provider, model=ref.model,
+                        data_class=ctx.data_class) as observed:  # fmt: skip
+            start = time.perf_counter()
+            attempts = 0
+            while True:
+                attempts += 1
                 try:
-                    accept(response)
-                except _Invalid as bad:
-                    await self.budget.settle(reservation, response.usage)
-                    await self._record(request, ctx, prompt_hash, "invalid_output",
-                                       attempts=attempts, latency_ms=elapsed, response=response,
-                                       error=bad.error, **common)
+                    response = await backend.complete(
+                        request, ref.model, max_tokens=self.max_tokens, on_delta=on_delta
+                    )
+                except asyncio.CancelledError:
+                    await asyncio.shield(self.budget.release(reservation))
                     raise
-            cost = await self.budget.settle(reservation, response.usage)
-            await self._record(request, ctx, prompt_hash, "ok", attempts=attempts,
-                               latency_ms=elapsed, response=response, cost_usd=cost, **common)
-            return response
-        await self.budget.release(reservation)
-        await self._record(
-            request, ctx, prompt_hash, _outcome(error), attempts=attempts,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            error=f"{type(error).__name__}: {error}", **common,
-        )
-        raise error
+                except ModelRequestError as exc:
+                    error: ModelError = exc
+                    break
+                except ModelUnavailable as exc:
+                    breaker.failure()
+                    error = exc
+                    delay = self.retry.delay_s(attempts, exc.retry_after_s)
+                    if delay is None or not breaker.allow():
+                        break
+                    await self._sleep(delay)
+                    continue
+                breaker.success()
+                response = msgspec.structs.replace(response, prompt_hash=prompt_hash)
+                observed.record(input_tokens=response.usage.tokens_in,
+                                output_tokens=response.usage.tokens_out)  # fmt: skip
+                elapsed = (time.perf_counter() - start) * 1000
+                if accept is not None:
+                    try:
+                        accept(response)
+                    except _Invalid as bad:
+                        await self.budget.settle(reservation, response.usage)
+                        await self._record(request, ctx, prompt_hash, "invalid_output",
+                                           attempts=attempts, latency_ms=elapsed, response=response,
+                                           error=bad.error, **common)
+                        raise
+                cost = await self.budget.settle(reservation, response.usage)
+                observed.cost_usd = cost or 0.0
+                await self._record(request, ctx, prompt_hash, "ok", attempts=attempts,
+                                   latency_ms=elapsed, response=response, cost_usd=cost, **common)
+                return response
+            await self.budget.release(reservation)
+            await self._record(
+                request, ctx, prompt_hash, _outcome(error), attempts=attempts,
+                latency_ms=(time.perf_counter() - start) * 1000,
+                error=f"{type(error).__name__}: {error}", **common,
+            )
+            raise error
 
     async def _fallback(
         self,
