@@ -71,7 +71,10 @@ REPAIR_PROMPT = (
 message, naming the JSON path)."""
 
 
-class _Invalid(Exception):
+class InvalidOutput(Exception):
+    """Structured output that does not decode (its class name is the ``error.type`` of
+    the call's span and duration metric)."""
+
     def __init__(self, error: str, response: ModelResponse) -> None:
         super().__init__(error)
         self.error = error
@@ -341,13 +344,13 @@ class ModelClient:
                 if check is not None:
                     check(value)
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-                raise _Invalid(str(exc), response) from exc
+                raise InvalidOutput(str(exc), response) from exc
             decoded.append(value)
 
         try:
             response = await self._run(request, ctx, on_delta, accept)
             return Structured(decoded[-1], response)
-        except _Invalid as first:
+        except InvalidOutput as first:
             repair = msgspec.structs.replace(
                 request,
                 messages=[
@@ -358,7 +361,7 @@ class ModelClient:
             )
             try:
                 response = await self._run(repair, ctx, on_delta, accept)
-            except _Invalid as second:
+            except InvalidOutput as second:
                 raise InvalidModelOutput(
                     second.error,
                     output=second.response.text,
@@ -494,7 +497,7 @@ class ModelClient:
                 if accept is not None:
                     try:
                         accept(response)
-                    except _Invalid as bad:
+                    except InvalidOutput as bad:
                         await self.budget.settle(reservation, response.usage)
                         await self._record(request, ctx, prompt_hash, "invalid_output",
                                            attempts=attempts, latency_ms=elapsed, response=response,
