@@ -321,6 +321,12 @@ def create_app(
                 or ("cloud" if (ev.role or "").startswith("cloud") else "edge")
             )
             steps.append((f"{label} ({ev.role or '-'})", ev.started_at, ev.at, where))
+        ap = tp.approval
+        if ap is not None:  # the wait for a person is part of the task's time
+            end = ap.decided_at or utcnow()
+            who = ap.decided_by or "pending"
+            steps.append((f"awaiting approval ({who})", ap.requested_at, end, "wait"))
+            steps.sort(key=lambda st: st[1] or st[2])
         svg = waterfall(steps, tp.view.task.submitted_at)
         return render(request, "trace.html", tp=tp, svg=svg, live=f"task:{task_id}")
 
