@@ -26,6 +26,7 @@ from sitemesh.console import (
 from sitemesh.schemas import Envelope, PolicyDecision, SupportTicket, TaskAccepted
 from sitemesh.state import Store, read_audit, request_approval
 from sitemesh.workflows import new_item
+from tests.conftest import assert_eventually
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 BODY = "Hi, this is Alice Johnson, my phone +1 212 555 0199 stopped getting calls."
@@ -248,3 +249,55 @@ def test_proxy_header_login(tmp_path: Path) -> None:
         assert r.status_code == 200
         assert "pat (approver)" in r.text
         assert client.get("/tasks", headers={"X-Forwarded-User": "mallory"}).status_code == 401
+
+
+async def test_live_pages_get_a_change_event_when_the_site_records_something(
+    tmp_path: Path,
+) -> None:
+    """``GET /events`` over a real server: quiet while nothing changes, then one
+    ``change`` event after the recorder writes an event (what a live page re-fetches on)."""
+    import socket
+
+    import httpx
+    import uvicorn
+
+    settings = Settings(site="eu1", state_dir=tmp_path,
+                        db=DbSettings(url=f"sqlite+aiosqlite:///{tmp_path}/s.db"))  # fmt: skip
+    await _seed(settings.db_url)
+    app = create_app(settings, users_file=_users(tmp_path / "users.toml"), warm_analyzer=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            r = await http.post("/login", data={"username": "vera", "password": PASSWORDS["vera"]})
+            assert r.status_code == 303
+            async with http.stream("GET", "/events") as events:
+                assert events.status_code == 200
+                assert events.headers["content-type"].startswith("text/event-stream")
+                got: list[str] = []
+
+                async def read() -> None:
+                    async for line in events.aiter_lines():
+                        got.append(line)
+
+                reader = asyncio.create_task(read())
+                try:
+                    await asyncio.sleep(2.5)  # nothing recorded: no change
+                    assert "event: change" not in got
+                    async with Store(settings.db_url) as store:
+                        await store.record_event("EVENTS_eu1", 99, TaskAccepted(
+                            task_id="cs-live", site="eu1", kind="support_ticket",
+                            submitted_at=T0))  # fmt: skip
+                    await assert_eventually(lambda: "event: change" in got, 10)
+                    assert got.count("event: change") == 1
+                finally:
+                    reader.cancel()
+    finally:
+        server.should_exit = True
+        await serving

@@ -100,6 +100,47 @@ class _UsersFile:
         return self._users
 
 
+class _Live:
+    """One poller per console for every live page: it reads the site's fingerprint
+    (:meth:`ConsoleData.fingerprint`, three indexed queries) every
+    :data:`LIVE_POLL_S` seconds while someone listens, and wakes the listeners when it
+    changes. The database cost does not grow with the number of open pages."""
+
+    def __init__(self, data: ConsoleData) -> None:
+        self._data = data
+        self.current = ""
+        self._changed = asyncio.Condition()
+        self._listeners = 0
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(LIVE_POLL_S)
+            if not self._listeners:
+                continue
+            try:
+                now = await self._data.fingerprint()
+            except Exception as exc:  # the database is away for a moment: try again
+                log.warning("live updates: fingerprint not read: %s", type(exc).__name__)
+                continue
+            if now != self.current:
+                self.current = now
+                async with self._changed:
+                    self._changed.notify_all()
+
+    async def changed(self, seen: str, *, timeout_s: float) -> str:
+        """The fingerprint once it differs from ``seen``, or after ``timeout_s``."""
+        self._listeners += 1
+        try:
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self.current != seen), timeout_s
+                    )
+            return self.current
+        finally:
+            self._listeners -= 1
+
+
 def _parse_time(value: str | None, field: str) -> datetime | None:
     if not value:
         return None
@@ -143,6 +184,7 @@ def create_app(
     """
     users_src = _UsersFile(users_file, users)
     data = ConsoleData(settings, nats_url, monitor_url=monitor_url)
+    live = _Live(data)
     env = Environment(
         loader=PackageLoader("sitemesh.console", "templates"),
         autoescape=select_autoescape(["html"]),
@@ -513,14 +555,13 @@ def create_app(
     @page()
     async def events(request: Request, user: User) -> Response:
         async def stream() -> AsyncIterator[dict[str, str]]:
-            last = await data.fingerprint()
+            seen = live.current
             while True:
-                await asyncio.sleep(LIVE_POLL_S)
+                now = await live.changed(seen, timeout_s=LIVE_POLL_S * 5)
                 if await request.is_disconnected():
                     return
-                now = await data.fingerprint()
-                if now != last:
-                    last = now
+                if now != seen:
+                    seen = now
                     yield {"event": "change", "data": now}
 
         return EventSourceResponse(stream(), ping=15)
@@ -535,9 +576,14 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await data.open()
         warming = asyncio.create_task(asyncio.to_thread(warm)) if warm_analyzer else None
+        live.current = await data.fingerprint()
+        polling = asyncio.create_task(live.run(), name="console-live")
         try:
             yield
         finally:
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
             if warming is not None:
                 with contextlib.suppress(Exception):
                     await warming

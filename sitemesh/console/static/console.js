@@ -23,5 +23,7 @@
   const es = new EventSource("/events");
   es.addEventListener("change", refresh);
   es.onerror = () => { if (state) state.textContent = "live updates reconnecting"; };
-  es.onopen = () => { if (state) state.textContent = "live"; };
+  // on (re)connecting, catch up once: a change between rendering the page and opening
+  // the stream (or while it was down) would otherwise be missed
+  es.onopen = () => { if (state) state.textContent = "live"; refresh(); };
 })();
