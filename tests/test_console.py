@@ -123,6 +123,10 @@ def test_every_page_needs_a_login(site: tuple[TestClient, Settings]) -> None:
         client.post("/approvals/x", data={"decision": "approve", "reason": "r"}).status_code == 401
     )
     assert client.get("/healthz").status_code == 200
+    headers = client.get("/login").headers  # no page is framed, cached or scripted from elsewhere
+    assert headers["content-security-policy"].startswith("default-src 'self'")
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["cache-control"] == "no-store"
 
 
 def test_wrong_password_is_refused_and_audited(site: tuple[TestClient, Settings]) -> None:

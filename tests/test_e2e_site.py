@@ -199,18 +199,27 @@ async def _ended_all(store: Store, prefix: str, wanted: set[str]) -> bool:
 
 async def test_sigkilled_workers_lose_nothing(site_run: SiteRun, tmp_path: Path) -> None:
     """SIGKILL the retriever and both planners mid-stream: the supervisor restarts them,
-    unacked work is redelivered, and every task gets exactly one final answer."""
+    unacked work is redelivered, and every task gets exactly one final answer.
+
+    The planners are stopped (SIGSTOP) before the tickets are published, so the work
+    piles up at them (fetched and unacked, or still queued) and none is answered
+    before the kill, however fast the rest of the site is."""
     run = site_run
     prefix = "p2-"
     tickets = _head(DATA / "tickets.jsonl", 120, tmp_path / "tickets.jsonl")
-    valid = set(_publish(run, [tickets], prefix))
-    await assert_eventually(
-        lambda: _some_answered(run.store, prefix), timeout_s=60, interval_s=0.05
-    )
     before = run.sup.pids
+    for pid in before["planner"]:
+        os.kill(pid, signal.SIGSTOP)
+    valid = set(_publish(run, [tickets], prefix))
+
+    async def at_the_planners() -> bool:
+        info = await run.js.consumer_info(run.subjects.work_stream, "planner")
+        return (info.num_pending or 0) + (info.num_ack_pending or 0) >= 3
+
+    await assert_eventually(at_the_planners, timeout_s=60, interval_s=0.05)
     victims = before["retriever"] + before["planner"]
     for pid in victims:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # a stopped process dies too
     assert len(await run.store.answered_ids(prefix)) < len(valid), "killed too late"
     await assert_eventually(
         lambda: _ended_all(run.store, prefix, valid), timeout_s=180, msg="tasks lost"
@@ -229,7 +238,3 @@ async def test_sigkilled_workers_lose_nothing(site_run: SiteRun, tmp_path: Path)
     assert all(answers[t] == 1 for t in valid), {t: answers[t] for t in valid if answers[t] != 1}
     # the restarted processes are back at work (and so stop cleanly at teardown)
     await wait_ready([(run.js, run.sup)], timeout_s=300)  # their new pids, not the old records
-
-
-async def _some_answered(store: Store, prefix: str) -> bool:
-    return len(await store.answered_ids(prefix)) >= 3

@@ -8,6 +8,7 @@ start). Fails closed: when the analyzer fails, the whole text is withheld.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Final
 
@@ -16,18 +17,27 @@ log = logging.getLogger("sitemesh.console")
 WITHHELD: Final = "[withheld: the PII analyzer failed, so this text cannot be shown masked]"
 
 
+MASK_CACHE: Final = 4096
+"""Masked texts kept per process (a queue page masks the same texts at every refresh)."""
+
+
 def mask_text(text: str) -> str:
     """``text`` with every detected entity replaced by ``<ENTITY_TYPE>``, or
-    :data:`WITHHELD` when the analyzer fails."""
+    :data:`WITHHELD` when the analyzer fails (not cached: the next view tries again)."""
     if not text.strip():
         return text
-    from ..policy import find_pii
-
     try:
-        entities = find_pii(text)
+        return _masked(text)
     except Exception:  # fail closed: never show the raw text instead
         log.exception("PII analyzer failed; text withheld")
         return WITHHELD
+
+
+@functools.lru_cache(maxsize=MASK_CACHE)
+def _masked(text: str) -> str:
+    from ..policy import find_pii
+
+    entities = find_pii(text)
     out, last = [], 0
     for e in sorted(entities, key=lambda e: e.start):
         if e.start < last:  # overlapping spans: the first one already covers it
