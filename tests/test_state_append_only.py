@@ -103,3 +103,19 @@ async def test_approval_request_is_fixed_and_rows_stay(store: Store, state_db_ur
     assert "refused" in await _refused(
         state_db_url, f"UPDATE approvals SET status = 'approved' WHERE approval_id = '{aid}'"
     )
+
+
+async def test_the_console_audit_log_is_append_only(store: Store, state_db_url: str) -> None:
+    """Revision 0008: who viewed raw content stays written (``sitemesh.state.audit``)."""
+    from sitemesh.state import audit, read_audit
+
+    await audit(store.engine, user="ada", role="admin", action="view_raw", site="eu1",
+                target="task:t-1", detail="task text", client="127.0.0.1")  # fmt: skip
+    with pytest.raises(ValueError, match="audit action must be one of"):
+        await audit(store.engine, user="ada", role="admin", action="peek")
+    assert "append-only" in await _refused(state_db_url, "UPDATE console_audit SET username = 'x'")
+    assert "append-only" in await _refused(state_db_url, "DELETE FROM console_audit")
+    if state_db_url.startswith("postgresql"):
+        assert "append-only" in await _refused(state_db_url, "TRUNCATE console_audit")
+    [entry] = await read_audit(store.engine, target="task:t-1")
+    assert (entry.user, entry.action, entry.client) == ("ada", "view_raw", "127.0.0.1")

@@ -40,8 +40,9 @@ class AuditRow(Base):
     id: Mapped[int] = row_id()
     at: Mapped[datetime]
     """When (UTC)."""
-    user: Mapped[str] = mapped_column(String(128))
-    """The authenticated user (or the name tried, for ``login_failed``)."""
+    username: Mapped[str] = mapped_column(String(128))
+    """The authenticated user (or the name tried, for ``login_failed``); not ``user``,
+    a reserved word of PostgreSQL's SQL."""
     role: Mapped[str] = mapped_column(String(16), default="")
     """Their console role (``viewer``, ``approver``, ``admin``)."""
     action: Mapped[str] = mapped_column(String(32))
@@ -93,7 +94,7 @@ async def audit(
     async with engine.begin() as conn:
         await conn.execute(
             insert(AuditRow).values(
-                at=utcnow(), user=user[:128], role=role, action=action, site=site,
+                at=utcnow(), username=user[:128], role=role, action=action, site=site,
                 target=target[:256], detail=detail, client=client[:64],
             )
         )  # fmt: skip
@@ -113,7 +114,7 @@ async def read_audit(
         rows = (await conn.execute(stmt)).all()
     return [
         AuditEntry(
-            at=r.at, user=r.user, role=r.role, action=r.action, site=r.site,
+            at=r.at, user=r.username, role=r.role, action=r.action, site=r.site,
             target=r.target, detail=r.detail, client=r.client,
         )
         for r in rows

@@ -33,7 +33,7 @@ def upgrade() -> None:
         _TABLE,
         sa.Column("id", _ID, autoincrement=True, nullable=False),
         sa.Column("at", _TS, nullable=False),
-        sa.Column("user", sa.String(length=128), nullable=False),
+        sa.Column("username", sa.String(length=128), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("action", sa.String(length=32), nullable=False),
         sa.Column("site", sa.String(length=16), nullable=False),
