@@ -64,7 +64,7 @@ from ..state import (
 )
 from ._auth import Role, User, Users, load_users
 from ._charts import bar_chart, waterfall
-from ._data import ConsoleData, DocKind, TaskFilters
+from ._data import PAGE_SIZE, ConsoleData, DocKind, TaskFilters, TaskPage
 from ._mask import mask, warm
 
 log = logging.getLogger("sitemesh.console")
@@ -252,6 +252,18 @@ def create_app(
         )  # fmt: skip
         return HTMLResponse(html, status_code=status)
 
+    def problem(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+        """The error page: ``title`` and ``message`` (which names what was wrong)."""
+        return render(request, "error.html", status=status, title=title, message=message)
+
+    async def task_or_404(request: Request) -> TaskPage | Response:
+        """The path's task, or the 404 page naming it."""
+        task_id = request.path_params["task_id"]
+        tp = await data.task(task_id)
+        if tp is None:
+            return problem(request, 404, "Not found", f"no task {task_id!r} at site {data.site}")
+        return tp
+
     def login_page(request: Request, status: int = 401, error: str = "") -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": "login required"}, status_code=401)
@@ -261,7 +273,7 @@ def create_app(
     def forbidden(request: Request, what: str) -> Response:
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": f"forbidden: {what}"}, status_code=403)
-        return render(request, "error.html", status=403, title="Forbidden", message=what)
+        return problem(request, 403, "Forbidden", what)
 
     def page(
         role: Role = "viewer",
@@ -285,8 +297,7 @@ def create_app(
                 try:
                     return await fn(request, user)
                 except _BadInput as exc:
-                    return render(request, "error.html", status=400, title="Bad request",
-                                  message=str(exc))  # fmt: skip
+                    return problem(request, 400, "Bad request", str(exc))
 
             return handler
 
@@ -353,7 +364,7 @@ def create_app(
         counts = await data.counts(f.site)
         next_before = (
             rows[-1].submitted_at.isoformat()
-            if len(rows) == 100 and rows[-1].submitted_at
+            if len(rows) == PAGE_SIZE and rows[-1].submitted_at
             else None
         )
         return render(request, "tasks.html", rows=rows, f=f, counts=counts, live="tasks",
@@ -361,13 +372,13 @@ def create_app(
 
     @page()
     async def task(request: Request, user: User) -> Response:
-        task_id = request.path_params["task_id"]
-        tp = await data.task(task_id)
-        if tp is None:
-            return render(request, "error.html", status=404, title="Not found",
-                          message=f"no task {task_id!r} at site {data.site}")  # fmt: skip
+        tp = await task_or_404(request)
+        if not isinstance(tp, TaskPage):
+            return tp
+        task_id = tp.view.task.task_id
         raw = await data.raw_task_text(tp)
-        sees_raw = users_src.get().sees_raw(user) and request.query_params.get("masked") != "1"
+        may_see_raw = users_src.get().sees_raw(user)
+        sees_raw = may_see_raw and request.query_params.get("masked") != "1"
         stayed = None
         if raw is not None:
             if sees_raw:
@@ -378,15 +389,14 @@ def create_app(
         cost = sum((c.get("cost_nanos") or 0) for c in tp.model_calls) / 1e9
         return render(request, "task.html", tp=tp, r=tp.report, stayed=stayed,
                       raw_shown=sees_raw and raw is not None, cost=cost, live=f"task:{task_id}",
-                      sees_raw=users_src.get().sees_raw(user))  # fmt: skip
+                      sees_raw=may_see_raw)  # fmt: skip
 
     @page()
     async def trace(request: Request, user: User) -> Response:
-        task_id = request.path_params["task_id"]
-        tp = await data.task(task_id)
-        if tp is None:
-            return render(request, "error.html", status=404, title="Not found",
-                          message=f"no task {task_id!r} at site {data.site}")  # fmt: skip
+        tp = await task_or_404(request)
+        if not isinstance(tp, TaskPage):
+            return tp
+        task_id = tp.view.task.task_id
         steps = []
         for ev in tp.view.events:
             label = str(ev.payload.get("step") or ev.type.split(".")[0])
@@ -442,16 +452,11 @@ def create_app(
         try:
             rec = await data.decide(approval_id, verdict == "approve", user.name, reason)
         except UnknownApproval:
-            return render(request, "error.html", status=404, title="Not found",
-                          message=f"no approval {approval_id!r}")  # fmt: skip
+            return problem(request, 404, "Not found", f"no approval {approval_id!r}")
         except ApprovalAlreadyDecided as exc:
-            return render(
-                request, "error.html", status=409, title="Already decided", message=str(exc)
-            )
+            return problem(request, 409, "Already decided", str(exc))
         except (BusConnectionError, SitemeshError) as exc:
-            return render(
-                request, "error.html", status=503, title="Not published", message=str(exc)
-            )
+            return problem(request, 503, "Not published", str(exc))
         return RedirectResponse(f"/tasks/{rec.task_id}", status_code=303)
 
     # -- dead letters -----------------------------------------------------------------
@@ -479,7 +484,7 @@ def create_app(
             rec = None
         if rec is None:
             missing = f"no dead letter {seq} in DLQ_{data.site} (or NATS is away)"
-            return render(request, "error.html", status=404, title="Not found", message=missing)
+            return problem(request, 404, "Not found", missing)
         letter = rec.letter
         text = letter.original.decode("utf-8", "replace")
         with contextlib.suppress(ValueError):
@@ -508,10 +513,9 @@ def create_app(
         try:
             res = await data.redrive(seq)
         except LookupError:
-            return render(request, "error.html", status=404, title="Not found",
-                          message=f"no dead letter {seq}")  # fmt: skip
+            return problem(request, 404, "Not found", f"no dead letter {seq}")
         except SitemeshError as exc:
-            return render(request, "error.html", status=409, title="Not redriven", message=str(exc))
+            return problem(request, 409, "Not redriven", str(exc))
         request.session["flash"] = (
             f"dead letter {seq} was redriven before" if res.already
             else f"dead letter {seq} redriven (republished, stream seq {res.seq})"

@@ -205,14 +205,9 @@ class ConsoleData:
                 .order_by(ToolCallRow.started_at, ToolCallRow.id)
             )
             tool_calls = [{k: v for k, v in r._mapping.items() if k != "record"} for r in tc]
-            has_approval = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(ApprovalRow)
-                    .where(ApprovalRow.task_id == task_id)
-                )
-            ).scalar_one()
-        approval = await get_approval(self.store, task_id) if has_approval else None
+        approval = await get_approval(self.store, task_id)
+        if approval is not None and approval.task_id != task_id:
+            approval = None  # an approval whose id is spelled like this task's id
         return TaskPage(view, task_report(view), model_calls, tool_calls, approval)
 
     async def raw_task_text(self, page: TaskPage) -> str | None:
