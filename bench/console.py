@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import socket
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
+from sitemesh.bus import free_port
 from sitemesh.config import DbSettings, Settings
 from sitemesh.console import create_app, hash_password, save_user
 from sitemesh.schemas import (
@@ -78,10 +78,6 @@ async def seed(url: str, n: int) -> float:
     return time.perf_counter() - t
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _stats(xs: list[float]) -> str:
@@ -104,7 +100,7 @@ async def main() -> None:
     users = tmp / "users.toml"
     save_user(users, "ada", "admin", hash_password("bench-pass-1"))
     app = create_app(settings, users_file=users, warm_analyzer=False)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn has no started event to wait on

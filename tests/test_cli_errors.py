@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from sitemesh.bus import free_port
 from sitemesh.cli import app
 from sitemesh.config import TelemetrySettings, load_settings
 from sitemesh.logs import JsonFormatter, log_formatter
@@ -32,12 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TICKETS = ROOT / "examples" / "data" / "tickets.jsonl"
 
 
-def _closed_port() -> int:
-    """A local TCP port nothing listens on (free a moment ago)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def _one_line_error(stderr: str, *words: str) -> str:
@@ -101,10 +95,10 @@ def test_a_secret_setting_is_never_repeated() -> None:
     "args", [["status"], ["status", "--json"], ["show", "tk-1"], ["trace", "tk-1"], ["approvals"]]
 )
 def test_an_unreachable_database_is_one_line_without_its_password(args: list[str]) -> None:
-    port = _closed_port()
+    port = free_port()
     env = {
         "SITEMESH_DB_URL": f"postgresql+asyncpg://sm:hunter2@127.0.0.1:{port}/sitemesh",
-        "SITEMESH_NATS_URL": f"nats://127.0.0.1:{_closed_port()}",
+        "SITEMESH_NATS_URL": f"nats://127.0.0.1:{free_port()}",
         "SITEMESH_NATS_CONNECT_TIMEOUT_S": "1",
     }
     done = runner.invoke(app, args, env=env)
@@ -115,7 +109,7 @@ def test_an_unreachable_database_is_one_line_without_its_password(args: list[str
 
 
 def test_an_unreachable_nats_is_one_line() -> None:
-    port = _closed_port()
+    port = free_port()
     env = {"SITEMESH_NATS_URL": f"nats://sm:hunter2@127.0.0.1:{port}",
            "SITEMESH_NATS_CONNECT_TIMEOUT_S": "1"}  # fmt: skip
     done = runner.invoke(app, ["publish", str(TICKETS), "--allow-unserved"], env=env)
@@ -180,7 +174,7 @@ def _lines_until(proc: subprocess.Popen[str], word: str) -> Iterator[str]:
 
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_a_waiting_command_with_one_line(tmp_path: Path) -> None:
-    env = {"SITEMESH_NATS_URL": f"nats://127.0.0.1:{_closed_port()}",
+    env = {"SITEMESH_NATS_URL": f"nats://127.0.0.1:{free_port()}",
            "SITEMESH_NATS_CONNECT_TIMEOUT_S": "60"}  # fmt: skip
     proc = _sitemesh(["publish", str(TICKETS), "--allow-unserved"], env, tmp_path)
     try:
@@ -291,7 +285,7 @@ def test_each_process_is_its_own_service() -> None:
 
 @pytest.mark.timeout(120)
 def test_a_worker_logs_json_lines_on_stderr(tmp_path: Path) -> None:
-    env = {"SITEMESH_LOG_FORMAT": "json", "SITEMESH_NATS_URL": f"nats://127.0.0.1:{_closed_port()}",
+    env = {"SITEMESH_LOG_FORMAT": "json", "SITEMESH_NATS_URL": f"nats://127.0.0.1:{free_port()}",
            "SITEMESH_NATS_CONNECT_TIMEOUT_S": "60", "SITEMESH_SITE": "us1"}  # fmt: skip
     proc = _sitemesh(["worker", "router"], env, tmp_path)
     try:

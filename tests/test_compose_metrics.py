@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import socket
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from sitemesh.bus import Action, Decision
+from sitemesh.bus import Action, Decision, free_port
 from sitemesh.config import HealthSettings, Settings, TelemetrySettings
 from sitemesh.runtime import Readiness
 from sitemesh.telemetry import (
@@ -123,10 +122,6 @@ def _queries(board: dict[str, Any]) -> list[str]:
 
 
 # -- a real /metrics endpoint ------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RateLimitError(Exception):
@@ -140,7 +135,7 @@ async def _served_page() -> str:
     shutdown_telemetry()  # whatever an earlier test installed
     t = setup_telemetry(TelemetrySettings(), site="eu1", role="planner", prometheus=True)
     assert t is not None
-    settings = Settings(site="eu1", health=HealthSettings(port=_free_port()))
+    settings = Settings(site="eu1", health=HealthSettings(port=free_port()))
     readiness = Readiness(settings, "planner")
     assert readiness.http is not None
     readiness.http.add_route(METRICS_PATH, metrics_response)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from sitemesh.bus import free_port
 from sitemesh.config import DbSettings, Settings
 from sitemesh.console import (
     ConsoleConfigError,
@@ -260,8 +261,6 @@ async def test_live_pages_get_a_change_event_when_the_site_records_something(
 ) -> None:
     """``GET /events`` over a real server: quiet while nothing changes, then one
     ``change`` event after the recorder writes an event (what a live page re-fetches on)."""
-    import socket
-
     import httpx
     import uvicorn
 
@@ -269,9 +268,7 @@ async def test_live_pages_get_a_change_event_when_the_site_records_something(
                         db=DbSettings(url=f"sqlite+aiosqlite:///{tmp_path}/s.db"))  # fmt: skip
     await _seed(settings.db_url)
     app = create_app(settings, users_file=_users(tmp_path / "users.toml"), warm_analyzer=False)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:

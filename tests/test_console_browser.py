@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sitemesh.bus import NatsServer, Subjects, connect, provision
+from sitemesh.bus import NatsServer, Subjects, connect, free_port, provision
 from sitemesh.cli._run import site_roles
 from sitemesh.client import Client
 from sitemesh.config import Settings
@@ -68,10 +67,6 @@ PASSWORDS = {"artur": "approver-pass-1", "vera": "viewer-pass-1"}
 BODY = "Hello, Maria Garcia here: online banking login times out for all branch staff."
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -111,7 +106,7 @@ async def site(
             save_user(users, user, role, hash_password(PASSWORDS[user], n=2**14))  # type: ignore[arg-type]
         env = child_env(process_environ(), settings.to_env())
         sup = Supervisor(name, site_roles(1), env=env, log_dir=tmp / "logs", graceful_timeout_s=15)
-        port = _free_port()
+        port = free_port()
         log = (tmp / "console.log").open("wb")
         console = subprocess.Popen(
             [sys.executable, "-m", "sitemesh", "console", "--port", str(port),

@@ -4,13 +4,13 @@ fake OpenAI-compatible server."""
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sitemesh.bus import free_port
 from sitemesh.config import ModelsSettings
 from sitemesh.errors import ConfigError, ModelUnavailable
 from sitemesh.models import (
@@ -27,10 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fake_vllm(tmp_path: Path, body: str | None = None) -> Path:

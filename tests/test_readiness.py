@@ -26,7 +26,15 @@ from rich.console import Console
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from sitemesh.bus import NatsServer, Outbound, Publisher, Subjects, find_nats_server, provision
+from sitemesh.bus import (
+    NatsServer,
+    Outbound,
+    Publisher,
+    Subjects,
+    find_nats_server,
+    free_port,
+    provision,
+)
 from sitemesh.cli._state_cmds import EXIT_OK, show_status
 from sitemesh.config import BusSettings, DbSettings, HealthSettings, NatsSettings, Settings
 from sitemesh.errors import NotReadyError
@@ -56,10 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = HealthSettings(heartbeat_s=0.1, ttl_s=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _State:
@@ -409,7 +413,7 @@ async def test_readyz_is_503_until_the_agent_has_loaded(
     js: JetStreamContext, site: str, workers: Workers, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    port = _free_port()
+    port = free_port()
     proc = _gated(workers, gate, port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
 
@@ -444,7 +448,7 @@ async def test_a_worker_serves_prometheus_metrics_next_to_its_probes(
     format, labelled with the role; a message it dead-letters shows up in them."""
     gate = tmp_path / "gate"
     gate.touch()
-    port = _free_port()
+    port = free_port()
     proc = _gated(workers, gate, port)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
         await assert_eventually(

@@ -36,7 +36,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sitemesh.bus import HDR_MSG_ID, Subjects
+from sitemesh.bus import HDR_MSG_ID, Subjects, free_port
 from sitemesh.cli._app import app
 from sitemesh.cli._hybrid import (
     INSECURE_WARNING,
@@ -269,7 +269,7 @@ async def up(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Up]:
     stop = asyncio.Event()
     save_user(default_users_file(state), "ada", "admin", hash_password(CONSOLE_PASSWORD, n=2**14))
     task = asyncio.create_task(
-        run_up(_stack_settings(state), console, [SITE], stop=stop, console_port=_free_port())
+        run_up(_stack_settings(state), console, [SITE], stop=stop, console_port=free_port())
     )
     running = Up(state, out, stop, task)
 
@@ -291,10 +291,6 @@ async def up(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Up]:
 CONSOLE_PASSWORD = "console-pass-1"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> Any:
