@@ -83,11 +83,13 @@ async def read_stream(
         seq_to: last stream sequence to read.
         since: first stored time to read (timezone-aware).
         until: last stored time to read (timezone-aware).
-        batch: messages per pull request (and most records per chunk).
+        batch: messages per pull request, and the most records a chunk holds.
         timeout_s: seconds without a message before giving up.
 
     Yields:
-        Lists of :class:`StreamRecord`, each at most a few ``batch`` long.
+        Lists of :class:`StreamRecord`, each 1 to ``batch`` long. More than
+        ``batch`` messages can arrive while the caller holds a chunk (up to three
+        pull requests are outstanding); they are handed out in slices.
 
     Raises:
         nats.js.errors.NotFoundError: no stream ``stream``.
@@ -183,8 +185,8 @@ async def read_stream(
                 ]
             if since_ns is not None and out and out[0].time_ns < since_ns:
                 out = [r for r in out if r.time_ns >= since_ns]  # a sequence start came first
-            if out:
-                yield out
+            for i in range(0, len(out), batch):
+                yield out[i : i + batch]
             if stop:
                 return
     finally:
