@@ -327,6 +327,17 @@ PANELS: Final = (
         "{{gen_ai_tool_name}}", "s",
         "sitemesh.tool.duration, by tool.",
     ),
+    Panel("Breakers"),
+    Panel(
+        "Breaker state by model and tool",
+        "max by (sitemesh_site, sitemesh_role, sitemesh_dependency_kind, sitemesh_dependency) "
+        f"(sitemesh_breaker_state{_SITE})",
+        "{{sitemesh_site}}/{{sitemesh_role}} {{sitemesh_dependency_kind}} "
+        "{{sitemesh_dependency}}", "short",
+        "Circuit breaker of each model backend and tool, per process: 0 closed, 1 half-open "
+        "(one probe let through), 2 open (calls refused). The console's health page and "
+        "`sitemesh tools health` show the counts and the last error.",
+    ),
 )  # fmt: skip
 """The dashboard's rows and panels, top to bottom (two panels per grid line)."""
 

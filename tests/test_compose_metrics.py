@@ -131,7 +131,7 @@ class RateLimitError(Exception):
 async def _served_page() -> str:
     """The ``/metrics`` page of a worker-like process once it handled a message
     (redelivered, then dead-lettered), made two model calls and two tool calls (one
-    rate-limited), and its recorder-side lag was set."""
+    rate-limited), its recorder-side lag was set and it watches two breakers."""
     shutdown_telemetry()  # whatever an earlier test installed
     t = setup_telemetry(TelemetrySettings(), site="eu1", role="planner", prometheus=True)
     assert t is not None
@@ -161,6 +161,9 @@ async def _served_page() -> str:
 
         await middleware.process(msg, settle)  # type: ignore[arg-type]
         t.instruments.set_lag("eu1", "recorder", "EVENTS_eu1", 3)
+        t.instruments.watch_breakers(
+            "eu1", "planner", lambda: [("model", "vllm", "open"), ("tool", "jira", "closed")]
+        )
         async with httpx.AsyncClient(timeout=5) as http:
             page = await http.get(f"http://127.0.0.1:{readiness.http.port}{METRICS_PATH}")
         assert page.status_code == 200
@@ -277,6 +280,7 @@ async def test_dashboard_queries_only_series_a_worker_serves() -> None:
         "sitemesh_redeliveries_total", "sitemesh_dead_letters_total", "sitemesh_queue_depth",
         "sitemesh_consumer_lag", "gen_ai_client_token_usage_sum", "sitemesh_model_cost_USD_total",
         "sitemesh_tool_errors_total", "sitemesh_tool_duration_seconds_bucket",
+        "sitemesh_breaker_state",
     }  # fmt: skip
     assert wanted <= used, sorted(wanted - used)
 

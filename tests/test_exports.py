@@ -33,6 +33,7 @@ PUBLIC = {
         "CustomerContext", "CustomerStatus",
         "ToolUse", "ToolUseOutcome",
         "AnswerStatus", "ResubmissionOutcome", "TaskResubmitted", "task_digest",
+        "ModelHealth",
     ],
     "sitemesh.agents": [
         "ACTION_DESCRIPTIONS", "ALLOWED_ACTIONS", "Agent", "AgentContext", "AgentOutput",

@@ -453,3 +453,70 @@ async def test_each_live_call_gets_its_span_and_gen_ai_metrics(servers: Servers)
         assert any(name.startswith("sitemesh.model.cost") for name in seen), sorted(seen)
     finally:
         shutdown_telemetry()
+
+
+# --- health: breakers and live call counts --------------------------------------------
+
+
+async def test_health_reports_each_breaker_and_counts_live_calls_only(servers: Servers) -> None:
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sitemesh.config import TelemetrySettings
+    from sitemesh.telemetry import setup_telemetry, shutdown_telemetry, watch_breakers
+
+    site_only = CallContext(kind="classification", agent="triage", task_id="t-1")
+    servers.vllm.default = server_error(503)
+    reader = InMemoryMetricReader()
+    shutdown_telemetry()
+    assert not watch_breakers("eu1", "triage", list)  # no telemetry set up: nothing watched
+    setup_telemetry(TelemetrySettings(), span_exporter=InMemorySpanExporter(),
+                    metric_reader=reader)  # fmt: skip
+    try:
+        async with servers.client(max_attempts=1, breaker_failures=2, breaker_reset_s=600) as c:
+            assert [(h.provider, h.breaker, h.calls) for h in c.health()] == [
+                ("anthropic", "closed", 0), ("openai", "closed", 0), ("vllm", "closed", 0),
+            ]  # fmt: skip
+            assert watch_breakers(
+                "eu1", "triage", lambda: [("model", h.provider, h.breaker) for h in c.health()]
+            )
+            for _ in range(3):  # two 503s open the breaker; the third call is refused
+                answer = await c.complete(REQ, site_only, fallback=lambda: "held")
+                assert answer.source == "fallback"
+            vllm = {h.provider: h for h in c.health()}["vllm"]
+            assert (vllm.breaker, vllm.calls, vllm.ok, vllm.failed, vllm.circuit_open) == (
+                "open", 3, 0, 2, 1,
+            )  # fmt: skip
+            assert 599 <= vllm.retry_in_s <= 600
+            assert vllm.last_error.startswith("ModelUnavailable")
+            assert vllm.last_error_at is not None
+            assert len(servers.vllm.model_requests) == 2  # the open breaker sent nothing
+            openai = {h.provider: h for h in c.health()}["openai"]
+            assert (openai.breaker, openai.calls) == ("closed", 0)  # site-pinned: never asked
+        data = reader.get_metrics_data()
+        assert data is not None
+        states = {
+            (p.attributes["sitemesh.dependency.kind"], p.attributes["sitemesh.dependency"]): p.value
+            for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            if m.name == "sitemesh.breaker.state" for p in m.data.data_points
+        }  # fmt: skip
+        assert states == {("model", "anthropic"): 0, ("model", "openai"): 0, ("model", "vllm"): 2}
+    finally:
+        shutdown_telemetry()
+
+
+async def test_health_after_a_probe_closes_the_breaker(servers: Servers) -> None:
+    clock = [0.0]
+    site_only = CallContext(kind="classification", agent="triage", task_id="t-2")
+    servers.vllm.script(server_error(503))
+    servers.vllm.default = Reply(text="back")
+    async with servers.client(max_attempts=1, breaker_failures=1, breaker_reset_s=10,
+                              clock=lambda: clock[0]) as c:  # fmt: skip
+        assert (await c.complete(REQ, site_only, fallback=lambda: "held")).source == "fallback"
+        assert {h.provider: h.breaker for h in c.health()}["vllm"] == "open"
+        clock[0] = 10.0
+        assert {h.provider: h.breaker for h in c.health()}["vllm"] == "half_open"
+        assert (await c.complete(REQ, site_only)).text == "back"
+        vllm = {h.provider: h for h in c.health()}["vllm"]
+        assert (vllm.breaker, vllm.calls, vllm.ok, vllm.failed) == ("closed", 2, 1, 1)
+        assert vllm.last_error.startswith("ModelUnavailable")  # the last failure stays shown

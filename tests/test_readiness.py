@@ -486,6 +486,87 @@ async def test_a_worker_serves_prometheus_metrics_next_to_its_probes(
     await assert_eventually(lambda: _stops_cleanly(proc), timeout_s=30)
 
 
+WORKFLOWS = """
+version = "test asker"
+
+[[workflow]]
+name = "support"
+kinds = ["support_ticket"]
+
+  [[workflow.step]]
+  name = "ask"
+  role = "asker"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_worker_shows_its_model_breaker_on_metrics_and_in_its_health_report(
+    js: JetStreamContext, site: str, workers: Workers, tmp_path: Path
+) -> None:
+    """A worker whose site model refuses connections: ``sitemesh_breaker_state`` on its
+    ``/metrics`` goes from 0 (closed) to 2 (open) after two failed calls, and its health
+    report on the bus (what the console's health page shows) says so, with the counts."""
+    from sitemesh.runtime import read_tool_health
+    from sitemesh.schemas import Envelope, PolicyDecision, SupportTicket, encode, utcnow
+    from sitemesh.workflows import Workflows, new_item
+
+    port, dead = free_port(), free_port()  # nothing listens on ``dead``
+    proc = workers.start(
+        "--agent", "tests._workers.model_agent:ModelAgent",
+        env={
+            "SITEMESH_HEALTH_PORT": str(port),
+            "SITEMESH_MODELS_VLLM_BASE_URL": f"http://127.0.0.1:{dead}/v1",
+            "SITEMESH_MODELS_SITE_CHAIN": '["vllm/tiny"]',
+            "SITEMESH_MODELS_MAX_ATTEMPTS": "1",
+            "SITEMESH_MODELS_BREAKER_FAILURES": "2",
+            "SITEMESH_MODELS_BREAKER_RESET_S": "600",
+            "SITEMESH_TOOLS_HEALTH_INTERVAL_S": "0.3",
+        },
+    )  # fmt: skip
+    breaker = {"sitemesh_dependency_kind": "model", "sitemesh_dependency": "vllm"}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as http:
+        await assert_eventually(
+            lambda: _answers(http, "/readyz", 200), timeout_s=60, interval_s=0.1
+        )
+        idle = (await http.get("/metrics")).text
+        assert _value(idle, "sitemesh_breaker_state", role="asker", **breaker) == 0
+        (tmp_path / "wf.toml").write_text(WORKFLOWS)
+        flows = Workflows.load(str(tmp_path / "wf.toml"))
+        publisher = Publisher(js)
+        for i in range(3):
+            now = utcnow()
+            env = Envelope(task_id=f"ask-{i}", site=site, kind="support_ticket",
+                           submitted_at=now, accepted_at=now)  # fmt: skip
+            decision = PolicyDecision(task_id=f"ask-{i}", action="pin_edge", rule_id="r",
+                                      policy_version="p", data_class="internal")  # fmt: skip
+            item = new_item(env, SupportTicket(body="hello"), decision, flows)
+            await publisher.publish(Outbound(Subjects(site).work("asker"), encode(item),
+                                             f"ask-{i}", task_id=f"ask-{i}"))  # fmt: skip
+
+        async def opened() -> str | None:
+            text = (await http.get("/metrics")).text
+            state = _value(text, "sitemesh_breaker_state", role="asker", **breaker)
+            return text if state == 2 else None
+
+        await assert_eventually(opened, timeout_s=60)
+
+        async def reported() -> Any:
+            for r in await read_tool_health(js, site):
+                models = {m.provider: m for m in r.models}
+                if r.role == "asker" and r.pid == proc.pid and models["vllm"].calls == 3:
+                    return models["vllm"]
+            return None
+
+        vllm = await assert_eventually(reported, timeout_s=30)
+        # items run concurrently: a third call may pass before the breaker opens
+        assert (vllm.breaker, vllm.failed + vllm.circuit_open, vllm.ok) == ("open", 3, 0)
+        assert vllm.failed >= 2
+        assert vllm.last_error.startswith("ModelUnavailable")
+    proc.send_signal(signal.SIGTERM)
+    await assert_eventually(lambda: _stops_cleanly(proc), timeout_s=30)
+
+
 def _value(text: str, name: str, *, role: str | None = None, **labels: str) -> float | None:
     """The sum of series ``name`` in a Prometheus text page whose labels include
     ``sitemesh_role=role`` and ``labels``; ``None`` if there is none."""

@@ -54,6 +54,7 @@ def test_public_api() -> None:
             "destination_template", "extract", "guard_attributes", "inject", "model_call",
             "publish_middleware", "refuses", "setup_telemetry", "shutdown_telemetry",
             "tool_call", "worker_middleware",
+            "BREAKER_VALUES", "BreakerSource", "watch_breakers",
         ]
     )  # fmt: skip
 

@@ -30,7 +30,7 @@ from sitemesh.runtime import (
     read_tool_health,
     tools_bucket,
 )
-from sitemesh.runtime._tools import health_source
+from sitemesh.runtime._tools import health_source, model_health_source
 from sitemesh.state import Store
 from sitemesh.telemetry import setup_telemetry, shutdown_telemetry
 from sitemesh.tools import (
@@ -217,6 +217,73 @@ async def test_processes_publish_their_tool_health_on_the_bus(
     await publisher.shutdown()  # twice is fine
     info = await js.stream_info(f"KV_{tools_bucket(site)}")
     assert info.config.max_age == pytest.approx(20.0)
+
+
+async def test_processes_publish_their_model_breakers_and_the_console_shows_them(
+    js: JetStreamContext, site: str, nats_server: object, tmp_path: Path
+) -> None:
+    """A process whose site model fails: its report carries the open breaker, the
+    counts and the last error; ``tools health`` prints them; the console's health page
+    shows them to a viewer with the PII the backend echoed masked."""
+    from starlette.testclient import TestClient
+
+    from sitemesh.config import DbSettings, Settings
+    from sitemesh.console import create_app
+    from sitemesh.models import CallContext, ChatMessage, ModelRequest
+    from tests._fakes.llm_server import Reply
+    from tests._fakes.models import fake_servers
+    from tests.test_console import _users, login
+
+    echoed = b'{"error": {"message": "bad prompt from Alice Johnson, +1 212 555 0199"}}'
+    with fake_servers() as servers:
+        servers.vllm.default = Reply(status=400, raw=echoed)
+        client = servers.client(max_attempts=1, breaker_failures=5)
+        resources = AgentResources(site, models=lambda: client)
+        publisher = ToolHealthPublisher(js, site=site, role="triage",
+                                        source=health_source(resources),
+                                        models=model_health_source(resources))  # fmt: skip
+        assert await publisher.publish() is False  # no client built yet: nothing to say
+        models = resources.models
+        assert models is client
+        site_only = CallContext(kind="classification", agent="triage", task_id="t-1")
+        req = ModelRequest(messages=[ChatMessage(role="user", content="hi")])
+        for _ in range(2):
+            assert (await models.complete(req, site_only, fallback=lambda: "-")).source == (
+                "fallback"
+            )
+        assert await publisher.publish() is True
+    (report,) = await read_tool_health(js, site)
+    assert report.tools == []
+    vllm = {m.provider: m for m in report.models}["vllm"]
+    assert (vllm.breaker, vllm.calls, vllm.failed) == ("closed", 2, 2)  # 4xx: not a fault
+    assert vllm.last_error.startswith("ModelRequestError: vllm/")
+    assert "+1 212 555 0199" in vllm.last_error
+
+    settings = load_settings(site=site, nats={"url": nats_server.client_url})  # type: ignore[attr-defined]
+    console = Console(record=True, width=240)
+    assert await tools_health(settings, console) == 0
+    text = console.export_text()
+    assert "model backends of site" in text
+    assert "ModelRequestError" in text
+    assert "no tool calls reported" in text
+
+    web = Settings(site=site, state_dir=tmp_path, nats=settings.nats,
+                   db=DbSettings(url=f"sqlite+aiosqlite:///{tmp_path}/s.db"))  # fmt: skip
+    app = create_app(web, users_file=_users(tmp_path / "users.toml"), secret_key="k" * 32,
+                     nats_url=nats_server.client_url)  # type: ignore[attr-defined]  # fmt: skip
+    with TestClient(app) as http:
+        login(http, "vera")
+        page = http.get("/health")
+        assert page.status_code == 200
+        models_table = page.text.split('id="models"', 1)[1].split("</table>", 1)[0]
+        assert "triage" in models_table
+        assert "vllm" in models_table
+        assert "ModelRequestError" in models_table
+        assert "555 0199" not in page.text  # masked for every role on this page
+        assert "Alice Johnson" not in page.text
+        assert "no tool reports" in page.text
+    await publisher.shutdown()
+    assert await read_tool_health(js, site) == []
 
 
 async def test_tools_list_starts_the_servers_and_shows_their_tools(tmp_path: Path) -> None:

@@ -133,6 +133,11 @@ class AgentResources:
         return self._tools
 
     @property
+    def models_built(self) -> bool:
+        """Whether :attr:`models` was built (a client exists whose health to report)."""
+        return self._models is not None
+
+    @property
     def tools_built(self) -> bool:
         """Whether :attr:`tools` was built (a registry exists to report or close)."""
         return self._tools is not None

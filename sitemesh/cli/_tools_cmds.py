@@ -117,6 +117,9 @@ def _ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
 
 
+_BREAKER_STYLE: Final = {"closed": "green", "half_open": "yellow", "open": "red"}
+
+
 def _health_table(site: str, reports: list[ToolHealthReport]) -> Table:
     table = Table(title=f"tool health of site {site}", title_justify="left")
     table.add_column("tool", overflow="fold")
@@ -134,13 +137,12 @@ def _health_table(site: str, reports: list[ToolHealthReport]) -> Table:
         "p95 ms",
     ):
         table.add_column(col, justify="right")
-    style = {"closed": "green", "half_open": "yellow", "open": "red"}
     for r in reports:
         for h in r.tools:
             table.add_row(
                 Text(h.tool),
                 Text(f"{r.role} {r.host}:{r.pid}"),
-                Text(h.breaker, style=style.get(h.breaker, "")),
+                Text(h.breaker, style=_BREAKER_STYLE.get(h.breaker, "")),
                 f"{h.calls:,}",
                 f"{h.ok:,}",
                 f"{h.errors:,}",
@@ -154,8 +156,33 @@ def _health_table(site: str, reports: list[ToolHealthReport]) -> Table:
     return table
 
 
+def _models_table(site: str, reports: list[ToolHealthReport]) -> Table:
+    table = Table(title=f"model backends of site {site}", title_justify="left")
+    table.add_column("provider")
+    table.add_column("process", overflow="fold")
+    table.add_column("breaker")
+    for col in ("calls", "ok", "failed", "open", "retry in s"):
+        table.add_column(col, justify="right")
+    table.add_column("last error", overflow="fold")
+    for r in reports:
+        for m in r.models:
+            table.add_row(
+                Text(m.provider),
+                Text(f"{r.role} {r.host}:{r.pid}"),
+                Text(m.breaker, style=_BREAKER_STYLE.get(m.breaker, "")),
+                f"{m.calls:,}",
+                f"{m.ok:,}",
+                f"{m.failed:,}",
+                f"{m.circuit_open:,}",
+                f"{m.retry_in_s:.1f}" if m.breaker == "open" else "-",
+                Text(m.last_error or "-"),
+            )
+    return table
+
+
 async def tools_health(settings: Settings, console: Console, *, as_json: bool = False) -> int:
-    """Print the tool health the site's processes publish.
+    """Print the tool health the site's processes publish, and the breakers of their
+    model backends.
 
     Args:
         settings: the site's settings (NATS: ``SITEMESH_NATS_URL`` or the embedded
@@ -191,6 +218,8 @@ async def tools_health(settings: Settings, console: Console, *, as_json: bool = 
         doc = {"site": settings.site, "processes": msgspec.to_builtins(reports)}
         console.print_json(json.dumps(doc))
         return EXIT_OK
+    if any(r.models for r in reports):
+        console.print(_models_table(settings.site, reports))
     if not any(r.tools for r in reports):
         console.print(
             Text(

@@ -16,7 +16,7 @@ from ..bus import CLOUD_IN, Subjects, Worker, stream_config
 from ..config import BusSettings, Settings
 from ..errors import ConfigError
 from ..schemas import INCIDENT_DECODER
-from ..telemetry import setup_telemetry, shutdown_telemetry
+from ..telemetry import setup_telemetry, shutdown_telemetry, watch_breakers
 from ._synthesiser import Synthesiser
 
 if TYPE_CHECKING:
@@ -131,6 +131,13 @@ async def run_cloud(settings: Settings, *, readiness: Readiness | None = None) -
             await provision_hub(js, settings.hub.sites, settings.bus)
         await provision_cloud(js, settings.bus)
     client = build_model_client(settings, side="hub")
+    if client is not None:  # sitemesh.breaker.state on /metrics
+        hub_client = client
+        watch_breakers(
+            HUB,
+            Synthesiser.role,
+            lambda: [("model", m.provider, m.breaker) for m in hub_client.health()],
+        )
     worker = synthesiser_worker(js, settings.bus, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
@@ -42,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
@@ -546,8 +548,20 @@ def create_app(
     # -- health, cost, audit ----------------------------------------------------------
     @page()
     async def health(request: Request, user: User) -> Response:
-        return render(request, "health.html", h=await data.health(),
-                      errors=await data.last_errors(), live="health")  # fmt: skip
+        h = await data.health()
+        # a backend's error text may quote what it was sent: masked for every role here
+        # (the worker's log and ``sitemesh tools health`` on the site have it whole)
+        reports = []
+        for rep in h.tools:
+            models = [
+                msgspec.structs.replace(m, last_error=await mask(m.last_error))
+                if m.last_error else m
+                for m in rep.models
+            ]  # fmt: skip
+            reports.append(msgspec.structs.replace(rep, models=models))
+        h = dataclasses.replace(h, tools=reports)
+        return render(request, "health.html", h=h, errors=await data.last_errors(),
+                      live="health")  # fmt: skip
 
     @page()
     async def cost(request: Request, user: User) -> Response:

@@ -13,6 +13,7 @@ tool's input schema and run through the agent's ``ctx.tools``; :class:`ModelPlan
 uses it (docs/tools.md, "Tools for models").
 """
 
+from ..schemas import ModelHealth
 from ._agents import (
     MODEL_FALLBACK_NOTE,
     MODEL_SKIPPED_NOTE,
@@ -94,6 +95,7 @@ __all__ = [
     "ModelBackend",
     "ModelCall",
     "ModelClient",
+    "ModelHealth",
     "ModelPlanner",
     "ModelRef",
     "ModelRequest",

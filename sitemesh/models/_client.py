@@ -21,7 +21,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Self, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar
 
 import msgspec
 
@@ -37,6 +38,7 @@ from ..errors import (
     ReplayMiss,
     SitemeshError,
 )
+from ..schemas import ModelHealth, utcnow
 from ..telemetry import model_call
 from ._backends import AnthropicBackend, DeltaCallback, ModelBackend, OpenAIBackend
 from ._hooks import Budget, NoBudget
@@ -62,6 +64,22 @@ ReplayMode = Literal["off", "prefer", "strict"]
 
 FALLBACK_MODEL = "deterministic"
 """``ModelResponse.model`` of a deterministic fallback (provider ``fallback``)."""
+
+_LIVE_FAILURES: Final = frozenset({"rate_limited", "timeout", "unavailable", "rejected"})
+_MAX_ERROR_CHARS: Final = 200
+
+
+@dataclass(slots=True)
+class _Tally:
+    """A backend's live call counts, for :meth:`ModelClient.health`."""
+
+    calls: int = 0
+    ok: int = 0
+    failed: int = 0
+    circuit_open: int = 0
+    last_error: str = ""
+    last_error_at: datetime | None = None
+
 
 REPAIR_PROMPT = (
     "Your previous answer is not valid JSON for the required schema: {error}. "
@@ -174,6 +192,7 @@ class ModelClient:
                                  clock=clock)
             for name in self.backends
         }
+        self._tallies = {name: _Tally() for name in self.backends}
 
     @classmethod
     def from_settings(
@@ -245,6 +264,19 @@ class ModelClient:
             replay=s.replay,
             max_tokens=s.max_tokens,
         )
+
+    def health(self) -> list[ModelHealth]:
+        """Each backend's breaker and live call counts since the client was built,
+        by provider name (what the process reports next to its tool health)."""
+        out = []
+        for name, breaker in sorted(self.breakers.items()):
+            t = self._tallies[name]
+            out.append(ModelHealth(
+                provider=name, breaker=breaker.state, retry_in_s=round(breaker.retry_in_s, 1),
+                calls=t.calls, ok=t.ok, failed=t.failed, circuit_open=t.circuit_open,
+                last_error=t.last_error, last_error_at=t.last_error_at,
+            ))  # fmt: skip
+        return out
 
     async def __aenter__(self) -> Self:
         return self
@@ -553,6 +585,17 @@ class ModelClient:
         error: str = "",
     ) -> None:
         usage = response.usage if response is not None else None
+        tally = self._tallies.get(provider)
+        if tally is not None and outcome not in ("replayed", "fallback", "budget_denied"):
+            tally.calls += 1  # a call that reached the backend's breaker
+            if outcome in ("ok", "invalid_output"):
+                tally.ok += 1
+            elif outcome == "circuit_open":
+                tally.circuit_open += 1
+            elif outcome in _LIVE_FAILURES:
+                tally.failed += 1
+                tally.last_error = error[:_MAX_ERROR_CHARS]
+                tally.last_error_at = utcnow()
         await self.recorder.record(
             ModelCall(
                 call_id=uuid.uuid4().hex,

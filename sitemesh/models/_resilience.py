@@ -166,3 +166,4 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state!r}, failures={self._count})"
+

@@ -41,12 +41,25 @@ from ..edge_node import (
 )
 from ..errors import ConfigError
 from ..schemas import ANSWER_DECODER, WORK_DECODER, WorkItem, decode
-from ..telemetry import METRICS_PATH, metrics_response, setup_telemetry, shutdown_telemetry
+from ..telemetry import (
+    METRICS_PATH,
+    metrics_response,
+    setup_telemetry,
+    shutdown_telemetry,
+    watch_breakers,
+)
 from ._connect import connect
 from ._health import Readiness
 from ._models import build_model_client, models_for
 from ._steps import step_handler
-from ._tools import ToolHealthPublisher, ToolsService, build_tool_registry, health_source
+from ._tools import (
+    ToolHealthPublisher,
+    ToolsService,
+    breaker_states,
+    build_tool_registry,
+    health_source,
+    model_health_source,
+)
 
 log = logging.getLogger("sitemesh.worker")
 
@@ -197,10 +210,12 @@ async def _agent(
         site=settings.site,
         role=spec.role,
         source=health_source(resources),
+        models=model_health_source(resources),
         interval_s=settings.tools.health_interval_s,
         health=settings.health,
         create_bucket=not settings.nats.has_identity,
     )
+    watch_breakers(settings.site, spec.role, breaker_states(resources))  # on /metrics
     extra: list[Service] = [ToolsService(resources, publisher)]
     if resources.followers:
         extra.append(_ArtifactFollower(resources))

@@ -1,9 +1,13 @@
 """The tools of a process: its registry, built lazily, and its health on the bus.
 
+The same report carries the breakers of the process's model backends
+(:class:`~sitemesh.schemas.ModelHealth`) once its model client is built: tools and
+models are the two outside dependencies a worker's health depends on.
+
 * :func:`build_tool_registry` — the process's :class:`~sitemesh.tools.ToolRegistry`
   from its settings (``None`` when no tool is configured); agents reach it through
   ``AgentResources.tools`` / ``ctx.tools``, so it is built on the first tool call;
-* :class:`ToolHealthPublisher` — puts the process's per-tool health
+* :class:`ToolHealthPublisher` — puts the process's per-tool (and per-model) health
   (:class:`ToolHealthReport`) in the site's ``sitemesh_tools_<site>`` KV bucket every
   ``tools.health_interval_s`` while a registry exists, like the worker registry
   (``sitemesh_workers_<site>``: key ``<role>.<host>_<pid>``, history 1, a TTL that
@@ -32,7 +36,7 @@ from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
 from ..config import HealthSettings, Settings
-from ..schemas import utcnow
+from ..schemas import ModelHealth, utcnow
 from ..tools import ToolHealth
 from ._presence import (
     KV_TIMEOUT_S,
@@ -76,6 +80,9 @@ class ToolHealthReport(ProcessRecord, frozen=True, kw_only=True):
     """When it was published (UTC)."""
     tools: list[ToolHealth] = msgspec.field(default_factory=list)
     """Every tool the process called, by name."""
+    models: list[ModelHealth] = msgspec.field(default_factory=list)
+    """Every model backend of the process's model client, by provider (empty until an
+    agent first used ``ctx.models``, or when no model endpoint is configured)."""
 
 
 _ENCODER: Final = msgspec.json.Encoder()
@@ -138,6 +145,8 @@ class ToolHealthPublisher:
         site: the site.
         role: the process's role.
         source: this process's tool health now, or ``None`` while it has no registry.
+        models: this process's model backends' health now, or ``None`` while it has no
+            model client (``None``: models are not reported).
         interval_s: seconds between publications (at most a third of the bucket's TTL).
         health: the bucket's TTL, for a bucket this process creates.
         create_bucket: create the bucket when missing (processes without an identity).
@@ -150,6 +159,7 @@ class ToolHealthPublisher:
         site: str,
         role: str,
         source: Callable[[], list[ToolHealth] | None],
+        models: Callable[[], list[ModelHealth] | None] | None = None,
         interval_s: float = 5.0,
         health: HealthSettings | None = None,
         create_bucket: bool = True,
@@ -158,6 +168,7 @@ class ToolHealthPublisher:
         self.site = site
         self.role = role
         self._source = source
+        self._models = models
         self._health = health or HealthSettings()
         self._interval_s = min(interval_s, self._health.ttl_s / 3)
         self._create = create_bucket
@@ -168,9 +179,11 @@ class ToolHealthPublisher:
         self.key = presence_key(role, socket.gethostname(), os.getpid())
 
     async def publish(self) -> bool:
-        """Put the current report now (if there is a registry); ``False`` if it failed."""
+        """Put the current report now (if there is a registry or a model client);
+        ``False`` if there is neither or it failed."""
         tools = self._source()
-        if tools is None:
+        models = self._models() if self._models is not None else None
+        if tools is None and models is None:
             return False
         report = ToolHealthReport(
             site=self.site,
@@ -178,7 +191,8 @@ class ToolHealthPublisher:
             host=socket.gethostname(),
             pid=os.getpid(),
             at=utcnow(),
-            tools=tools,
+            tools=tools or [],
+            models=models or [],
         )
         try:
             if self._kv is None:
@@ -262,6 +276,34 @@ def health_source(resources: AgentResources) -> Callable[[], list[ToolHealth] | 
         return registry.health() if registry is not None else None
 
     return source
+
+
+def model_health_source(resources: AgentResources) -> Callable[[], list[ModelHealth] | None]:
+    """The publisher's ``models`` source for ``resources``: ``None`` until an agent
+    built the model client (or when none is configured)."""
+
+    def source() -> list[ModelHealth] | None:
+        if not resources.models_built:
+            return None
+        client = resources.models
+        return client.health() if client is not None else None
+
+    return source
+
+
+def breaker_states(resources: AgentResources) -> Callable[[], list[tuple[str, str, str]]]:
+    """``(kind, name, state)`` of each model backend and tool breaker ``resources`` has
+    built, for :func:`sitemesh.telemetry.watch_breakers` (nothing until first use)."""
+    tools, models = health_source(resources), model_health_source(resources)
+
+    def states() -> list[tuple[str, str, str]]:
+        out: list[tuple[str, str, str]] = [
+            ("model", m.provider, m.breaker) for m in models() or ()
+        ]
+        out += [("tool", t.tool, t.breaker) for t in tools() or ()]
+        return out
+
+    return states
 
 
 async def read_tool_health(js: JetStreamContext, site: str) -> list[ToolHealthReport]:

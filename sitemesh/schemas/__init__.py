@@ -53,6 +53,7 @@ from ._events import (
     TaskFailed,
     TaskResubmitted,
 )
+from ._health import ModelHealth
 from ._jsonschema import ALL_MESSAGES, SCHEMA_DIR, json_schemas, write_json_schemas
 from ._outputs import (
     CustomerContext,
@@ -150,6 +151,7 @@ __all__ = [
     "LogLine",
     "Message",
     "MetricSeries",
+    "ModelHealth",
     "Outcome",
     "Passage",
     "Plan",

@@ -12,8 +12,8 @@ message as a child of the W3C context in its headers, and the publisher opens a
 (:mod:`sitemesh.telemetry._middleware`). See ``docs/observability.md``.
 """
 
-from ._calls import GENAI_OPT_IN, ModelCall, model_call, tool_call
-from ._metrics import Instruments
+from ._calls import GENAI_OPT_IN, ModelCall, model_call, tool_call, watch_breakers
+from ._metrics import BREAKER_VALUES, BreakerSource, Instruments
 from ._middleware import (
     PublishMiddleware,
     WorkerMiddleware,
@@ -34,8 +34,10 @@ from ._setup import Telemetry, active, setup_telemetry, shutdown_telemetry
 
 __all__ = [
     "ALLOWED_ATTRIBUTES",
+    "BREAKER_VALUES",
     "GENAI_OPT_IN",
     "METRICS_PATH",
+    "BreakerSource",
     "Instruments",
     "ModelCall",
     "PublishMiddleware",
@@ -55,5 +57,6 @@ __all__ = [
     "setup_telemetry",
     "shutdown_telemetry",
     "tool_call",
+    "watch_breakers",
     "worker_middleware",
 ]

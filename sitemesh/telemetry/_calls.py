@@ -16,6 +16,7 @@ from typing import Any, Final
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import _setup
+from ._metrics import BreakerSource
 from ._middleware import _PROCESS
 from ._redact import guard_attributes
 
@@ -192,3 +193,23 @@ def tool_call(tool: str) -> Iterator[None]:
                 m.tool_rate_limited.add(1, labels)
             raise
         m.tool_duration.record(time.perf_counter() - started, labels)
+
+
+def watch_breakers(site: str, role: str, source: BreakerSource) -> bool:
+    """Export ``role``'s breaker states as ``sitemesh.breaker.state`` (0 closed,
+    1 half-open, 2 open), read from ``source`` at each collection (every Prometheus
+    scrape of ``/metrics``, every OTLP export).
+
+    Args:
+        site: the process's site.
+        role: its role.
+        source: returns ``(kind, name, state)`` per breaker (kind ``model`` or ``tool``).
+
+    Returns:
+        ``False`` when telemetry is not set up in this process (nothing is watched).
+    """
+    t = _setup.active()
+    if t is None:
+        return False
+    t.instruments.watch_breakers(site, role, source)
+    return True

@@ -8,7 +8,8 @@ outcome where it applies): low-cardinality attributes only, never a task id.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -17,6 +18,15 @@ HOP_BUCKETS_S: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 """Histogram buckets of the hop and processing durations, in seconds."""
+
+BREAKER_VALUES: Final = {"closed": 0, "half_open": 1, "open": 2}
+"""The value of ``sitemesh.breaker.state`` for each breaker state."""
+
+BreakerSource = Callable[[], Iterable[tuple[str, str, str]]]
+"""Returns ``(kind, name, state)`` per breaker: kind ``model`` (name: the provider) or
+``tool`` (name: the tool), state ``closed``/``half_open``/``open``."""
+
+log = logging.getLogger("sitemesh.telemetry")
 
 
 class Instruments:
@@ -104,6 +114,20 @@ class Instruments:
             "but not acked, or not delivered yet), as last read from the consumer's info.",
         )
 
+        self._breakers: list[tuple[str, str, BreakerSource]] = []
+        meter.create_observable_gauge(
+            "sitemesh.breaker.state",
+            callbacks=[self._observe_breakers],
+            unit="1",
+            description="Circuit breaker of a model backend or a tool: 0 closed, "
+            "1 half-open, 2 open (by sitemesh.dependency.kind and sitemesh.dependency).",
+        )
+
+    def watch_breakers(self, site: str, role: str, source: BreakerSource) -> None:
+        """Read ``source`` at each collection for ``role``'s breaker states (an error in
+        it is logged and that collection skips it)."""
+        self._breakers.append((site, role, source))
+
     def set_depth(self, site: str, role: str, stream: str, pending: int) -> None:
         """Remember the latest pending count of ``role``'s consumer on ``stream``."""
         self._depth[site, role, stream] = pending
@@ -120,6 +144,22 @@ class Instruments:
     def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
         del options
         return _observations(self._lag)
+
+
+    def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:
+        del options
+        out = []
+        for site, role, source in list(self._breakers):
+            try:
+                states = list(source())
+            except Exception:  # a metric, not a reason to fail the scrape
+                log.warning("cannot read the breaker states of %s", role, exc_info=True)
+                continue
+            for kind, name, state in states:
+                attrs = {"sitemesh.site": site, "sitemesh.role": role,
+                         "sitemesh.dependency.kind": kind, "sitemesh.dependency": name}  # fmt: skip
+                out.append(Observation(BREAKER_VALUES.get(state, 2), attrs))
+        return out
 
 
 def _observations(values: dict[tuple[str, str, str], int]) -> list[Observation]:
