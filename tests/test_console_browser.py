@@ -105,6 +105,15 @@ async def site(
         for user, role in (("artur", "approver"), ("vera", "viewer")):
             save_user(users, user, role, hash_password(PASSWORDS[user], n=2**14))  # type: ignore[arg-type]
         env = child_env(process_environ(), settings.to_env())
+        # the planner's site model is down (nothing listens on the port): it falls back
+        # to the runbook planner, and the health page shows the backend's open breaker
+        env |= {
+            "SITEMESH_MODELS_VLLM_BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+            "SITEMESH_MODELS_SITE_CHAIN": '["vllm/down"]',
+            "SITEMESH_MODELS_MAX_ATTEMPTS": "1",
+            "SITEMESH_MODELS_BREAKER_FAILURES": "1",
+            "SITEMESH_TOOLS_HEALTH_INTERVAL_S": "1",
+        }
         sup = Supervisor(name, site_roles(1), env=env, log_dir=tmp / "logs", graceful_timeout_s=15)
         port = free_port()
         log = (tmp / "console.log").open("wb")
@@ -204,6 +213,10 @@ async def test_approver_session(site: Site, browser: object) -> None:
         text = await watcher.inner_text("#approval")
         assert "artur" in text
         assert "verified by phone" in text
+        calls = await watcher.inner_text("#model-calls")  # the planner asked the down model
+        assert "vllm/down" in calls
+        assert "vllm/vllm" not in calls
+        assert "unavailable" in calls
         await watcher.screenshot(path=site.shots / "06-task-answered-live.png", full_page=True)
         await watcher.goto(f"{site.url}/tasks/{tid}/trace")
         await watcher.screenshot(path=site.shots / "06b-trace-answered.png", full_page=True)
@@ -248,6 +261,15 @@ async def test_approver_session(site: Site, browser: object) -> None:
         roles = await page.inner_text("#roles")
         assert "router" in roles
         assert "planner" in roles
+
+        async def breaker_shown() -> str | None:
+            await page.goto(site.url + "/health")
+            models = await page.inner_text("#models")
+            return models if "planner" in models and "vllm" in models else None
+
+        models = await assert_eventually(breaker_shown, timeout_s=30, interval_s=1)
+        assert "open" in models  # its one failed call opened it (breaker_failures=1)
+        await page.screenshot(path=site.shots / "12-health.png", full_page=True)
     finally:
         await ctx.close()
     actions = {(e.user, e.action) for e in await read_audit(site.store.engine)}

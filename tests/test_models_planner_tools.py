@@ -306,3 +306,38 @@ def test_plan_tool_uses_round_trip_and_default_empty() -> None:
     assert msgspec.json.decode(msgspec.json.encode(plan), type=Plan) == plan
     assert "tools" not in msgspec.to_builtins(Plan(task_id="t-1"))
 
+
+
+async def test_setup_starts_the_tool_servers_the_model_will_be_offered(
+    servers: Servers, registry: ToolRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model-backed planner starts its configured tool servers in ``setup`` (before
+    its process reports ready), so the first plan does not pay for a cold start; a
+    server it cannot start is logged, and setup still succeeds."""
+    warmed: list[str] = []
+    real_warm = registry.warm
+
+    async def warm(server: str) -> None:
+        warmed.append(server)
+        await real_warm(server)
+
+    registry.warm = warm  # type: ignore[method-assign]
+    async with servers.client() as client:
+        agent = PlannerAgent()
+        await agent.setup(AgentResources("lab", models=lambda: client, tools=lambda: registry))
+        assert isinstance(agent.backend, ModelPlanner)
+        # ticket_history is configured; kb_search and telemetry_query are not: skipped
+        assert warmed == ["ticket_history"]
+        assert [t.name for t in await registry.list_tools("ticket_history")]
+
+        missing = ToolSpec(name="kb_search", transport="python",
+                           target="tests._mcp.no_such_module:server", retries=0)  # fmt: skip
+        broken = ToolRegistry([missing])
+        async with broken:
+            other = PlannerAgent()
+            with caplog.at_level("WARNING", logger="sitemesh.agent.planner"):
+                await other.setup(AgentResources("lab", models=lambda: client,
+                                                 tools=lambda: broken))  # fmt: skip
+            assert isinstance(other.backend, ModelPlanner)
+            assert "planner tool server kb_search not started" in caplog.text
+    assert history_fake.CALLS == []  # started and listed, never called

@@ -26,4 +26,7 @@
   // on (re)connecting, catch up once: a change between rendering the page and opening
   // the stream (or while it was down) would otherwise be missed
   es.onopen = () => { if (state) state.textContent = "live"; refresh(); };
+  // the health page also shows the bus (workers, queues, breakers), which changes
+  // without a record changing: it re-reads it every 5 s as well
+  if (live === "health") setInterval(() => { if (!document.hidden) refresh(); }, 5000);
 })();
