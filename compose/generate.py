@@ -251,11 +251,13 @@ PANELS: Final = (
         "Deliveries after the first (a nak, or an ack that did not arrive in time).",
     ),
     Panel(
-        "Dead letters by role",
-        _rate("sitemesh_dead_letters_total", "sitemesh_site, sitemesh_role", "increase"),
-        _BY_ROLE, "short",
-        "Messages dead-lettered per interval, by site and role. The metric has no reason "
-        "label: the reason is in the site's DLQ (`sitemesh dlq list`).",
+        "Dead letters by role and reason",
+        _rate("sitemesh_dead_letters_total", "sitemesh_site, sitemesh_role, error_type",
+              "increase"),
+        _BY_ROLE + " {{error_type}}", "short",
+        "Messages dead-lettered per interval, by site, role and error class (SchemaError, "
+        "MessageTooLarge...). The field and the full reason of each are in the site's DLQ "
+        "(`sitemesh dlq list`, the console's dead letters page).",
     ),
     Panel("Queues"),
     Panel(

@@ -285,6 +285,16 @@ async def test_dashboard_queries_only_series_a_worker_serves() -> None:
     assert wanted <= used, sorted(wanted - used)
 
 
+async def test_dead_letters_are_counted_by_reason() -> None:
+    page = await _served_page()
+    by_reason = {
+        s.labels.get("error_type", ""): s.value
+        for f in text_string_to_metric_families(page) for s in f.samples
+        if s.name == "sitemesh_dead_letters_total" and s.labels.get("sitemesh_role") == "planner"
+    }  # fmt: skip
+    assert by_reason == {"": 0.0, "ValueError": 1.0}  # the zero series from the start, then one
+
+
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards(
     compose: dict[str, Any],
 ) -> None:

@@ -472,6 +472,8 @@ async def test_a_worker_serves_prometheus_metrics_next_to_its_probes(
 
         text = await assert_eventually(counted, timeout_s=30)
         assert _value(text, "sitemesh_dead_letters_total", role="gated") == 1
+        assert _value(text, "sitemesh_dead_letters_total", role="gated",
+                      error_type="SchemaError") == 1  # by reason  # fmt: skip
         assert _value(text, "messaging_process_duration_seconds_count", role="gated") == 1
         assert _value(text, "sitemesh_hop_latency_seconds_count", role="gated") == 1
         consumed = _value(

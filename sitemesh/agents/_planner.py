@@ -464,16 +464,15 @@ class PlannerAgent(Agent):
         registry = resources.tools
         if registry is None:
             return
-        from ..tools import ToolError
-
         for server in servers:
             spec = registry.specs.get(server)
             if spec is None or not spec.enabled:
                 continue
             try:
                 await registry.warm(server)
-            except ToolError as exc:
-                log.warning("planner tool server %s not started: %s", server, exc)
+            except Exception as exc:  # a warm-up only: the first call starts it again
+                log.warning("planner tool server %s not started: %s: %s",
+                            server, type(exc).__name__, exc)  # fmt: skip
 
     async def handle(self, item: WorkItem, ctx: AgentContext) -> Plan:
         """Plan for ``item``.

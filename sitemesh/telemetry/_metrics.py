@@ -69,7 +69,9 @@ class Instruments:
             description="Deliveries after the first (num_delivered > 1).",
         )
         self.dead_letters = meter.create_counter(
-            "sitemesh.dead_letters", unit="{message}", description="Messages dead-lettered."
+            "sitemesh.dead_letters",
+            unit="{message}",
+            description="Messages dead-lettered, by error.type (the dead letter's error class).",
         )
         self.tokens = meter.create_histogram(
             "gen_ai.client.token.usage",

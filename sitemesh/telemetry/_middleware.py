@@ -164,6 +164,7 @@ class WorkerMiddleware:
         token = _PROCESS.set(_Process(self.site, self.role, span, task_id is not None))
         ctx_token = otel_context.attach(trace.set_span_in_context(span))
         outcome = "error"
+        error_type = ""
         try:
             decision, error = await settle(msg)
             outcome = decision.action.value
@@ -189,8 +190,8 @@ class WorkerMiddleware:
             m.consumed.add(1, {**labels, "sitemesh.outcome": outcome})
             if delivered > 1:
                 m.redeliveries.add(1, labels)
-            if outcome == Action.DEAD_LETTER.value:
-                m.dead_letters.add(1, labels)
+            if outcome == Action.DEAD_LETTER.value:  # by reason: the error class
+                m.dead_letters.add(1, {**labels, "error.type": error_type or "unknown"})
             if pending >= 0:  # a handed-over message knows no consumer's pending count
                 m.set_depth(self.site, self.role, self.stream, pending)
 
