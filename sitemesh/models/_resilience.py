@@ -166,4 +166,3 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self.state!r}, failures={self._count})"
-

@@ -35,6 +35,8 @@ class ModelHealth(msgspec.Struct, frozen=True, kw_only=True):
     circuit_open: int = 0
     """Calls refused by the open breaker without a request."""
     last_error: str = ""
-    """The last failed call's error class and message (never prompt text)."""
+    """The last failed call's error class and message, at most 200 characters. The
+    message is the backend's own and may quote what it was sent: the report stays in
+    the site's bucket, and the console masks it for every role."""
     last_error_at: datetime | None = None
     """When it happened (UTC)."""
