@@ -306,13 +306,10 @@ def edge(
     if local_model:
         from ._local_model import run_edge_local
 
-        raise typer.Exit(
-            _run(
-                run_edge_local(
-                    _settings(site), console, replicas=replicas, agents=agents, insecure=insecure
-                )
-            )
-        )
+        raise typer.Exit(_run(run_edge_local(
+            _settings(site), console, replicas=replicas, agents=agents, insecure=insecure,
+            colocate=colocate, console_port=console_port,
+        )))  # fmt: skip
     raise typer.Exit(_run(run_edge(_settings(site), console, replicas=replicas, agents=agents,
                                    insecure=insecure, colocate=colocate,
                                    console_port=console_port)))  # fmt: skip

@@ -85,12 +85,16 @@ async def run_edge_local(
     replicas: int = 1,
     agents: Sequence[str] = (),
     insecure: bool = False,
+    colocate: bool = False,
+    console_port: int | None = None,
 ) -> int:
-    """``sitemesh edge --local-model``: :func:`~sitemesh.cli._run.run_edge` with the
-    site's models on a local server started first and stopped last."""
+    """``sitemesh edge --local-model``: :func:`~sitemesh.cli._run.run_edge` (with every
+    one of its options) with the site's models on a local server started first and
+    stopped last."""
     from ._run import run_edge
 
     async with local_model(settings, console) as lm:
         return await run_edge(
-            lm.settings, console, replicas=replicas, agents=agents, insecure=insecure
-        )
+            lm.settings, console, replicas=replicas, agents=agents, insecure=insecure,
+            colocate=colocate, console_port=console_port,
+        )  # fmt: skip
