@@ -520,3 +520,43 @@ async def test_health_after_a_probe_closes_the_breaker(servers: Servers) -> None
         vllm = {h.provider: h for h in c.health()}["vllm"]
         assert (vllm.breaker, vllm.calls, vllm.ok, vllm.failed) == ("closed", 2, 1, 1)
         assert vllm.last_error.startswith("ModelUnavailable")  # the last failure stays shown
+
+
+async def test_an_answer_rejected_as_invalid_output_still_counts_its_tokens_and_cost(
+    servers: Servers,
+) -> None:
+    """The backend answered and was paid: the ledger row of an ``invalid_output`` call
+    has its cost, and ``gen_ai.client.token.usage`` / ``sitemesh.model.cost`` count it."""
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sitemesh.config import TelemetrySettings
+    from sitemesh.telemetry import setup_telemetry, shutdown_telemetry
+
+    reader = InMemoryMetricReader()
+    shutdown_telemetry()
+    setup_telemetry(TelemetrySettings(), span_exporter=InMemorySpanExporter(),
+                    metric_reader=reader)  # fmt: skip
+    try:
+        servers.vllm.script(Reply(text="Severity two, link down."),
+                            Reply(json={"severity": 2, "summary": "link down"}))  # fmt: skip
+        recorder = InMemoryRecorder()
+        async with servers.client(recorder=recorder, budget=_Priced()) as client:
+            result = await client.structured(REQ, Verdict, CallContext(kind="extraction"))
+        assert result.repaired
+        assert [(c.outcome, c.cost_usd) for c in recorder.calls] == [
+            ("invalid_output", 0.0042), ("ok", 0.0042),
+        ]  # fmt: skip
+        assert all(c.tokens_in > 0 for c in recorder.calls)
+        data = reader.get_metrics_data()
+        assert data is not None
+        points = {
+            m.name: m.data.data_points
+            for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        }  # fmt: skip
+        tokens_in = sum(p.sum for p in points["gen_ai.client.token.usage"]
+                        if p.attributes.get("gen_ai.token.type") == "input")  # fmt: skip
+        assert tokens_in == sum(c.tokens_in for c in recorder.calls)
+        assert sum(p.value for p in points["sitemesh.model.cost"]) == pytest.approx(0.0084)
+    finally:
+        shutdown_telemetry()

@@ -158,12 +158,12 @@ def _health_table(site: str, reports: list[ToolHealthReport]) -> Table:
 
 def _models_table(site: str, reports: list[ToolHealthReport]) -> Table:
     table = Table(title=f"model backends of site {site}", title_justify="left")
-    table.add_column("provider")
+    table.add_column("provider", no_wrap=True)
     table.add_column("process", overflow="fold")
-    table.add_column("breaker")
-    for col in ("calls", "ok", "failed", "open", "retry in s"):
+    table.add_column("breaker", no_wrap=True)
+    for col in ("calls", "ok", "failed", "open", "probe in s"):
         table.add_column(col, justify="right")
-    table.add_column("last error", overflow="fold")
+    table.add_column("last error", overflow="fold", ratio=1)
     for r in reports:
         for m in r.models:
             table.add_row(

@@ -529,11 +529,12 @@ class ModelClient:
                 if accept is not None:
                     try:
                         accept(response)
-                    except InvalidOutput as bad:
-                        await self.budget.settle(reservation, response.usage)
+                    except InvalidOutput as bad:  # answered and paid for, then rejected
+                        cost = await self.budget.settle(reservation, response.usage)
+                        observed.cost_usd = cost or 0.0
                         await self._record(request, ctx, prompt_hash, "invalid_output",
                                            attempts=attempts, latency_ms=elapsed, response=response,
-                                           error=bad.error, **common)
+                                           cost_usd=cost, error=bad.error, **common)
                         raise
                 cost = await self.budget.settle(reservation, response.usage)
                 observed.cost_usd = cost or 0.0

@@ -143,7 +143,8 @@ def model_call(
                 time.perf_counter() - started,
                 {**labels, "error.type": error_type} if error_type else labels,
             )
-            if error_type is None:
+            if error_type is None or call.input_tokens or call.output_tokens:
+                # an answer rejected afterwards (invalid structured output) used its tokens
                 m.tokens.record(call.input_tokens, {**labels, "gen_ai.token.type": "input"})
                 m.tokens.record(call.output_tokens, {**labels, "gen_ai.token.type": "output"})
             if call.cost_usd:
