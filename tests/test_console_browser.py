@@ -69,6 +69,35 @@ BODY = "Hello, Maria Garcia here: online banking login times out for all branch 
 
 
 
+SPEND = (  # (tenant, agent, provider/model, days ago, tokens in, tokens out, USD)
+    ("OpsBank", "synthesiser", "openai/gpt-4.1", 0, 1800, 420, 0.0070),
+    ("OpsBank", "planner", "vllm/qwen2.5-7b-instruct", 0, 950, 180, 0.0004),
+    ("acme", "synthesiser", "anthropic/claude-sonnet-4-6", 1, 2100, 510, 0.0140),
+    ("acme", "triage", "vllm/qwen2.5-7b-instruct", 2, 400, 20, 0.0001),
+    ("OpsBank", "synthesiser", "openai/gpt-4.1", 3, 1600, 390, 0.0063),
+)
+"""Model calls of earlier days in the site's ledger (as its workers record them), so
+the cost page has spend to chart; the live site adds its own calls on top."""
+
+
+async def _seed_spend(settings: Settings, store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sitemesh.models import ModelCall, ledger_for_settings
+
+    await store.open()
+    recorder, _ = ledger_for_settings(settings, store=store)  # what the workers use
+    now = datetime.now(UTC)
+    for i, (tenant, agent, ref, days, tin, tout, usd) in enumerate(SPEND):
+        provider, model = ref.split("/", 1)
+        await recorder.record(ModelCall(
+            call_id=f"seed-{i}", call_key=f"seed-{i}", prompt_hash="0" * 64,
+            provider=provider, model=model, outcome="ok", tokens_in=tin, tokens_out=tout,
+            cost_usd=usd, tenant=tenant, agent=agent, task_id=f"seed-task-{i}",
+            started_at=now - timedelta(days=days, minutes=5),
+        ))  # fmt: skip
+
+
 @dataclass
 class Site:
     settings: Settings
@@ -123,6 +152,7 @@ async def site(
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         store = Store(settings.db_url)
+        await _seed_spend(settings, store)
         await sup.start()
         try:
             await wait_ready([(js, sup)], timeout_s=300)
@@ -257,6 +287,11 @@ async def test_approver_session(site: Site, browser: object) -> None:
             resp = await page.goto(site.url + path)
             assert resp.status == 200
             await page.screenshot(path=site.shots / f"{shot}.png", full_page=True)
+        await page.goto(site.url + "/cost")
+        cost = await page.inner_text("main")
+        assert "acme" in cost  # the seeded spend, by tenant, agent, model and day
+        assert "anthropic/claude-sonnet-4-6" in cost
+        assert (site.shots / "13-cost.png").stat().st_size > 0
         await page.goto(site.url + "/health")
         roles = await page.inner_text("#roles")
         assert "router" in roles
