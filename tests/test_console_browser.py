@@ -291,7 +291,6 @@ async def test_approver_session(site: Site, browser: object) -> None:
         cost = await page.inner_text("main")
         assert "acme" in cost  # the seeded spend, by tenant, agent, model and day
         assert "anthropic/claude-sonnet-4-6" in cost
-        assert (site.shots / "13-cost.png").stat().st_size > 0
         await page.goto(site.url + "/health")
         roles = await page.inner_text("#roles")
         assert "router" in roles

@@ -242,3 +242,33 @@ async def test_trace_model_calls_table_is_optional(tmp_path: Any) -> None:
     assert "gpt-x" in text
     assert "120 tokens, $0.0015" in text
     assert "jane" not in text  # the error text is never shown
+
+
+def test_a_breaker_source_that_raises_is_skipped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from sitemesh.telemetry import BREAKER_VALUES, Instruments
+
+    reader = InMemoryMetricReader()
+    instruments = Instruments(MeterProvider(metric_readers=[reader]).get_meter("t"))
+
+    def broken() -> list[tuple[str, str, str]]:
+        raise RuntimeError("registry gone")
+
+    instruments.watch_breakers("eu1", "planner", broken)
+    instruments.watch_breakers("eu1", "triage", lambda: [("tool", "kb_search", "half_open")])
+    with caplog.at_level("WARNING", logger="sitemesh.telemetry"):
+        for _ in range(3):  # three scrapes
+            data = reader.get_metrics_data()
+    assert data is not None
+    points = [
+        (dict(p.attributes), p.value)
+        for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "sitemesh.breaker.state" for p in m.data.data_points
+    ]  # fmt: skip
+    assert points == [({"sitemesh.site": "eu1", "sitemesh.role": "triage",
+                        "sitemesh.dependency.kind": "tool", "sitemesh.dependency": "kb_search"},
+                       BREAKER_VALUES["half_open"])]  # fmt: skip
+    assert caplog.text.count("cannot read the breaker states of planner") == 1

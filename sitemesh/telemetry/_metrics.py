@@ -117,6 +117,7 @@ class Instruments:
         )
 
         self._breakers: list[tuple[str, str, BreakerSource]] = []
+        self._breakers_failing: set[tuple[str, str]] = set()
         meter.create_observable_gauge(
             "sitemesh.breaker.state",
             callbacks=[self._observe_breakers],
@@ -126,8 +127,8 @@ class Instruments:
         )
 
     def watch_breakers(self, site: str, role: str, source: BreakerSource) -> None:
-        """Read ``source`` at each collection for ``role``'s breaker states (an error in
-        it is logged and that collection skips it)."""
+        """Read ``source`` at each collection for ``role``'s breaker states (a source
+        that raises is skipped; logged once until it reads again)."""
         self._breakers.append((site, role, source))
 
     def set_depth(self, site: str, role: str, stream: str, pending: int) -> None:
@@ -155,8 +156,11 @@ class Instruments:
             try:
                 states = list(source())
             except Exception:  # a metric, not a reason to fail the scrape
-                log.warning("cannot read the breaker states of %s", role, exc_info=True)
+                if (site, role) not in self._breakers_failing:  # once, not every scrape
+                    self._breakers_failing.add((site, role))
+                    log.warning("cannot read the breaker states of %s", role, exc_info=True)
                 continue
+            self._breakers_failing.discard((site, role))
             for kind, name, state in states:
                 attrs = {"sitemesh.site": site, "sitemesh.role": role,
                          "sitemesh.dependency.kind": kind, "sitemesh.dependency": name}  # fmt: skip
