@@ -21,7 +21,14 @@ from sitemesh.agents import AgentResources
 from sitemesh.bus import find_nats_server
 from sitemesh.cli import app
 from sitemesh.cli._tools_cmds import tools_health, tools_list
-from sitemesh.config import BusSettings, NatsSettings, TelemetrySettings, load_settings
+from sitemesh.config import (
+    BusSettings,
+    DbSettings,
+    NatsSettings,
+    Settings,
+    TelemetrySettings,
+    load_settings,
+)
 from sitemesh.models import CircuitBreaker
 from sitemesh.runtime import (
     TOOLS_BUCKET_PREFIX,
@@ -184,6 +191,13 @@ async def registry_with_history() -> AsyncIterator[ToolRegistry]:
             yield tools
 
 
+async def _printed(settings: Settings, *, width: int = 200, as_json: bool = False) -> str:
+    """What ``sitemesh tools health`` prints (it must exit 0)."""
+    console = Console(record=True, width=width)
+    assert await tools_health(settings, console, as_json=as_json) == 0, console.export_text()
+    return console.export_text()
+
+
 async def test_processes_publish_their_tool_health_on_the_bus(
     js: JetStreamContext, site: str, registry_with_history: ToolRegistry, nats_server: object
 ) -> None:
@@ -201,15 +215,11 @@ async def test_processes_publish_their_tool_health_on_the_bus(
     assert h.last_errors[0].reason == "HTTP 503"
 
     settings = load_settings(site=site, nats={"url": nats_server.client_url})  # type: ignore[attr-defined]
-    console = Console(record=True, width=200)
-    assert await tools_health(settings, console) == 0
-    text = console.export_text()
+    text = await _printed(settings)
     assert "h.ping" in text
     assert "open" in text
     assert "ToolUnavailable: HTTP 503" in text
-    console = Console(record=True, width=200)
-    assert await tools_health(settings, console, as_json=True) == 0
-    doc = json.loads(console.export_text())
+    doc = json.loads(await _printed(settings, as_json=True))
     assert doc["processes"][0]["tools"][0]["breaker"] == "open"
 
     await publisher.shutdown()
@@ -227,7 +237,6 @@ async def test_processes_publish_their_model_breakers_and_the_console_shows_them
     shows them to a viewer with the PII the backend echoed masked."""
     from starlette.testclient import TestClient
 
-    from sitemesh.config import DbSettings, Settings
     from sitemesh.console import create_app
     from sitemesh.models import CallContext, ChatMessage, ModelRequest
     from tests._fakes.llm_server import Reply
@@ -260,9 +269,7 @@ async def test_processes_publish_their_model_breakers_and_the_console_shows_them
     assert "+1 212 555 0199" in vllm.last_error
 
     settings = load_settings(site=site, nats={"url": nats_server.client_url})  # type: ignore[attr-defined]
-    console = Console(record=True, width=240)
-    assert await tools_health(settings, console) == 0
-    text = console.export_text()
+    text = await _printed(settings, width=240)
     assert "model backends of site" in text
     assert "ModelRequestError" in text
     assert "no tool calls reported" in text
@@ -406,9 +413,7 @@ async def test_tool_health_on_a_secured_site(
     settings = load_settings(
         site="eu1", nats=NatsSettings(url=f"nats://{s.host}:{s.client_port}", nkey_seed_file=seed)
     )
-    console = Console(record=True, width=200)
-    assert await tools_health(settings, console) == 0, console.export_text()
-    text = console.export_text()
+    text = await _printed(settings)
     assert "h.ping" in text
     assert "planner" in text
     await publisher.shutdown()

@@ -120,6 +120,14 @@ def _ms(value: float) -> str:
 _BREAKER_STYLE: Final = {"closed": "green", "half_open": "yellow", "open": "red"}
 
 
+def _breaker(state: str) -> Text:
+    return Text(state, style=_BREAKER_STYLE.get(state, ""))
+
+
+def _process(r: ToolHealthReport) -> Text:
+    return Text(f"{r.role} {r.host}:{r.pid}")
+
+
 def _health_table(site: str, reports: list[ToolHealthReport]) -> Table:
     table = Table(title=f"tool health of site {site}", title_justify="left")
     table.add_column("tool", overflow="fold")
@@ -141,8 +149,8 @@ def _health_table(site: str, reports: list[ToolHealthReport]) -> Table:
         for h in r.tools:
             table.add_row(
                 Text(h.tool),
-                Text(f"{r.role} {r.host}:{r.pid}"),
-                Text(h.breaker, style=_BREAKER_STYLE.get(h.breaker, "")),
+                _process(r),
+                _breaker(h.breaker),
                 f"{h.calls:,}",
                 f"{h.ok:,}",
                 f"{h.errors:,}",
@@ -168,8 +176,8 @@ def _models_table(site: str, reports: list[ToolHealthReport]) -> Table:
         for m in r.models:
             table.add_row(
                 Text(m.provider),
-                Text(f"{r.role} {r.host}:{r.pid}"),
-                Text(m.breaker, style=_BREAKER_STYLE.get(m.breaker, "")),
+                _process(r),
+                _breaker(m.breaker),
                 f"{m.calls:,}",
                 f"{m.ok:,}",
                 f"{m.failed:,}",
